@@ -1,0 +1,68 @@
+"""The image manifest: one Parquet schema for every image geoscout has seen.
+
+Every row says where an image came from and whether it was kept; a dropped image keeps its
+row with the reason. The schema is defined here once and versioned; the README documents it.
+Bump ``SCHEMA_VERSION`` on any change to the columns.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+
+class Source(StrEnum):
+    MAPILLARY = "mapillary"
+    STREETVIEW = "streetview"
+    LOCAL = "local"
+
+
+class DropReason(StrEnum):
+    FETCH_FAILED = "fetch_failed"          # download failed after every retry
+    NOT_AN_IMAGE = "not_an_image"          # body did not decode as an image
+    CORRUPT = "corrupt"                    # truncated or damaged image data
+    DECOMPRESSION_BOMB = "decompression_bomb"
+    TOO_SMALL = "too_small"                # under the minimum width/height
+    TOO_DARK = "too_dark"                  # mean luminance under the lower bound
+    TOO_BRIGHT = "too_bright"              # mean luminance over the upper bound (over-exposed)
+    OUT_OF_CELL = "out_of_cell"            # coordinates outside the crawl cell
+    NO_LOCATION = "no_location"            # no usable coordinates
+    DUPLICATE_LOCATION = "duplicate_location"  # closer than the dedup distance to a kept image
+    SEQUENCE_CAP = "sequence_cap"          # more than k images of one capture sequence
+    NEAR_DUPLICATE = "near_duplicate"      # perceptual hash too close to a kept image
+    DUPLICATE_CONTENT = "duplicate_content"  # same bytes (SHA-256) as a kept image
+
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),      # "<source>:<source_id>"
+        pa.field("source", pa.string(), nullable=False),        # Source
+        pa.field("source_id", pa.string(), nullable=False),     # id at the provider
+        pa.field("group_id", pa.string()),                      # sequence / pano / photo group
+        pa.field("creator", pa.string()),
+        pa.field("lat_deg", pa.float64(), nullable=False),
+        pa.field("lon_deg", pa.float64(), nullable=False),
+        pa.field("captured_at", pa.timestamp("ms", tz="UTC")),
+        pa.field("heading_deg", pa.float32()),
+        pa.field("is_pano", pa.bool_()),
+        pa.field("cell_id", pa.string(), nullable=False),       # crawl cell
+        pa.field("sha256", pa.string()),                        # null when never stored
+        pa.field("file_bytes", pa.int64()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("brightness", pa.float32()),                   # mean luminance, 0..255
+        pa.field("phash", pa.string()),                         # 64-bit perceptual hash, hex
+        pa.field("kept", pa.bool_(), nullable=False),
+        pa.field("drop_reason", pa.string()),                   # DropReason, null when kept
+        pa.field("error", pa.string()),                         # detail, never secrets
+        pa.field("license", pa.string()),
+        pa.field("attribution", pa.string()),
+        pa.field("fetched_at", pa.timestamp("ms", tz="UTC")),
+    ],
+    metadata={b"geoscout_schema": b"image_manifest", b"geoscout_schema_version": b"1"},
+)
+
+COLUMNS = MANIFEST_SCHEMA.names

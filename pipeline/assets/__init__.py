@@ -1,0 +1,1 @@
+"""Assets by stage: grid, ingest, dataset, train, evaluate."""

@@ -1,0 +1,1 @@
+"""Grid assets: land polygons and the land-filtered quadtree grid."""
