@@ -2,7 +2,9 @@
 
 Every row says where an image came from and whether it was kept; a dropped image keeps its
 row with the reason. The schema is defined here once and versioned; the README documents it.
-Bump ``SCHEMA_VERSION`` on any change to the columns.
+Bump ``SCHEMA_VERSION`` on any change to the columns. The manifest holds no wall-clock
+column, so an interrupted and resumed crawl writes the same bytes as an uninterrupted one;
+fetch timings live in the per-cell ``.stats.json``.
 """
 
 from __future__ import annotations
@@ -60,7 +62,6 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("error", pa.string()),                         # detail, never secrets
         pa.field("license", pa.string()),
         pa.field("attribution", pa.string()),
-        pa.field("fetched_at", pa.timestamp("ms", tz="UTC")),
     ],
     metadata={b"geoscout_schema": b"image_manifest", b"geoscout_schema_version": b"1"},
 )
