@@ -71,6 +71,10 @@ def rowcol_to_ids(level: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     check_level(level)
     rows = np.asarray(rows, dtype=np.int64)
     cols = np.asarray(cols, dtype=np.int64)
+    n = 1 << level
+    for name, values in (("row", rows), ("col", cols)):
+        if values.size and (values.min() < 0 or values.max() >= n):
+            raise InputError(f"{name} index out of range 0..{n - 1} for level {level}")
     if level == 0:
         return np.full(rows.shape, "", dtype=object)
     shifts = np.arange(level - 1, -1, -1, dtype=np.int64)
@@ -143,10 +147,20 @@ def points_to_rowcol(lat, lon, level: int) -> tuple[np.ndarray, np.ndarray]:
     check_level(level)
     lat, lon = check_coordinates(lat, lon)
     n = 1 << level
-    rows = np.floor((lat + 90.0) / 180.0 * n).astype(np.int64)
-    rows = np.clip(rows, 0, n - 1)  # latitude +90 belongs to the top row
-    cols = np.floor((lon + 180.0) / 360.0 * n).astype(np.int64) % n  # +180 wraps to -180
+    rows = _bin(lat, -90.0, 180.0 / n, n)
+    rows = np.minimum(rows, n - 1)  # latitude +90 belongs to the top row
+    cols = _bin(lon, -180.0, 360.0 / n, n) % n  # +180 wraps to -180
     return rows, cols
+
+
+def _bin(x: np.ndarray, origin: float, step: float, n: int) -> np.ndarray:
+    """Index i with ``origin + i*step <= x < origin + (i+1)*step``, edges computed exactly as
+    ``cells_bounds`` computes them (the plain floor can be one off where ``x - origin``
+    rounds onto an edge, e.g. x = -1e-17)."""
+    idx = np.clip(np.floor((x - origin) / step).astype(np.int64), 0, n)
+    idx = idx - (x < origin + idx * step)
+    idx = idx + (x >= origin + (idx + 1) * step)
+    return np.clip(idx, 0, n)
 
 
 def points_to_cells(lat, lon, level: int) -> np.ndarray:
@@ -170,6 +184,7 @@ def parent(cell_id: str) -> str:
 
 def ancestor(cell_id: str, level: int) -> str:
     check_cell_id(cell_id)
+    check_level(level)
     if level > len(cell_id):
         raise InputError(f"cell {cell_id!r} has no ancestor at deeper level {level}")
     return cell_id[:level]

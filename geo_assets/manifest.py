@@ -67,3 +67,50 @@ MANIFEST_SCHEMA = pa.schema(
 )
 
 COLUMNS = MANIFEST_SCHEMA.names
+
+
+# --- I/O ---------------------------------------------------------------------------------
+
+CELLS_DIR = "manifests/cells"
+MERGED_PATH = "manifests/image_manifest.parquet"
+CELL_VERSIONS_PATH = "manifests/cell_versions.parquet"
+
+CELL_VERSIONS_SCHEMA = pa.schema([
+    pa.field("cell_id", pa.string(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("version", pa.string(), nullable=False),   # sha256 of the cell manifest file
+    pa.field("n_rows", pa.int64(), nullable=False),
+    pa.field("n_kept", pa.int64(), nullable=False),
+])
+
+
+def cell_manifest_relpath(source: str, cell_id: str) -> str:
+    return f"{CELLS_DIR}/{source}/{cell_id}.parquet"
+
+
+def cell_stats_relpath(source: str, cell_id: str) -> str:
+    return f"{CELLS_DIR}/{source}/{cell_id}.stats.json"
+
+
+def rows_to_table(rows: list[dict]) -> pa.Table:
+    """Rows (dicts keyed by column; ``captured_at`` as epoch ms) -> a MANIFEST_SCHEMA table,
+    sorted by image id so equal inputs give equal bytes."""
+    rows = sorted(rows, key=lambda r: r["image_id"])
+    columns = {name: [r.get(name) for r in rows] for name in COLUMNS}
+    return pa.Table.from_pydict(columns, schema=MANIFEST_SCHEMA)
+
+
+def table_to_parquet_bytes(table: pa.Table, schema: pa.Schema = MANIFEST_SCHEMA) -> bytes:
+    """Deterministic Parquet bytes (fixed compression, one row group, no wall clock)."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table.cast(schema), buf, compression="zstd", row_group_size=max(1, 1 << 20),
+                   write_statistics=True)
+    return buf.getvalue()
+
+
+def empty_manifest() -> pa.Table:
+    return MANIFEST_SCHEMA.empty_table()

@@ -22,10 +22,10 @@ import io
 import os
 import posixpath
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import fsspec
 
@@ -124,7 +124,7 @@ class DataRoot:
     def glob(self, pattern: str) -> list[str]:
         """Relative paths under the root matching ``pattern``, sorted."""
         base = self.base + "/"
-        return sorted(p[len(base):] if p.startswith(base) else p
+        return sorted(p.removeprefix(base)
                       for p in self.fs.glob(self.path(pattern)))
 
     # --- content-addressed images ---------------------------------------------------------

@@ -9,3 +9,7 @@ EVAL = "eval"
 MAPILLARY_POOL = "mapillary_api"
 STREETVIEW_POOL = "streetview_api"
 GPU_TAG = {"gpu": "1"}
+
+# Crawl cells per ingestion run (BackfillPolicy.multi_run and the sensor's batches): a run
+# costs seconds of start-up, so each one takes a batch of cells.
+CELLS_PER_RUN = 16

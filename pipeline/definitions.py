@@ -1,18 +1,88 @@
-"""Assembles the geoscout Dagster definitions; no logic lives here."""
+"""Assembles the geoscout Dagster definitions; no logic lives here.
+
+One switch: the deployment (``GEOSCOUT_DEPLOYMENT``, default ``demo``) picks the resource
+dict. ``demo`` crawls the built-in demo world on loopback with no keys; ``production`` reads
+secrets from environment variables through ``dg.EnvVar`` when a run starts.
+"""
+
+from __future__ import annotations
+
+import os
 
 import dagster as dg
 
-from pipeline import constants
-from pipeline.assets import grid
-from pipeline.resources import GeoscoutSettings
+from pipeline import constants, jobs, schedules, sensors
+from pipeline.assets import grid, ingest
+from pipeline.resources import (
+    GeoscoutSettings,
+    LocalFolderResource,
+    MapillaryResource,
+    StreetViewResource,
+)
+
+DEMO_SEED = 0
+DEMO_PRESET = "demo"
+DEMO_CRAWL_LEVEL = 5
 
 
-def build_definitions() -> dg.Definitions:
-    grid_assets = dg.load_assets_from_modules([grid], group_name=constants.GRID)
+def demo_resources(seed: int = DEMO_SEED, preset: str = DEMO_PRESET,
+                   data_root: str | None = None) -> dict[str, object]:
+    """The demo world: Mapillary and Street View answered by an in-process loopback server.
+    Its images are synthetic, so storing the Street View ones is acknowledged."""
+    settings = {"data_root": data_root} if data_root else {}
+    return {
+        "settings": GeoscoutSettings(sources=["mapillary", "streetview"],
+                                     crawl_level=DEMO_CRAWL_LEVEL, cells_per_run=64,
+                                     **settings),
+        "mapillary": MapillaryResource(demo_seed=seed, demo_preset=preset),
+        "streetview": StreetViewResource(demo_seed=seed, demo_preset=preset,
+                                         store_images_acknowledged=True),
+        "local_folder": LocalFolderResource(),
+    }
+
+
+def production_resources() -> dict[str, object]:
+    """Real APIs. Enabled sources (``GEOSCOUT_SOURCES``, default ``mapillary``) need their
+    secrets in the environment: MAPILLARY_TOKEN; GOOGLE_MAPS_API_KEY (Street View, which
+    also needs GEOSCOUT_STREETVIEW_ACKNOWLEDGED=1 to store images); GEOSCOUT_LOCAL_FOLDER."""
+    sources = [s.strip() for s in os.environ.get("GEOSCOUT_SOURCES", "mapillary").split(",")
+               if s.strip()]
+    return {
+        "settings": GeoscoutSettings(sources=sources),
+        "mapillary": MapillaryResource(
+            access_token=dg.EnvVar("MAPILLARY_TOKEN") if "mapillary" in sources else None),
+        "streetview": StreetViewResource(
+            api_key=dg.EnvVar("GOOGLE_MAPS_API_KEY") if "streetview" in sources else None,
+            store_images_acknowledged=os.environ.get("GEOSCOUT_STREETVIEW_ACKNOWLEDGED") == "1"),
+        "local_folder": LocalFolderResource(folder=os.environ.get("GEOSCOUT_LOCAL_FOLDER")),
+    }
+
+
+RESOURCES_BY_DEPLOYMENT = {"demo": demo_resources, "production": production_resources}
+
+
+def build_definitions(deployment: str | None = None,
+                      resources: dict[str, object] | None = None) -> dg.Definitions:
+    deployment = deployment or os.environ.get("GEOSCOUT_DEPLOYMENT", "demo")
+    if resources is None:
+        if deployment not in RESOURCES_BY_DEPLOYMENT:
+            raise ValueError(f"GEOSCOUT_DEPLOYMENT={deployment!r} is not one of "
+                             f"{sorted(RESOURCES_BY_DEPLOYMENT)}")
+        resources = RESOURCES_BY_DEPLOYMENT[deployment]()
+    stages = [(grid, constants.GRID), (ingest, constants.INGEST)]
+    assets = [a for module, group in stages
+              for a in dg.load_assets_from_modules([module], group_name=group)]
     return dg.Definitions(
-        assets=[*grid_assets],
-        asset_checks=dg.load_asset_checks_from_modules([grid]),
-        resources={"settings": GeoscoutSettings()},
+        assets=assets,
+        asset_checks=dg.load_asset_checks_from_modules([m for m, _ in stages]),
+        jobs=[jobs.grid_job, jobs.ingest_cells_job, jobs.dataset_job],
+        schedules=[schedules.make_grid_refresh_schedule(jobs.grid_job)],
+        sensors=[
+            sensors.make_crawl_cells_sensor(jobs.ingest_cells_job,
+                                            [a.key for a in ingest.CELL_ASSETS]),
+            sensors.make_automation_sensor(),
+        ],
+        resources=resources,
     )
 
 

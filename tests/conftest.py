@@ -29,3 +29,21 @@ def data_root(tmp_path):
     from geo_assets.storage import DataRoot
 
     return DataRoot(str(tmp_path / "data"))
+
+
+@pytest.fixture(scope="session")
+def demo_world():
+    """The tiny demo world (seed 0): a few hundred images over 8 countries."""
+    from geo_assets.demo.world import generate_world
+
+    return generate_world(0, "tiny")
+
+
+@pytest.fixture
+def demo_server(demo_world):
+    """A started DemoServer for ``demo_world`` on loopback (token "demo-token", key
+    "demo-key", no faults); use ``demo_server.url`` as the base URL."""
+    from geo_assets.demo.server import DemoServer
+
+    with DemoServer(demo_world) as server:
+        yield server

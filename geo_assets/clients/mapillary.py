@@ -1,0 +1,401 @@
+"""Mapillary Graph API v4: coverage discovery, spread-out bbox sampling, thumbnail download.
+
+How a cell is listed (:meth:`MapillarySource.list_candidates`):
+
+1. Coverage: the ``mly1_public`` vector tiles at a zoom chosen from the cell size tell where
+   imagery exists (``sequence`` lines, or ``image`` points at zoom 14). The cell is cut into
+   search boxes with sides under the API's limit (0.01 degrees) and only boxes with coverage
+   are searched. If the tiles cannot be read, boxes are drawn stratified at random over the
+   cell (over its land part when given) under a request budget.
+2. Spread: boxes are visited round-robin over strata of the cell in a seeded order, and each
+   box contributes an even share of the per-cell target; leftovers fill the target after.
+3. Search: ``GET /images?bbox=...&fields=...&limit=2000``; a box that returns the cap is split
+   in four and searched again.
+4. Thumbnails are fetched right after listing; the signed URLs stay in memory only. An
+   expired link (403/404/410 from the CDN) is refreshed once through ``GET /{id}``.
+
+The token travels in the ``Authorization: OAuth`` header, never in a URL.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import requests
+
+from geo_assets.cells import cell_bounds
+from geo_assets.clients.base import Candidate, ListRequest
+from geo_assets.clients.http import (
+    HttpClient,
+    HttpSettings,
+    NotFoundError,
+    RemoteServiceError,
+    TransientServiceError,
+    Verdict,
+)
+from geo_assets.clients.redact import Redactor
+from geo_assets.clients.vector_tiles import decode_tile, tiles_covering
+from geo_assets.errors import InputError
+from geo_assets.manifest import Source
+
+LICENSE = "CC BY-SA 4.0"
+BASE_FIELDS = ("id", "computed_geometry", "geometry", "captured_at", "compass_angle",
+               "computed_compass_angle", "sequence", "creator", "is_pano")
+SEARCH_CAP = 2000
+TILE_SLACK_PX = 4  # coverage vertices are rounded to the tile grid: search this far around
+QUERY_TIMEOUT_SUBCODE = 3404014
+INVALID_TOKEN_CODE = 190
+RATE_LIMIT_CODES = {4, 17, 32, 613}
+TOKEN_HELP = ("set MAPILLARY_TOKEN to a client access token from "
+              "https://www.mapillary.com/dashboard/developers")
+
+
+@dataclass(frozen=True)
+class MapillarySettings:
+    thumb_resolution: int = 1024          # 256, 1024, 2048 or "original" via -1
+    box_deg: float = 0.0099               # search box side, under the API's 0.01 limit
+    coverage_zoom: int | None = None      # None: picked from the cell size
+    strata: int = 4                       # strata per side for spreading the sample
+    max_search_requests: int = 400        # request budget for bbox searches per cell
+    max_split_depth: int = 5
+    use_coverage_tiles: bool = True
+    http: HttpSettings = field(default_factory=HttpSettings)
+
+    def thumb_field(self) -> str:
+        return "thumb_original_url" if self.thumb_resolution < 0 else \
+            f"thumb_{self.thumb_resolution}_url"
+
+
+def _error_body(response: requests.Response) -> dict:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body.get("error", {}) if isinstance(body, dict) else {}
+
+
+def classify_graph(response: requests.Response) -> Verdict:
+    """Map a Graph API response to ok / transient / quota / credential / fatal."""
+    status = response.status_code
+    if status < 400:
+        return "ok", ""
+    err = _error_body(response)
+    code, subcode = err.get("code"), err.get("error_subcode")
+    message = str(err.get("message", ""))[:200]
+    if code == INVALID_TOKEN_CODE or status == 401:
+        return "credential", f"Mapillary rejected the access token (code 190): {TOKEN_HELP}"
+    if status == 429 or code in RATE_LIMIT_CODES:
+        return "quota", f"Mapillary rate limit (HTTP {status}, code {code}): {message}"
+    if subcode == QUERY_TIMEOUT_SUBCODE or "query timeout" in message.lower():
+        return "transient", "Mapillary query timeout (HTTP 400, subcode 3404014)"
+    if status >= 500 or err.get("is_transient"):
+        return "transient", f"Mapillary server error (HTTP {status})"
+    if status == 403:
+        return "credential", f"Mapillary denied access (HTTP 403, code {code}): {TOKEN_HELP}"
+    if status == 404:
+        return "not_found", "Mapillary: not found (HTTP 404)"
+    return "fatal", f"Mapillary rejected the request (HTTP {status}, code {code}): {message}"
+
+
+def classify_cdn(response: requests.Response) -> Verdict:
+    status = response.status_code
+    if status < 400:
+        return "ok", ""
+    if status in (403, 404, 410):
+        return "not_found", f"thumbnail link refused or expired (HTTP {status})"
+    if status == 429:
+        return "quota", "CDN rate limit (HTTP 429)"
+    if status >= 500 or status == 408:
+        return "transient", f"CDN error (HTTP {status})"
+    return "fatal", f"CDN rejected the request (HTTP {status})"
+
+
+def parse_image(entity: dict, thumb_field: str) -> Candidate | None:
+    """One Graph API image entity -> Candidate; None without usable coordinates."""
+    geometry = entity.get("computed_geometry") or entity.get("geometry") or {}
+    coords = geometry.get("coordinates") or []
+    if len(coords) < 2 or entity.get("id") is None:
+        return None
+    lon, lat = float(coords[0]), float(coords[1])
+    if not (math.isfinite(lat) and math.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
+        return None
+    creator = entity.get("creator") or {}
+    username = creator.get("username") if isinstance(creator, dict) else None
+    heading = entity.get("computed_compass_angle", entity.get("compass_angle"))
+    sid = str(entity["id"])
+    return Candidate(
+        image_id=f"{Source.MAPILLARY}:{sid}", source=str(Source.MAPILLARY), source_id=sid,
+        lat_deg=lat, lon_deg=lon, group_id=entity.get("sequence"), creator=username,
+        captured_at_ms=int(entity["captured_at"]) if entity.get("captured_at") else None,
+        heading_deg=float(heading) % 360.0 if heading is not None else None,
+        is_pano=entity.get("is_pano"), license=LICENSE,
+        attribution=f"{username or 'unknown contributor'} / Mapillary, {LICENSE}",
+        fetch_ref=entity.get(thumb_field),
+    )
+
+
+class MapillaryClient:
+    """Low-level Graph API and coverage-tile calls."""
+
+    def __init__(self, token: str | None, graph_url: str = "https://graph.mapillary.com",
+                 tiles_url: str = "https://tiles.mapillary.com",
+                 settings: MapillarySettings | None = None, *, seed: int | None = None) -> None:
+        self.token = token or ""
+        self.graph_url = graph_url.rstrip("/")
+        self.tiles_url = tiles_url.rstrip("/")
+        self.settings = settings or MapillarySettings()
+        self.redactor = Redactor()
+        self.redactor.add(self.token)
+        auth = {"Authorization": f"OAuth {self.token}"}
+        self.api = HttpClient("mapillary", self.settings.http, redactor=self.redactor,
+                              headers=auth, classify=classify_graph, seed=seed)
+        self.cdn = HttpClient("mapillary-cdn", self.settings.http, redactor=self.redactor,
+                              classify=classify_cdn, seed=seed)
+
+    def close(self) -> None:
+        self.api.close()
+        self.cdn.close()
+
+    def fields(self) -> str:
+        return ",".join([*BASE_FIELDS, self.settings.thumb_field()])
+
+    def search(self, bbox: tuple[float, float, float, float], limit: int = SEARCH_CAP) -> list:
+        box = ",".join(f"{v:.7f}" for v in bbox)
+        params = {"bbox": box, "fields": self.fields(), "limit": str(limit)}
+        body = self.api.get_json(f"{self.graph_url}/images", params=params,
+                                 what=f"image search bbox={box}")
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            raise TransientServiceError("mapillary: image search answered without a data list")
+        return data
+
+    def image(self, image_id: str, fields: str | None = None) -> dict:
+        return self.api.get_json(f"{self.graph_url}/{image_id}",
+                                 params={"fields": fields or self.fields()},
+                                 what=f"image {image_id}")
+
+    def coverage_tile(self, z: int, x: int, y: int) -> bytes | None:
+        url = f"{self.tiles_url}/maps/vtp/mly1_public/2/{z}/{x}/{y}"
+        try:
+            return self.api.get_bytes(url, what=f"coverage tile {z}/{x}/{y}")
+        except NotFoundError:
+            return None
+
+    def thumbnail(self, candidate: Candidate) -> bytes:
+        """Download a thumbnail; refresh an expired signed link once."""
+        url = candidate.fetch_ref
+        what = f"thumbnail of {candidate.image_id}"
+        if url:
+            try:
+                return self.cdn.get_bytes(url, what=what)
+            except NotFoundError:
+                pass
+        fresh = self.image(candidate.source_id, fields=self.settings.thumb_field())
+        url = fresh.get(self.settings.thumb_field())
+        if not url:
+            raise RemoteServiceError(f"mapillary: {candidate.image_id} has no thumbnail link")
+        return self.cdn.get_bytes(url, what=what)
+
+
+def search_boxes(bbox, side: float) -> np.ndarray:
+    """Cut ``bbox`` into boxes of at most ``side`` degrees: (N, 4) min_lon, min_lat, ..."""
+    min_lon, min_lat, max_lon, max_lat = bbox
+    nx = max(1, math.ceil((max_lon - min_lon) / side - 1e-9))
+    ny = max(1, math.ceil((max_lat - min_lat) / side - 1e-9))
+    xs = np.linspace(min_lon, max_lon, nx + 1)
+    ys = np.linspace(min_lat, max_lat, ny + 1)
+    gx, gy = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
+    gx, gy = gx.ravel(), gy.ravel()
+    return np.stack([xs[gx], ys[gy], xs[gx + 1], ys[gy + 1]], axis=1)
+
+
+def spread_order(boxes: np.ndarray, bbox, strata: int, rng: random.Random) -> list[int]:
+    """Box indices interleaved round-robin over ``strata`` x ``strata`` blocks of ``bbox``,
+    shuffled within each block: any prefix of the order is spread over the cell."""
+    min_lon, min_lat, max_lon, max_lat = bbox
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2
+    sx = np.clip(((cx - min_lon) / (max_lon - min_lon) * strata).astype(int), 0, strata - 1)
+    sy = np.clip(((cy - min_lat) / (max_lat - min_lat) * strata).astype(int), 0, strata - 1)
+    blocks: dict[int, list[int]] = {}
+    for i, key in enumerate(sx * strata + sy):
+        blocks.setdefault(int(key), []).append(i)
+    queues = [blocks[k] for k in sorted(blocks)]
+    for q in queues:
+        rng.shuffle(q)
+    rng.shuffle(queues)
+    order: list[int] = []
+    depth = 0
+    while len(order) < len(boxes):
+        order.extend(q[depth] for q in queues if depth < len(q))
+        depth += 1
+    return order
+
+
+def densify(lonlat: np.ndarray, step: float) -> np.ndarray:
+    """Vertices of a line plus points every ``step`` degrees along each segment."""
+    if len(lonlat) < 2:
+        return lonlat
+    a, b = lonlat[:-1], lonlat[1:]
+    n = np.maximum(1, np.ceil(np.abs(b - a).max(axis=1) / step)).astype(int)
+    t = np.concatenate([np.arange(k) / k for k in n])
+    seg = np.repeat(np.arange(len(n)), n)
+    pts = a[seg] + (b[seg] - a[seg]) * t[:, None]
+    return np.vstack([pts, lonlat[-1:]])
+
+
+def boxes_near(points: np.ndarray, bbox, boxes: np.ndarray, margin: float) -> np.ndarray:
+    """Indices of the boxes (a regular grid over ``bbox``) within ``margin`` of any point."""
+    nx = len(np.unique(boxes[:, 0]))
+    ny = len(np.unique(boxes[:, 1]))
+    width, height = bbox[2] - bbox[0], bbox[3] - bbox[1]
+    found = []
+    for dx in (-margin, 0.0, margin):
+        for dy in (-margin, 0.0, margin):
+            x, y = points[:, 0] + dx, points[:, 1] + dy
+            inside = (x >= bbox[0]) & (x < bbox[2]) & (y >= bbox[1]) & (y < bbox[3])
+            ix = np.clip(((x[inside] - bbox[0]) / width * nx).astype(int), 0, nx - 1)
+            iy = np.clip(((y[inside] - bbox[1]) / height * ny).astype(int), 0, ny - 1)
+            found.append(ix * ny + iy)
+    return np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=int)
+
+
+def auto_zoom(bbox) -> int:
+    """Coverage zoom whose tiles are about a quarter of the cell's width (6..14)."""
+    width = bbox[2] - bbox[0]
+    return int(min(14, max(6, round(math.log2(360.0 / width)) + 2)))
+
+
+class MapillarySource:
+    """The Mapillary image source for the per-cell pipeline."""
+
+    name = str(Source.MAPILLARY)
+    ext = "jpg"
+
+    def __init__(self, client: MapillaryClient) -> None:
+        self.client = client
+        self.settings = client.settings
+        self.last_listing: dict = {}
+        self._margin = 0.0
+
+    def http_counters(self) -> dict[str, int]:
+        return dict(self.client.api.counters + self.client.cdn.counters)
+
+    def preflight(self) -> None:
+        if not self.client.token:
+            raise InputError(f"no Mapillary access token: {TOKEN_HELP}")
+
+    def fetch(self, candidate: Candidate) -> bytes:
+        return self.client.thumbnail(candidate)
+
+    # --- coverage ----------------------------------------------------------------------------
+
+    def coverage_points(self, bbox) -> np.ndarray | None:
+        """Lon/lat points where imagery exists in ``bbox``; None when the tiles are unusable."""
+        zoom = self.settings.coverage_zoom or auto_zoom(bbox)
+        tiles = tiles_covering(bbox, zoom)
+        while len(tiles) > 256 and zoom > 0:
+            zoom -= 1
+            tiles = tiles_covering(bbox, zoom)
+        self._margin = TILE_SLACK_PX * 360.0 / 2**zoom / 4096  # tile-grid rounding
+        parts = [np.empty((0, 2))]
+        try:
+            for x, y in tiles:
+                data = self.client.coverage_tile(zoom, x, y)
+                if data:
+                    parts.extend(self._tile_points(data, zoom, x, y))
+        except (TransientServiceError, InputError):
+            raise
+        except RemoteServiceError as exc:
+            if type(exc).__name__ == "CredentialError":
+                raise
+            return None
+        except (ValueError, IndexError, UnicodeDecodeError):
+            return None
+        return np.vstack(parts)
+
+    def _tile_points(self, data: bytes, z: int, x: int, y: int) -> list[np.ndarray]:
+        layers = decode_tile(data, z, x, y)
+        out = []
+        for name in ("image", "sequence", "overview"):
+            for feature in layers.get(name, []):
+                pts = feature.lonlat
+                out.append(densify(pts, self.settings.box_deg / 2) if feature.geom_type == 2
+                           else pts)
+        return out
+
+    def _boxes_to_search(self, request: ListRequest, bbox, boxes: np.ndarray) -> np.ndarray:
+        """Indices of boxes worth searching, and how they were found (in last_listing)."""
+        points = self.coverage_points(bbox) if self.settings.use_coverage_tiles else None
+        if points is not None:
+            self.last_listing["coverage"] = "tiles"
+            return boxes_near(points, bbox, boxes, self._margin)
+        self.last_listing["coverage"] = "sampled"
+        idx = np.arange(len(boxes))
+        if request.land is not None:
+            import shapely
+
+            polys = shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
+            idx = idx[shapely.intersects(polys, request.land)]
+        return idx
+
+    # --- listing -----------------------------------------------------------------------------
+
+    def _search(self, box, depth: int, budget: list[int]) -> list[dict]:
+        budget[0] -= 1
+        data = self.client.search(tuple(float(v) for v in box))
+        if len(data) < SEARCH_CAP or depth >= self.settings.max_split_depth:
+            return data
+        x0, y0, x1, y1 = box
+        xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
+        out: list[dict] = []
+        for sub in ((x0, y0, xm, ym), (xm, y0, x1, ym), (x0, ym, xm, y1), (xm, ym, x1, y1)):
+            out.extend(self._search(sub, depth + 1, budget))
+        return out
+
+    def list_candidates(self, request: ListRequest) -> list[Candidate]:
+        bbox = cell_bounds(request.cell_id)
+        boxes = search_boxes(bbox, self.settings.box_deg)
+        rng = random.Random(f"{request.seed}:{request.cell_id}")
+        self.last_listing = {"boxes_total": len(boxes)}
+        idx = self._boxes_to_search(request, bbox, boxes)
+        order = [int(idx[i]) for i in spread_order(boxes[idx], bbox, self.settings.strata, rng)]
+        budget = [self.settings.max_search_requests]
+        visits = max(1, min(len(order), budget[0]))
+        share = max(1, math.ceil(request.target / visits))
+        chosen: dict[str, Candidate] = {}
+        leftovers: list[list[Candidate]] = []
+        searched = 0
+        for b in order:
+            if budget[0] <= 0 or len(chosen) >= request.target:
+                break
+            searched += 1
+            found = self._parse(self._search(boxes[b], 0, budget), chosen, rng)
+            chosen.update((c.image_id, c) for c in found[:share])
+            leftovers.append(found[share:])
+        self._fill(chosen, leftovers, request.target)
+        self.last_listing.update(boxes_with_coverage=len(idx), boxes_searched=searched)
+        return sorted(chosen.values(), key=lambda c: c.image_id)
+
+    def _parse(self, entities: list[dict], chosen: dict, rng: random.Random) -> list[Candidate]:
+        thumb = self.settings.thumb_field()
+        found = {}
+        for entity in entities:
+            c = parse_image(entity, thumb)
+            if c is not None and c.image_id not in chosen:
+                found[c.image_id] = c
+        out = [found[k] for k in sorted(found)]
+        rng.shuffle(out)
+        return out
+
+    @staticmethod
+    def _fill(chosen: dict, leftovers: list[list[Candidate]], target: int) -> None:
+        depth = 0
+        while len(chosen) < target and any(depth < len(q) for q in leftovers):
+            for q in leftovers:
+                if depth < len(q) and len(chosen) < target:
+                    chosen.setdefault(q[depth].image_id, q[depth])
+            depth += 1

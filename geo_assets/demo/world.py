@@ -1,0 +1,331 @@
+"""The seeded demo world: Mapillary-style capture sequences and Street View panoramas.
+
+Coverage is clustered the way real coverage is: dense cities, sequences along roads between
+them, nothing in the interiors. Everything is a pure function of ``(seed, preset)``.
+
+What the pixels reveal is the image's *signal group*, (country, climate band): the renderer
+draws colours, road markings and signs per country and sky/vegetation per climate band, so
+``DemoWorld.accuracy_ceiling(level)`` is the best accuracy any model can reach at a grid level.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+
+import numpy as np
+
+from geo_assets.cells import points_to_cells
+from geo_assets.demo.places import (
+    CLIMATE_BANDS,
+    DemoCountry,
+    choose_countries,
+    climate_band,
+    locate_countries,
+)
+from geo_assets.errors import InputError
+
+ARTEFACTS: tuple[str, ...] = ("dark", "overexposed", "near_duplicate", "corrupt")
+PANO_HEADINGS = 4  # Street View images per panorama counted by accuracy_ceiling
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Size of a world."""
+
+    n_images: int
+    n_panos: int
+    seq_len: tuple[int, int]
+    artefact_rates: tuple[float, float, float, float]  # in ARTEFACTS order
+
+
+PRESETS: dict[str, Preset] = {
+    "demo": Preset(3600, 288, (8, 30), (0.03, 0.02, 0.04, 0.01)),
+    "tiny": Preset(320, 40, (6, 16), (0.04, 0.03, 0.05, 0.02)),
+}
+
+
+@dataclass(frozen=True)
+class DemoImage:
+    """One Mapillary-style image. ``artefact`` is None or one of ``ARTEFACTS``."""
+
+    image_id: str
+    sequence_id: str
+    creator_username: str
+    creator_id: str
+    captured_at: int  # epoch milliseconds
+    compass_angle: float
+    is_pano: bool
+    quality_score: float
+    lat: float
+    lon: float
+    altitude: float
+    country: str  # iso_a3
+    continent: str
+    climate: str  # one of places.CLIMATE_BANDS
+    urban: bool
+    artefact: str | None
+    render_seed: int  # near-duplicates share their predecessor's
+    noise_seed: int
+    has_computed_geometry: bool
+
+
+@dataclass(frozen=True)
+class DemoPano:
+    """One Street View-style panorama; images can be rendered at any heading."""
+
+    pano_id: str
+    date: str  # "YYYY-MM"
+    lat: float
+    lon: float
+    country: str
+    continent: str
+    climate: str
+    urban: bool
+    render_seed: int
+    copyright: str = "© Google"
+
+
+@dataclass(frozen=True)
+class DemoWorld:
+    """A generated world. Build it with ``generate_world``."""
+
+    seed: int
+    preset: str
+    countries: tuple[DemoCountry, ...]
+    images: tuple[DemoImage, ...]
+    panoramas: tuple[DemoPano, ...]
+
+    @cached_property
+    def image_index(self) -> dict[str, DemoImage]:
+        return {im.image_id: im for im in self.images}
+
+    @cached_property
+    def pano_index(self) -> dict[str, DemoPano]:
+        return {p.pano_id: p for p in self.panoramas}
+
+    @cached_property
+    def sequences(self) -> dict[str, tuple[DemoImage, ...]]:
+        """sequence_id -> its images in capture order."""
+        out: dict[str, list[DemoImage]] = {}
+        for im in self.images:
+            out.setdefault(im.sequence_id, []).append(im)
+        return {k: tuple(sorted(v, key=lambda im: im.captured_at)) for k, v in out.items()}
+
+    @cached_property
+    def image_lat_lon(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lat, lon) arrays in ``images`` order, for vectorised queries."""
+        return (np.array([im.lat for im in self.images]),
+                np.array([im.lon for im in self.images]))
+
+    def accuracy_ceiling(self, level: int, source: str | None = None) -> float:
+        """Best accuracy a model can reach at grid ``level`` from pixels alone.
+
+        The fraction of (clean) images whose level-``level`` cell is the most common cell of
+        their signal group (country x climate band). Images with an artefact are excluded
+        (filters drop them); each panorama counts ``PANO_HEADINGS`` times. ``source`` is
+        None (both), "mapillary" or "streetview".
+        """
+        lat, lon, groups, weights = self._signal_table(source)
+        if len(lat) == 0:
+            raise InputError(f"no images for source {source!r} in this world")
+        cells = points_to_cells(lat, lon, level)
+        pairs = np.char.add(np.char.add(groups.astype(str), "|"), cells.astype(str))
+        uniq, inverse = np.unique(pairs, return_inverse=True)
+        counts = np.bincount(inverse, weights=weights)
+        group_of_pair = np.array([u.split("|", 1)[0] for u in uniq])
+        best: dict[str, float] = {}
+        for g, c in zip(group_of_pair, counts):
+            best[g] = max(best.get(g, 0.0), c)
+        return float(sum(best.values()) / weights.sum())
+
+    def _signal_table(self, source: str | None):
+        if source not in (None, "mapillary", "streetview"):
+            raise InputError(f"source must be None, 'mapillary' or 'streetview', not {source!r}")
+        rows = []
+        if source in (None, "mapillary"):
+            rows += [(im.lat, im.lon, f"{im.country}/{im.climate}", 1.0)
+                     for im in self.images if im.artefact is None]
+        if source in (None, "streetview"):
+            rows += [(p.lat, p.lon, f"{p.country}/{p.climate}", float(PANO_HEADINGS))
+                     for p in self.panoramas]
+        lat, lon, groups, weights = (np.array(c) for c in zip(*rows)) if rows else ([],) * 4
+        return np.asarray(lat, float), np.asarray(lon, float), np.asarray(groups), \
+            np.asarray(weights, float)
+
+
+@lru_cache(maxsize=8)
+def generate_world(seed: int = 0, preset: str = "demo") -> DemoWorld:
+    """The world for ``seed`` and ``preset`` ("demo" or "tiny"), built once per process."""
+    return build_world(seed, preset)
+
+
+def build_world(seed: int, preset: str) -> DemoWorld:
+    """Build a world from scratch; a pure function of ``(seed, preset)``."""
+    if preset not in PRESETS:
+        raise InputError(f"unknown demo preset {preset!r}: use one of {sorted(PRESETS)}")
+    rng = np.random.default_rng([int(seed), 7919])
+    countries = choose_countries(preset, rng)
+    images = _make_images(countries, PRESETS[preset], rng)
+    panos = _make_panos(countries, PRESETS[preset].n_panos, rng)
+    return DemoWorld(int(seed), preset, tuple(countries), images, panos)
+
+
+# --- capture sequences ------------------------------------------------------------------------
+
+def _random_id(rng: np.random.Generator, n: int, alphabet: str) -> str:
+    return "".join(rng.choice(list(alphabet), size=n))
+
+
+def _walk(rng, lat0, lon0, n, spacing_deg, heading0_deg, turn_prob):
+    """A street walk: ``n`` points from (lat0, lon0), turning by 90 degrees now and then."""
+    turns = rng.choice([-90.0, 0.0, 90.0], size=n,
+                       p=[turn_prob / 2, 1 - turn_prob, turn_prob / 2])
+    turns[0] = 0.0
+    heading = (heading0_deg + np.cumsum(turns) + rng.normal(0, 2.0, n)) % 360.0
+    step = spacing_deg * rng.uniform(0.7, 1.3, n)
+    rad = np.radians(heading)
+    dlat = step * np.cos(rad)
+    dlon = step * np.sin(rad) / max(np.cos(np.radians(lat0)), 0.2)
+    lat = lat0 + np.concatenate([[0.0], np.cumsum(dlat[:-1])])
+    lon = lon0 + np.concatenate([[0.0], np.cumsum(dlon[:-1])])
+    return lat, lon, heading
+
+
+def _sequence_track(country: DemoCountry, n: int, rng):
+    """(lat, lon, compass, urban) of one sequence: a city street or a road between cities."""
+    k = int(rng.integers(len(country.city_lats)))
+    lat_c, lon_c = country.city_lats[k], country.city_lons[k]
+    if len(country.city_lats) > 1 and rng.random() < 0.3:
+        j = (k + 1 + int(rng.integers(len(country.city_lats) - 1))) % len(country.city_lats)
+        t = rng.uniform(0.15, 0.85)
+        lat0 = lat_c + t * (country.city_lats[j] - lat_c)
+        lon0 = lon_c + t * (country.city_lons[j] - lon_c)
+        bearing = np.degrees(np.arctan2(country.city_lons[j] - lon_c, country.city_lats[j] - lat_c))
+        lat, lon, heading = _walk(rng, lat0, lon0, n, 3e-4, bearing, 0.0)
+        return lat, lon, heading, False
+    lat0 = lat_c + rng.normal(0, 0.02)
+    lon0 = lon_c + rng.normal(0, 0.02)
+    grid = rng.uniform(0, 90) + 90.0 * rng.integers(4)
+    lat, lon, heading = _walk(rng, lat0, lon0, n, 1.5e-4, grid, 0.08)
+    return lat, lon, heading, True
+
+
+def _creators(countries, rng) -> list[list[tuple[str, str]]]:
+    """Per country, two local (username, id) creators."""
+    out = []
+    for c in countries:
+        names = [f"{c.iso_a3.lower()}_{_random_id(rng, 6, string.ascii_lowercase)}"
+                 for _ in range(2)]
+        out.append([(n, str(int(rng.integers(10**14, 10**15)))) for n in names])
+    return out
+
+
+def _make_sequences(countries, preset: Preset, rng) -> list[dict]:
+    """Raw sequences (dict of arrays) until every country has its share of images."""
+    creators = _creators(countries, rng)
+    per_country = preset.n_images / len(countries)
+    seqs = []
+    for ci, country in enumerate(countries):
+        made = 0
+        while made < per_country:
+            n = int(rng.integers(preset.seq_len[0], preset.seq_len[1] + 1))
+            lat, lon, heading, urban = _sequence_track(country, n, rng)
+            user, user_id = creators[ci][int(rng.integers(2))]
+            start_ms = int(rng.integers(1_451_606_400_000, 1_735_603_200_000))
+            gaps = rng.integers(800, 3000, n)
+            gaps[0] = 0
+            seqs.append({
+                "sequence_id": _random_id(rng, 22, string.ascii_lowercase + string.digits),
+                "lat": lat, "lon": lon, "heading": heading, "urban": urban,
+                "captured_at": start_ms + np.cumsum(gaps), "user": user, "user_id": user_id,
+                "is_pano": bool(rng.random() < 0.08),
+                "altitude": float(rng.uniform(5, 1500)),
+            })
+            made += n
+    return seqs
+
+
+def _artefacts(n: int, rates, rng) -> list[str | None]:
+    """Artefact per frame of a sequence; a near-duplicate never starts a sequence."""
+    u = rng.random(n)
+    edges = np.cumsum(rates)
+    kind = np.searchsorted(edges, u, side="right")
+    out: list[str | None] = [ARTEFACTS[k] if k < len(ARTEFACTS) else None for k in kind]
+    for i, a in enumerate(out):
+        if a == "near_duplicate" and (i == 0 or out[i - 1] is not None):
+            out[i] = None
+    return out
+
+
+def _make_images(countries, preset: Preset, rng) -> tuple[DemoImage, ...]:
+    seqs = _make_sequences(countries, preset, rng)
+    isos = [c.iso_a3 for c in countries]
+    all_lat = np.concatenate([s["lat"] for s in seqs])
+    all_lon = np.concatenate([s["lon"] for s in seqs])
+    where = locate_countries(all_lat, all_lon, isos)
+    bands = climate_band(all_lat)
+    ids = rng.choice(9 * 10**14, size=len(all_lat), replace=False) + 10**14
+    images: list[DemoImage] = []
+    pos = 0
+    for s in seqs:
+        n = len(s["lat"])
+        arte = _artefacts(n, preset.artefact_rates, rng)
+        seeds = rng.integers(0, 2**31, n)
+        prev_seed = None
+        for i in range(n):
+            k = pos + i
+            render_seed = prev_seed if arte[i] == "near_duplicate" else int(seeds[i])
+            prev_seed = render_seed
+            if where[k] < 0:
+                continue  # off land or outside the demo countries
+            country = countries[where[k]]
+            images.append(_image_record(s, i, arte[i], str(int(ids[k])), country,
+                                        CLIMATE_BANDS[bands[k]], render_seed, rng))
+        pos += n
+    return tuple(images)
+
+
+def _image_record(s, i, artefact, image_id, country, climate, render_seed, rng) -> DemoImage:
+    j = i - 1 if artefact == "near_duplicate" else i  # a near-duplicate: the camera stood still
+    lat, lon, heading = float(s["lat"][j]), float(s["lon"][j]), float(s["heading"][j])
+    dark = artefact in ("dark", "overexposed")
+    return DemoImage(
+        image_id=image_id, sequence_id=s["sequence_id"], creator_username=s["user"],
+        creator_id=s["user_id"], captured_at=int(s["captured_at"][i]),
+        compass_angle=round(heading, 2), is_pano=s["is_pano"],
+        quality_score=float(rng.uniform(0.1, 0.4) if dark else rng.uniform(0.55, 1.0)),
+        lat=lat, lon=lon, altitude=round(s["altitude"] + float(rng.normal(0, 2)), 3),
+        country=country.iso_a3, continent=country.continent, climate=climate,
+        urban=s["urban"], artefact=artefact, render_seed=render_seed,
+        noise_seed=int(rng.integers(0, 2**31)), has_computed_geometry=bool(rng.random() > 0.06))
+
+
+# --- Street View panoramas --------------------------------------------------------------------
+
+def _make_panos(countries, n_panos: int, rng) -> tuple[DemoPano, ...]:
+    per_country = max(1, round(n_panos / len(countries)))
+    isos = [c.iso_a3 for c in countries]
+    lats, lons, urban = [], [], []
+    for c in countries:
+        k = rng.integers(len(c.city_lats), size=per_country)
+        is_urban = rng.random(per_country) < 0.7
+        spread = np.where(is_urban, 0.03, 0.4)
+        lats.append(np.asarray(c.city_lats)[k] + rng.normal(0, 1, per_country) * spread)
+        lons.append(np.asarray(c.city_lons)[k] + rng.normal(0, 1, per_country) * spread)
+        urban.append(is_urban)
+    lat, lon, urban = np.concatenate(lats), np.concatenate(lons), np.concatenate(urban)
+    where = locate_countries(lat, lon, isos)
+    bands = climate_band(lat)
+    alphabet = string.ascii_letters + string.digits + "-_"
+    panos = []
+    for k in np.flatnonzero(where >= 0):
+        country = countries[where[k]]
+        panos.append(DemoPano(
+            pano_id=_random_id(rng, 22, alphabet),
+            date=f"{int(rng.integers(2008, 2025))}-{int(rng.integers(1, 13)):02d}",
+            lat=float(lat[k]), lon=float(lon[k]), country=country.iso_a3,
+            continent=country.continent, climate=CLIMATE_BANDS[bands[k]],
+            urban=bool(urban[k]), render_seed=int(rng.integers(0, 2**31))))
+    return tuple(panos)

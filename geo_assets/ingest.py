@@ -1,0 +1,502 @@
+"""The per-cell ingestion pipeline and the manifest merge.
+
+``ingest_cell``: list candidates -> download (thread pool, bounded in flight) -> validate ->
+store content-addressed -> filter -> one manifest row per image (kept, or dropped with the
+reason) written atomically to ``manifests/cells/<source>/<cell_id>.parquet`` -> then
+``<cell_id>.stats.json``, written last: a stats file marks the cell done (img2dataset's
+incremental pattern), and a done cell is skipped unless ``force``.
+
+Resume: every image stored is also noted in a per-cell journal
+(``<cell_id>.journal.jsonl``, one JSON line per image, flushed after the image file is in
+place). A crawl killed mid-cell and run again reads the journal and downloads only what is
+missing, so it ends with the same manifest bytes as an uninterrupted run.
+
+Failures: a credential error or an exhausted quota raises at once; a cell whose listing fails
+transiently raises ``TransientServiceError`` (retry the cell later, nothing marked done); so
+does a cell where more than ``max_fetch_failure_ratio`` of downloads failed. A cell with no
+coverage writes an empty manifest whose stats say ``"status": "no_coverage"``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from geo_assets import filters
+from geo_assets.cells import check_cell_id, points_to_cells
+from geo_assets.clients.base import Candidate, ImageSource, ListRequest
+from geo_assets.clients.http import (
+    CredentialError,
+    QuotaExceededError,
+    RemoteServiceError,
+    TransientServiceError,
+)
+from geo_assets.images import ImageInfo, ImageSettings, inspect_image
+from geo_assets.manifest import (
+    CELL_VERSIONS_PATH,
+    CELL_VERSIONS_SCHEMA,
+    CELLS_DIR,
+    MERGED_PATH,
+    SCHEMA_VERSION,
+    DropReason,
+    cell_manifest_relpath,
+    cell_stats_relpath,
+    empty_manifest,
+    rows_to_table,
+    table_to_parquet_bytes,
+)
+from geo_assets.manifest import (
+    COLUMNS as MANIFEST_COLUMNS,
+)
+from geo_assets.storage import DataRoot, sha256_hex
+
+REFETCH_REASONS = (DropReason.CORRUPT, DropReason.NOT_AN_IMAGE)
+Progress = Callable[..., None]  # progress(done, total, stage=..., cell_id=...)
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    target_per_cell: int = 200          # candidates listed per cell (before filtering)
+    seed: int = 0
+    workers: int = 8                    # concurrent downloads
+    max_in_flight: int = 16             # downloads submitted but not finished
+    max_fetch_failure_ratio: float = 0.5  # above this the cell raises (retry it later)
+    refetch_corrupt: bool = True        # download a corrupt image once more before dropping it
+    force: bool = False                 # re-crawl a cell that is already done
+    images: ImageSettings = field(default_factory=ImageSettings)
+    filters: filters.FilterSettings = field(default_factory=filters.FilterSettings)
+
+
+@dataclass(frozen=True)
+class CellResult:
+    cell_id: str
+    source: str
+    manifest_relpath: str
+    stats_relpath: str
+    version: str                        # sha256 of the manifest file
+    n_rows: int
+    n_kept: int
+    drop_reasons: dict[str, int]
+    stats: dict
+    skipped: bool = False               # already done: read from its stats file
+
+    def summary(self) -> dict:
+        return {"cell_id": self.cell_id, "source": self.source, "n_rows": self.n_rows,
+                "n_kept": self.n_kept, "drop_reasons": dict(self.drop_reasons),
+                "version": self.version, "status": self.stats.get("status"),
+                "skipped": self.skipped}
+
+    @classmethod
+    def from_stats(cls, stats: dict, skipped: bool = False) -> CellResult:
+        return cls(stats["cell_id"], stats["source"], stats["manifest"], stats["stats_file"],
+                   stats["version"], stats["n_rows"], stats["n_kept"], stats["drop_reasons"],
+                   stats, skipped)
+
+
+# --- journal --------------------------------------------------------------------------------
+
+class Journal:
+    """Append-only JSON lines of per-image outcomes; a torn last line is ignored."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self.entries: dict[str, dict] = {}
+        if path is not None and path.exists():
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    entry = json.loads(line)
+                    self.entries[entry["image_id"]] = entry
+                except (ValueError, KeyError, TypeError):
+                    continue
+        self._file = None
+
+    def append(self, entry: dict) -> None:
+        if self.path is None:
+            return
+        line = json.dumps(entry, sort_keys=True) + "\n"
+        with self._lock:
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+                self._file.write("\n")  # terminate a line torn by a previous crash
+            self._file.write(line)
+            self._file.flush()
+
+    def remove(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            if self.path is not None and self.path.exists():
+                self.path.unlink()
+
+
+# --- download + validate + store --------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    """What happened to one candidate's bytes; becomes part of its manifest row."""
+
+    sha256: str | None = None
+    file_bytes: int | None = None
+    width: int | None = None
+    height: int | None = None
+    brightness: float | None = None
+    phash: str | None = None
+    drop_reason: str | None = None
+    error: str | None = None
+    resumed: bool = False
+
+    @classmethod
+    def from_info(cls, data: bytes, info: ImageInfo, sha256: str | None) -> Outcome:
+        return cls(sha256=sha256, file_bytes=len(data), width=info.width, height=info.height,
+                   brightness=info.brightness, phash=info.phash,
+                   drop_reason=None if info.ok else str(info.drop_reason), error=info.error)
+
+
+def _fetch_one(source: ImageSource, cand: Candidate, root: DataRoot,
+               settings: IngestSettings) -> Outcome:
+    try:
+        data = source.fetch(cand)
+        info = inspect_image(data, settings.images)
+        if settings.refetch_corrupt and info.drop_reason in REFETCH_REASONS:
+            again = source.fetch(cand)  # a transfer cut short by the network, or a bad file?
+            if again != data:
+                data, info = again, inspect_image(again, settings.images)
+    except (CredentialError, QuotaExceededError):
+        raise
+    except (RemoteServiceError, OSError) as exc:
+        return Outcome(drop_reason=str(DropReason.FETCH_FAILED), error=str(exc)[:300])
+    if not info.ok:
+        return Outcome.from_info(data, info, None)
+    digest, _ = root.put_image(data, getattr(source, "ext", "jpg"))
+    return Outcome.from_info(data, info, digest)
+
+
+def _resumed(entry: dict | None, root: DataRoot, ext: str) -> Outcome | None:
+    """A journal entry whose stored file is still there (or a deterministic rejection)."""
+    if entry is None:
+        return None
+    fields = {k: entry.get(k) for k in Outcome.__dataclass_fields__ if k != "resumed"}
+    if entry.get("sha256") and not root.exists(root.image_relpath(entry["sha256"], ext)):
+        return None
+    return Outcome(**fields, resumed=True)
+
+
+def download_all(source: ImageSource, cands: list[Candidate], root: DataRoot,
+                 journal: Journal, settings: IngestSettings,
+                 progress: Progress | None = None, cell_id: str = "") -> dict[str, Outcome]:
+    """Fetch, validate and store every candidate not already done; bounded in flight."""
+    ext = getattr(source, "ext", "jpg")
+    out: dict[str, Outcome] = {}
+    todo = []
+    for c in cands:
+        done = _resumed(journal.entries.get(c.image_id), root, ext)
+        if done is not None:
+            out[c.image_id] = done
+        else:
+            todo.append(c)
+    total, finished = len(cands), len(out)
+    with ThreadPoolExecutor(max_workers=max(1, settings.workers)) as pool:
+        pending: dict[Future, Candidate] = {}
+        queue = iter(todo)
+        try:
+            while True:
+                while len(pending) < max(1, settings.max_in_flight):
+                    c = next(queue, None)
+                    if c is None:
+                        break
+                    pending[pool.submit(_fetch_one, source, c, root, settings)] = c
+                if not pending:
+                    break
+                ready, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in ready:
+                    c = pending.pop(fut)
+                    outcome = fut.result()
+                    out[c.image_id] = outcome
+                    if outcome.drop_reason != DropReason.FETCH_FAILED:
+                        entry = {k: v for k, v in asdict(outcome).items() if k != "resumed"}
+                        journal.append({"image_id": c.image_id, **entry})
+                    finished += 1
+                    if progress is not None:
+                        progress(finished, total, stage="download", cell_id=cell_id)
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
+    return out
+
+
+# --- rows and filters ---------------------------------------------------------------------
+
+def base_row(c: Candidate, cell_id: str) -> dict:
+    return {
+        "image_id": c.image_id, "source": c.source, "source_id": c.source_id,
+        "group_id": c.group_id, "creator": c.creator, "lat_deg": c.lat_deg,
+        "lon_deg": c.lon_deg, "captured_at": c.captured_at_ms, "heading_deg": c.heading_deg,
+        "is_pano": c.is_pano, "cell_id": cell_id, "license": c.license,
+        "attribution": c.attribution, "kept": False, "drop_reason": None, "error": None,
+    }
+
+
+def priority_order(rows: list[dict]) -> list[int]:
+    """Earlier capture first (unknown dates last), then image id: the filters' tie-break."""
+    return sorted(range(len(rows)), key=lambda i: (rows[i]["captured_at"] is None,
+                                                   rows[i]["captured_at"] or 0,
+                                                   rows[i]["image_id"]))
+
+
+def apply_filters(rows: list[dict], fs: filters.FilterSettings) -> None:
+    """Set ``kept``/``drop_reason`` on rows whose image was stored; deterministic."""
+    order = priority_order(rows)
+    r = [rows[i] for i in order]
+    alive = np.array([x["drop_reason"] is None and x["sha256"] is not None for x in r], bool)
+
+    def drop(mask: np.ndarray, reason: DropReason, error: str | None = None) -> None:
+        for i in np.flatnonzero(mask & alive):
+            r[i]["drop_reason"], r[i]["error"] = str(reason), error
+        alive[mask] = False
+
+    bright = filters.brightness_reasons(
+        np.array([x["brightness"] if x["brightness"] is not None else -1.0 for x in r]), fs)
+    drop(alive & (bright == "too_dark"), DropReason.TOO_DARK)
+    drop(alive & (bright == "too_bright"), DropReason.TOO_BRIGHT)
+    sha = [x["sha256"] for x in r]
+    drop(filters.duplicate_content(sha, alive), DropReason.DUPLICATE_CONTENT)
+    lat = np.array([x["lat_deg"] for x in r], dtype=np.float64)
+    lon = np.array([x["lon_deg"] for x in r], dtype=np.float64)
+    group = [x["group_id"] for x in r]
+    drop(filters.spatial_dedup(lat, lon, group, alive.copy(), fs.min_distance_m),
+         DropReason.DUPLICATE_LOCATION)
+    captured = np.array([x["captured_at"] or 0 for x in r], dtype=np.int64)
+    drop(filters.sequence_cap(group, captured, alive.copy(), fs.max_per_sequence),
+         DropReason.SEQUENCE_CAP)
+    units = filters.location_units(lat, lon, group)
+    drop(filters.near_duplicates([x["phash"] for x in r], alive.copy(), fs.phash_max_distance,
+                                 units), DropReason.NEAR_DUPLICATE)
+    for i in np.flatnonzero(alive):
+        r[i]["kept"] = True
+
+
+def build_rows(cands: list[Candidate], outcomes: dict[str, Outcome], cell_id: str,
+               fs: filters.FilterSettings) -> list[dict]:
+    rows = []
+    for c in cands:
+        row = base_row(c, cell_id)
+        o = outcomes.get(c.image_id)
+        if o is None:
+            row.update(drop_reason=str(DropReason.OUT_OF_CELL), sha256=None, file_bytes=None,
+                       width=None, height=None, brightness=None, phash=None)
+        else:
+            row.update({k: v for k, v in asdict(o).items() if k != "resumed"})
+        rows.append(row)
+    apply_filters(rows, fs)
+    return rows
+
+
+# --- the cell -----------------------------------------------------------------------------
+
+def _in_cell(cands: list[Candidate], cell_id: str) -> np.ndarray:
+    if not cands:
+        return np.zeros(0, dtype=bool)
+    lat = np.array([c.lat_deg for c in cands])
+    lon = np.array([c.lon_deg for c in cands])
+    return points_to_cells(lat, lon, len(cell_id)) == cell_id
+
+
+def _journal_path(root: DataRoot, source: str, cell_id: str) -> Path | None:
+    if not root.is_local:
+        return None
+    return root.local_path(f"manifests/cells/{source}/{cell_id}.journal.jsonl")
+
+
+def _counters(source) -> Counter:
+    get = getattr(source, "http_counters", None)
+    return Counter(get()) if callable(get) else Counter()
+
+
+def list_unique(source: ImageSource, request: ListRequest) -> list[Candidate]:
+    seen: dict[str, Candidate] = {}
+    for c in source.list_candidates(request):
+        seen.setdefault(c.image_id, c)
+    return [seen[k] for k in sorted(seen)]
+
+
+def ingest_cell(source: ImageSource, cell_id: str, root: DataRoot, settings: IngestSettings,
+                progress: Progress | None = None, *, land=None) -> CellResult:
+    """Crawl one cell of one source into its manifest; see the module docstring."""
+    check_cell_id(cell_id)
+    name = str(source.name)
+    stats_rel = cell_stats_relpath(name, cell_id)
+    if not settings.force and root.exists(stats_rel):
+        return CellResult.from_stats(json.loads(root.read_bytes(stats_rel)), skipped=True)
+    source.preflight()
+    t0, before = time.monotonic(), _counters(source)
+    cands = list_unique(source, ListRequest(cell_id, settings.target_per_cell, settings.seed,
+                                            land))
+    t_list = time.monotonic()
+    if progress is not None:
+        progress(0, len(cands), stage="listed", cell_id=cell_id)
+    journal = Journal(_journal_path(root, name, cell_id))
+    inside = [c for c, ok in zip(cands, _in_cell(cands, cell_id)) if ok]
+    outcomes = download_all(source, inside, root, journal, settings, progress, cell_id)
+    t_fetch = time.monotonic()
+    _check_failures(outcomes, settings, name, cell_id)
+    rows = build_rows(cands, outcomes, cell_id, settings.filters)
+    data = table_to_parquet_bytes(rows_to_table(rows))
+    manifest_rel = cell_manifest_relpath(name, cell_id)
+    root.write_bytes(manifest_rel, data)
+    timings = {"list_s": t_list - t0, "fetch_s": t_fetch - t_list,
+               "total_s": time.monotonic() - t0}
+    stats = _stats(source, cell_id, rows, outcomes, sha256_hex(data), manifest_rel, stats_rel,
+                   timings, _counters(source) - before)
+    root.write_bytes(stats_rel, json.dumps(stats, indent=1, sort_keys=True).encode())
+    journal.remove()
+    if progress is not None:
+        progress(len(cands), len(cands), stage="done", cell_id=cell_id)
+    return CellResult.from_stats(stats)
+
+
+def _check_failures(outcomes: dict[str, Outcome], settings: IngestSettings, source: str,
+                    cell_id: str) -> None:
+    failed = sum(o.drop_reason == DropReason.FETCH_FAILED for o in outcomes.values())
+    if outcomes and failed / len(outcomes) > settings.max_fetch_failure_ratio:
+        raise TransientServiceError(
+            f"{source} cell {cell_id}: {failed} of {len(outcomes)} downloads failed; the cell "
+            "is not marked done and will download only the missing images when retried")
+
+
+def _stats(source, cell_id, rows, outcomes, version, manifest_rel, stats_rel, timings,
+           http: Counter) -> dict:
+    reasons = Counter(r["drop_reason"] for r in rows if not r["kept"])
+    fresh = [o for o in outcomes.values() if not o.resumed and o.file_bytes]
+    n_kept = sum(r["kept"] for r in rows)
+    return {
+        "cell_id": cell_id, "source": str(source.name), "schema_version": SCHEMA_VERSION,
+        "status": "ok" if rows else "no_coverage",
+        "message": "" if rows else f"no {source.name} imagery found in cell {cell_id}",
+        "manifest": manifest_rel, "stats_file": stats_rel, "version": version,
+        "n_rows": len(rows), "n_kept": n_kept, "n_dropped": len(rows) - n_kept,
+        "drop_reasons": dict(sorted(reasons.items())),
+        "downloaded": len(fresh), "resumed": sum(o.resumed for o in outcomes.values()),
+        "bytes_downloaded": sum(o.file_bytes for o in fresh),
+        "listing": getattr(source, "last_listing", {}), "http": dict(sorted(http.items())),
+        "seconds": {k: round(v, 3) for k, v in timings.items()},
+        "images_per_s": round(len(outcomes) / timings["total_s"], 2)
+        if timings["total_s"] > 0 else 0.0,
+    }
+
+
+# --- merge --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MergeResult:
+    """The merged manifest; iterates as ``(path, sha256)``."""
+
+    path: str
+    sha256: str                         # content hash of the merged file: the data version
+    versions_path: str
+    n_rows: int
+    n_kept: int
+    n_cells: int
+    n_cross_cell_dropped: int
+    n_duplicate_ids: int
+
+    def __iter__(self):
+        return iter((self.path, self.sha256))
+
+    def metadata(self) -> dict:
+        return {"path": self.path, "sha256": self.sha256, "rows": self.n_rows,
+                "kept": self.n_kept, "cells": self.n_cells,
+                "cross_cell_duplicates_dropped": self.n_cross_cell_dropped,
+                "duplicate_image_ids_removed": self.n_duplicate_ids}
+
+
+def done_cell_manifests(root: DataRoot) -> list[str]:
+    """Relative paths of cell manifests whose stats file exists (the cell is done)."""
+    paths = root.glob(f"{CELLS_DIR}/*/*.parquet")
+    return [p for p in paths if root.exists(p[: -len(".parquet")] + ".stats.json")]
+
+
+def merge_manifests(root: DataRoot, *,
+                    min_distance_m: float | None = None) -> MergeResult:
+    """Merge every done cell manifest (polars, lazy), dedup across cells, write the merged
+    manifest and the per-cell version table; same cell files in, same bytes out."""
+    if min_distance_m is None:
+        min_distance_m = filters.FilterSettings().min_distance_m
+    paths = done_cell_manifests(root)
+    frame = _scan(root, paths)
+    n_before = frame.height
+    frame = (frame.sort(["image_id", "kept", "cell_id"], descending=[False, True, False])
+             .unique(subset="image_id", keep="first", maintain_order=True))
+    frame, n_cross = _cross_cell_dedup(frame, min_distance_m)
+    frame = frame.sort("image_id")
+    data = table_to_parquet_bytes(frame.to_arrow())
+    root.write_bytes(MERGED_PATH, data)
+    versions = _versions(root, paths, frame)
+    root.write_bytes(CELL_VERSIONS_PATH, table_to_parquet_bytes(versions, CELL_VERSIONS_SCHEMA))
+    return MergeResult(root.uri(MERGED_PATH), sha256_hex(data), root.uri(CELL_VERSIONS_PATH),
+                       frame.height, int(frame["kept"].sum()) if frame.height else 0,
+                       len(paths), n_cross, n_before - frame.height)
+
+
+def _scan(root: DataRoot, paths: list[str]):
+    import polars as pl
+
+    if not paths:
+        return pl.from_arrow(empty_manifest())
+    lazy = pl.scan_parquet([root.uri(p) for p in paths],
+                           storage_options=root.storage_options or None)
+    return lazy.select(MANIFEST_COLUMNS).collect()
+
+
+def _cross_cell_dedup(frame, min_distance_m: float):
+    import polars as pl
+
+    if frame.height == 0:
+        return frame, 0
+    frame = frame.with_row_index("_row")
+    kept = (frame.filter(pl.col("kept"))
+            .sort(["cell_id", "source", pl.col("captured_at").is_null(), "captured_at",
+                   "image_id"], nulls_last=True))
+    blocker = filters.cross_partition_dedup(
+        kept["lat_deg"].to_numpy(), kept["lon_deg"].to_numpy(),
+        (kept["cell_id"] + "/" + kept["source"]).to_list(), min_distance_m)
+    hit = np.flatnonzero(blocker >= 0)
+    if len(hit) == 0:
+        return frame.drop("_row"), 0
+    ids, cells = kept["image_id"].to_list(), kept["cell_id"].to_list()
+    errors = [f"within {min_distance_m:g} m of {ids[blocker[i]]} kept in cell "
+              f"{cells[blocker[i]]}" for i in hit]
+    update = pl.DataFrame({"_row": kept["_row"].gather(hit), "_err": errors})
+    frame = frame.join(update, on="_row", how="left", maintain_order="left")
+    dropped = pl.col("_err").is_not_null()
+    frame = frame.with_columns(
+        kept=pl.when(dropped).then(False).otherwise(pl.col("kept")),
+        drop_reason=pl.when(dropped).then(pl.lit(str(DropReason.DUPLICATE_LOCATION)))
+        .otherwise(pl.col("drop_reason")),
+        error=pl.when(dropped).then(pl.col("_err")).otherwise(pl.col("error")))
+    return frame.drop("_row", "_err"), len(hit)
+
+
+def _versions(root: DataRoot, paths: list[str], frame):
+    import pyarrow as pa
+
+    rows = []
+    for p in paths:
+        source, name = p.split("/")[-2], p.split("/")[-1][: -len(".parquet")]
+        part = frame.filter((frame["cell_id"] == name) & (frame["source"] == source))
+        rows.append({"cell_id": name, "source": source,
+                     "version": sha256_hex(root.read_bytes(p)), "n_rows": part.height,
+                     "n_kept": int(part["kept"].sum()) if part.height else 0})
+    rows.sort(key=lambda r: (r["cell_id"], r["source"]))
+    return pa.Table.from_pylist(rows, schema=CELL_VERSIONS_SCHEMA)

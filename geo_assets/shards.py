@@ -1,0 +1,451 @@
+"""WebDataset shards: resized JPEGs with one JSON record each, written atomically.
+
+Layout under a shard folder (see docs/architecture.md "Datasets")::
+
+    <split>-<fold>-<NNNNNN>.tar        fold "t" for test: train-0-000000.tar, test-t-000000.tar
+    <split>-<fold>-<NNNNNN>.stats.json written after its tar: count, failures, timings
+    contents.parquet                   image_id, key, shard, record_sha256 (one row per sample)
+    index.json                         every shard with split, fold, count, sha256; written last
+
+A sample is ``__key__`` (first 20 hex digits of the image's SHA-256, no dots), ``jpg`` (the
+image resized so that its shorter side is ``image_size``) and ``json`` (the record built by
+``sample_record``). Tars use a fixed mtime, so the same input gives byte-identical shards.
+
+Resizing runs in a process pool, in chunks, using PIL's draft mode (libjpeg DCT scaling: a
+640 px JPEG is decoded straight at 320 px) before a bicubic resize; the main process writes the
+tars in order, so a shard's bytes do not depend on the pool's timing.
+
+Incremental builds: a shard whose samples and records are unchanged is kept as is; a shard
+whose records changed (labels, removed images) is rewritten from its own JPEG bytes without
+resizing again; images that are in no kept shard go into new shards, numbered after the last
+shard of their split and fold ("new cells' images go into new shards").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import polars as pl
+import webdataset as wds
+from PIL import Image, ImageOps
+
+from geo_assets.errors import InputError
+
+KEY_HEX_DIGITS = 20
+FIXED_MTIME = 1_600_000_000.0  # any constant: tars are byte-reproducible
+RECORD_COLUMNS = ("image_id", "sha256", "source_path", "lat_deg", "lon_deg", "source",
+                  "group_id", "license", "attribution", "split", "fold")
+
+
+@dataclass(frozen=True)
+class ShardSettings:
+    image_size: int = 256        # shorter side of the stored JPEG, pixels
+    jpeg_quality: int = 90
+    shard_size: int = 1000       # samples per shard (at most)
+    seed: int = 0                # order of the samples within a build
+    workers: int = 2             # resize processes (1: resize in this process)
+    chunk_size: int = 32         # images per resize task
+
+    def __post_init__(self) -> None:
+        if not 16 <= self.image_size <= 4096:
+            raise InputError(f"image_size {self.image_size} out of range: use 16..4096 px")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise InputError(f"jpeg_quality {self.jpeg_quality} out of range: use 1..100")
+        if self.shard_size < 1:
+            raise InputError(f"shard_size {self.shard_size} must be at least 1")
+        if self.workers < 1:
+            raise InputError(f"shard workers {self.workers} must be at least 1")
+
+
+def shard_name(split: str, fold: int, number: int) -> str:
+    return f"{split}-{'t' if fold < 0 else fold}-{number:06d}"
+
+
+def sample_key(sha256: str) -> str:
+    return sha256[:KEY_HEX_DIGITS]
+
+
+# --- resizing (runs in worker processes) ---------------------------------------------------
+
+def resize_image(data: bytes, size: int, quality: int) -> bytes:
+    """Image bytes -> JPEG bytes whose shorter side is ``size`` (EXIF orientation applied)."""
+    im = Image.open(io.BytesIO(data))
+    w, h = im.size
+    scale = size / min(w, h)
+    target = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if im.format == "JPEG":
+        im.draft("RGB", target)  # DCT scaling: decode at the smallest scale >= target
+    orientation = im.getexif().get(0x0112, 1)
+    im = im.convert("RGB")
+    if im.size != target:
+        im = im.resize(target, Image.Resampling.BICUBIC)
+    if orientation != 1:
+        im = ImageOps.exif_transpose(im)
+    out = io.BytesIO()
+    im.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def _read_source(path: str) -> bytes:
+    if "://" in path and not path.startswith("file://"):
+        import fsspec
+
+        with fsspec.open(path, "rb") as f:
+            return f.read()
+    with open(path.removeprefix("file://"), "rb") as f:
+        return f.read()
+
+
+def _resize_chunk(args: tuple[list[str], int, int]) -> list[tuple[bytes | None, str | None]]:
+    """Worker task: resize a chunk; failures come back as messages, never raise."""
+    paths, size, quality = args
+    out: list[tuple[bytes | None, str | None]] = []
+    for path in paths:
+        try:
+            out.append((resize_image(_read_source(path), size, quality), None))
+        except Exception as exc:  # noqa: BLE001 - reported per image in the shard stats
+            out.append((None, f"{type(exc).__name__}: {exc}"[:300]))
+    return out
+
+
+def resize_many(paths: list[str], settings: ShardSettings) -> Iterator[tuple[bytes | None,
+                                                                           str | None]]:
+    """Resized bytes (or an error) for each path, in input order, from a process pool.
+
+    At most ``4 * workers`` chunks are in flight, so memory stays bounded however many images
+    there are.
+    """
+    chunks = [(paths[i:i + settings.chunk_size], settings.image_size, settings.jpeg_quality)
+              for i in range(0, len(paths), settings.chunk_size)]
+    if settings.workers == 1 or len(chunks) <= 1:
+        for chunk in chunks:
+            yield from _resize_chunk(chunk)
+        return
+    window = 4 * settings.workers
+    with ProcessPoolExecutor(settings.workers, mp_context=get_context("fork")) as pool:
+        pending = deque(pool.submit(_resize_chunk, c) for c in chunks[:window])
+        for chunk in chunks[window:]:
+            yield from pending.popleft().result()
+            pending.append(pool.submit(_resize_chunk, chunk))
+        while pending:
+            yield from pending.popleft().result()
+
+
+# --- records --------------------------------------------------------------------------------
+
+def sample_records(table: pl.DataFrame, levels: list[int]) -> pl.DataFrame:
+    """Add ``key`` and ``record`` (the sample's JSON text) to a table of images.
+
+    ``table`` needs RECORD_COLUMNS plus ``cell_<L>`` and ``label_<L>`` for every level.
+    """
+    needed = [*RECORD_COLUMNS, *(f"cell_{lv}" for lv in levels), *(f"label_{lv}" for lv in levels)]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise InputError(f"shard input table lacks columns {missing}")
+    if table.height == 0:
+        raise InputError("shard input table is empty: no kept images to write")
+    if table["sha256"].null_count():
+        raise InputError("shard input: some images have no sha256; store them first")
+    keys = table["sha256"].str.slice(0, KEY_HEX_DIGITS)
+    if keys.n_unique() != table.height:
+        raise InputError("shard input: two images share a SHA-256 prefix (duplicate content)")
+    cells = pl.struct([pl.col(f"cell_{lv}").alias(str(lv)) for lv in levels])
+    labels = pl.struct([pl.col(f"label_{lv}").cast(pl.Int64).alias(str(lv)) for lv in levels])
+    record = pl.struct(
+        pl.col("image_id"), pl.col("lat_deg"), pl.col("lon_deg"), pl.col("source"),
+        pl.col("group_id"), pl.col("license"), pl.col("attribution"), pl.col("split"),
+        pl.col("fold").cast(pl.Int64), cells.alias("cells"), labels.alias("labels"),
+    ).struct.json_encode()
+    return table.with_columns(key=keys, record=record).with_columns(
+        record_sha256=pl.col("record").map_batches(
+            lambda s: pl.Series([hashlib.sha256(r.encode()).hexdigest() for r in s]),
+            return_dtype=pl.String))
+
+
+def build_order(table: pl.DataFrame, seed: int) -> pl.DataFrame:
+    """Deterministic shuffle: order by a seeded hash of the image id (input order is moot)."""
+    digest = table["image_id"].map_elements(
+        lambda s: hashlib.blake2b(f"{seed}:{s}".encode(), digest_size=8).hexdigest(),
+        return_dtype=pl.String)
+    return table.with_columns(_order=digest).sort("_order").drop("_order")
+
+
+# --- planning --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ShardPlan:
+    name: str
+    split: str
+    fold: int
+    rows: pl.DataFrame      # key, image_id, record, record_sha256, source_path, split, fold
+    rewrite: bool = False   # True: rebuild from the old tar's JPEG bytes (no resizing)
+
+
+CONTENT_COLUMNS = ["image_id", "key", "shard", "record_sha256", "split", "fold"]
+
+
+def _new_plans(rows: pl.DataFrame, next_number: dict[tuple[str, int], int],
+               shard_size: int) -> list[ShardPlan]:
+    plans = []
+    for (split, fold), part in rows.group_by(["split", "fold"], maintain_order=True):
+        start = next_number.get((split, fold), 0)
+        for i, offset in enumerate(range(0, part.height, shard_size)):
+            plans.append(ShardPlan(shard_name(split, fold, start + i), split, int(fold),
+                                   part.slice(offset, shard_size)))
+    return sorted(plans, key=lambda p: p.name)
+
+
+def plan_shards(records: pl.DataFrame, previous: pl.DataFrame | None,
+                settings: ShardSettings) -> tuple[list[ShardPlan], list[str], list[str]]:
+    """Decide which shards to write, keep and delete.
+
+    ``records``: output of ``sample_records`` in build order. ``previous``: the last build's
+    ``contents.parquet`` (or None). Returns (plans to write, names kept as they are, names to
+    delete).
+    """
+    if previous is None or previous.height == 0:
+        return _new_plans(records, {}, settings.shard_size), [], []
+    old = previous.select(CONTENT_COLUMNS)
+    cur = old.join(records, on=["image_id", "split", "fold"], how="inner",
+                   suffix="_new")
+    per_shard = old.group_by("shard").agg(n_old=pl.len()).join(
+        cur.group_by("shard").agg(
+            n_cur=pl.len(), same=(pl.col("record_sha256") == pl.col("record_sha256_new")).all()),
+        on="shard", how="left").with_columns(pl.col("n_cur").fill_null(0))
+    keep = per_shard.filter((pl.col("n_cur") == pl.col("n_old")) & pl.col("same"))
+    drop = per_shard.filter(pl.col("n_cur") == 0)
+    kept = sorted(keep["shard"].to_list())
+    rewrite_names = set(per_shard["shard"]) - set(kept) - set(drop["shard"])
+    rewrite_rows = cur.filter(pl.col("shard").is_in(list(rewrite_names)))
+    plans = [ShardPlan(name, part["split"][0], int(part["fold"][0]),
+                       records.join(part.select("image_id"), on="image_id", how="semi"),
+                       rewrite=True)
+             for (name,), part in rewrite_rows.group_by(["shard"], maintain_order=True)]
+    placed = cur.filter(pl.col("shard").is_in(kept + sorted(rewrite_names)))
+    new_rows = records.join(placed.select("image_id"), on="image_id", how="anti")
+    numbers = old.select(
+        "split", "fold", n=pl.col("shard").str.slice(-6).cast(pl.Int64)
+    ).group_by("split", "fold").agg(pl.col("n").max() + 1)
+    next_number = {(s, f): n for s, f, n in numbers.iter_rows()}
+    plans += _new_plans(new_rows, next_number, settings.shard_size)
+    return sorted(plans, key=lambda p: p.name), kept, sorted(drop["shard"].to_list())
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_tar(path: Path, samples: Iterator[tuple[str, bytes, str]]) -> int:
+    """Write (key, jpg, json text) samples to ``path`` atomically; return the count."""
+    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
+    count = 0
+    try:
+        with open(tmp, "wb") as f:
+            with wds.TarWriter(f, mtime=FIXED_MTIME, encoder=False) as writer:
+                for key, jpg, record in samples:
+                    writer.write({"__key__": key, "jpg": jpg, "json": record.encode()})
+                    count += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return count
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
+    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def read_tar_images(path: Path) -> dict[str, bytes]:
+    """key -> jpg bytes of an existing shard (used to rewrite it without resizing)."""
+    out: dict[str, bytes] = {}
+    for sample in wds.DataPipeline(wds.SimpleShardList([str(path)]), wds.tarfile_to_samples()):
+        out[sample["__key__"]] = sample["jpg"]
+    return out
+
+
+def _write_plan(out_dir: Path, plan: ShardPlan,
+                images: Iterator[tuple[bytes | None, str | None]]) -> tuple[dict, list[str]]:
+    start = time.perf_counter()
+    errors: dict[str, int] = {}
+    failed: list[str] = []
+
+    def samples():
+        for (key, image_id, record), (jpg, err) in zip(
+                plan.rows.select("key", "image_id", "record").iter_rows(), images):
+            if jpg is None:
+                failed.append(image_id)
+                errors[err] = errors.get(err, 0) + 1
+                continue
+            yield key, jpg, record
+
+    tar = out_dir / f"{plan.name}.tar"
+    count = write_tar(tar, samples())
+    stats = {"name": plan.name, "split": plan.split, "fold": plan.fold, "count": count,
+             "failed": len(failed), "failed_image_ids": failed[:100], "errors": errors,
+             "rewritten": plan.rewrite, "seconds": round(time.perf_counter() - start, 3),
+             "bytes": tar.stat().st_size, "sha256": _sha256_file(tar)}
+    write_json_atomic(out_dir / f"{plan.name}.stats.json", stats)  # written last: shard done
+    return stats, failed
+
+
+# --- the build -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ShardBuild:
+    index: dict                 # what index.json holds
+    contents: pl.DataFrame      # CONTENT_COLUMNS, one row per sample in a shard
+    written: list[dict]         # stats of the shards written by this build
+    kept: list[str]             # shards left as they were
+    deleted: list[str]          # shards no longer needed, removed
+    failed_image_ids: list[str]
+    seconds: float
+
+
+def read_index(out_dir: Path) -> dict | None:
+    path = out_dir / "index.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _previous_contents(out_dir: Path, settings: ShardSettings) -> tuple[pl.DataFrame | None,
+                                                                          dict | None]:
+    index = read_index(out_dir)
+    contents = out_dir / "contents.parquet"
+    if index is None or not contents.exists():
+        return None, None
+    same = (index.get("image_size") == settings.image_size
+            and index.get("jpeg_quality") == settings.jpeg_quality)
+    return (pl.read_parquet(contents) if same else None), index
+
+
+def _plan_images(out_dir: Path, plan: ShardPlan,
+                 fresh: Iterator[tuple[bytes | None, str | None]]):
+    if not plan.rewrite:
+        return fresh
+    old = read_tar_images(out_dir / f"{plan.name}.tar")
+    return ((old.get(k), None if k in old else "missing from the old shard")
+            for k in plan.rows["key"])
+
+
+def build_shards(table: pl.DataFrame, levels: list[int], out_dir: Path,
+                 settings: ShardSettings) -> ShardBuild:
+    """Write (or update) the shards for ``table`` (see ``sample_records`` for its columns)."""
+    start = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = build_order(sample_records(table, levels), settings.seed)
+    previous, old_index = _previous_contents(out_dir, settings)
+    plans, kept, drop = plan_shards(records, previous, settings)
+    if previous is None and old_index is not None:  # settings changed: everything is redone
+        drop = sorted({s["name"] for s in old_index["shards"]} - {p.name for p in plans})
+    fresh = resize_many([p for plan in plans if not plan.rewrite
+                         for p in plan.rows["source_path"].to_list()], settings)
+    written, failed, parts = [], [], []
+    for plan in plans:
+        stats, bad = _write_plan(out_dir, plan, _plan_images(out_dir, plan, fresh))
+        written.append(stats)
+        failed += bad
+        parts.append(plan.rows.filter(~pl.col("image_id").is_in(bad)).with_columns(
+            shard=pl.lit(plan.name)).select(CONTENT_COLUMNS))
+    if previous is not None:
+        parts.append(previous.filter(pl.col("shard").is_in(kept)).select(CONTENT_COLUMNS))
+    contents = pl.concat(parts).sort("shard", "key") if parts else pl.DataFrame()
+    old_entries = {s["name"]: s for s in (old_index or {}).get("shards", [])}
+    entries = [old_entries[n] for n in kept] + [
+        {k: s[k] for k in ("name", "split", "fold", "count", "sha256", "bytes")} for s in written]
+    index = {"shards": sorted(entries, key=lambda e: e["name"]), "levels": list(levels),
+             "image_size": settings.image_size, "jpeg_quality": settings.jpeg_quality,
+             "total_count": int(sum(e["count"] for e in entries))}
+    tmp = out_dir / f"contents.parquet.tmp-{uuid.uuid4().hex}"
+    contents.write_parquet(tmp)
+    os.replace(tmp, out_dir / "contents.parquet")
+    write_json_atomic(out_dir / "index.json", index)  # last: the build is complete
+    for name in drop:
+        for suffix in (".tar", ".stats.json"):
+            (out_dir / f"{name}{suffix}").unlink(missing_ok=True)
+    return ShardBuild(index, contents, written, kept, drop, failed,
+                      round(time.perf_counter() - start, 3))
+
+
+# --- inputs and the dataset descriptor -------------------------------------------------------
+
+def shard_table(manifest: pl.DataFrame, splits: pl.DataFrame, labels: pl.DataFrame,
+                image_path) -> pl.DataFrame:
+    """Join kept manifest rows, their split and their labels into ``sample_records`` input.
+
+    ``image_path(sha256) -> str``: where the stored image is (a local path or fsspec URL).
+    Images with no split (excluded as bridges between splits) are left out.
+    """
+    base = manifest.select("image_id", "sha256", "lat_deg", "lon_deg", "source", "group_id",
+                           "license", "attribution")
+    table = base.join(splits.select("image_id", "split", "fold"), on="image_id", how="inner") \
+        .join(labels, on="image_id", how="left")
+    label_cols = [c for c in labels.columns if c.startswith("label_")]
+    if table.select(pl.any_horizontal(pl.col(label_cols).is_null())).to_series().any():
+        raise InputError("some split images have no hierarchy labels: rematerialize the "
+                         "'hierarchy' asset after 'splits'")
+    paths = [image_path(s) for s in table["sha256"].to_list()]
+    return table.with_columns(source_path=pl.Series(paths, dtype=pl.String))
+
+
+def write_descriptor(datasets_dir: Path, *, levels, num_classes: dict, manifest_sha256: str,
+                     split_settings: dict, hierarchy_settings: dict, image_size: int,
+                     created_at: str) -> dict:
+    """``datasets/dataset.json``: what training reads (paths relative to ``datasets/``)."""
+    descriptor = {
+        "version": 1, "levels": list(levels),
+        "level_files": {str(lv): f"hierarchy/level_{lv}.parquet" for lv in levels},
+        "children_files": {str(lv): f"hierarchy/children_{lv}.json" for lv in levels},
+        "labels_file": "hierarchy/labels.parquet", "splits_file": "splits.parquet",
+        "shard_index": "shards/index.json",
+        "num_classes": {str(k): int(v) for k, v in num_classes.items()},
+        "manifest_hash": manifest_sha256, "splits": split_settings,
+        "hierarchy": hierarchy_settings, "image_size": image_size, "created_at": created_at}
+    write_json_atomic(datasets_dir / "dataset.json", descriptor)
+    return descriptor
+
+
+def verify_shards(out_dir: Path, index: dict) -> dict:
+    """Read every shard back with webdataset: counts, checksums, keys and JSON records."""
+    problems: list[str] = []
+    image_ids: list[str] = []
+    for entry in index["shards"]:
+        path = out_dir / f"{entry['name']}.tar"
+        if not path.exists():
+            problems.append(f"{entry['name']}: missing")
+            continue
+        if _sha256_file(path) != entry["sha256"]:
+            problems.append(f"{entry['name']}: sha256 differs from the index")
+        n = 0
+        for sample in wds.DataPipeline(wds.SimpleShardList([str(path)]),
+                                       wds.tarfile_to_samples(handler=wds.reraise_exception)):
+            record = json.loads(sample["json"])
+            ok = "jpg" in sample and record.get("split") == entry["split"] \
+                and int(record.get("fold")) == int(entry["fold"])
+            if not ok:
+                problems.append(f"{entry['name']}/{sample['__key__']}: bad sample")
+            image_ids.append(record["image_id"])
+            n += 1
+        if n != entry["count"]:
+            problems.append(f"{entry['name']}: {n} samples, index says {entry['count']}")
+    return {"problems": problems, "image_ids": image_ids}

@@ -1,0 +1,41 @@
+"""``evaluation_report``: the trained model on the held-out test split; headline figures as
+metadata, the HTML report and metrics.json under reports/<run_name>/ in the data root."""
+
+
+import dagster as dg
+
+from pipeline.assets.train import trained_model
+from pipeline.resources import GeoscoutSettings, TrainingSettings
+
+
+def headline_metadata(metrics: dict) -> dict:
+    out: dict = {k: float(v) for k, v in metrics["headline"].items()
+                 if isinstance(v, (int, float)) and k != "n_test"}
+    out["n_test"] = int(metrics["headline"]["n_test"])
+    for lv, variants in metrics["per_level"].items():
+        out[f"top1_level_{lv}"] = float(variants["hierarchical"]["top1"])
+        out[f"top5_level_{lv}"] = float(variants["hierarchical"]["top5"])
+    out["report_path"] = dg.MetadataValue.path(metrics["report_path"])
+    out["eval_seconds"] = float(metrics["eval_seconds"])
+    rows = "\n".join(f"| {lv} | {v['flat']['top1']:.3f} | {v['hierarchical']['top1']:.3f} |"
+                     for lv, v in metrics["per_level"].items())
+    out["top1_by_level"] = dg.MetadataValue.md(
+        "| level | flat top-1 | hierarchical top-1 |\n|---|---|---|\n" + rows)
+    return out
+
+
+@dg.asset(deps=[trained_model], kinds={"pytorch", "html"},
+          description="Test-split evaluation of trained_model: accuracy per level, distance "
+          "ladder, GeoGuessr score, calibration, per-class scores, maps and Grad-CAM.")
+def evaluation_report(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
+                      training: TrainingSettings) -> dg.MaterializeResult:
+    from training.evaluate import evaluate_run
+
+    root = settings.root()
+    metrics = evaluate_run(root.local_path("models", training.run_name, "model.pt"),
+                           root.local_path("datasets", "dataset.json"),
+                           root.local_path("reports", training.run_name),
+                           batch_size=training.eval_batch_size, workers=training.workers,
+                           device=training.device)
+    context.log.info(f"report: {metrics['report_path']}")
+    return dg.MaterializeResult(metadata=headline_metadata(metrics))

@@ -1,0 +1,192 @@
+"""``geoscout demo``: the whole graph on the built-in demo world, through Dagster.
+
+    geoscout demo [--seed 0] [--preset demo|tiny] [--data-root DIR] [--fresh] [-v]
+
+Runs on the real Dagster instance (``$DAGSTER_HOME``, the project's ``.dagster_home`` by
+default), so every run shows in ``dagster dev`` afterwards: grid -> crawl-cell partitions
+(registered by the crawl-cells sensor) -> per-cell ingestion in batches against one demo
+server on loopback -> image_manifest -> datasets -> trained_model -> evaluation_report.
+Stages whose assets do not exist yet are skipped with a line saying so.
+"""
+
+import argparse
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+
+import dagster as dg
+
+from pipeline import constants
+from pipeline.partitions import crawl_cells
+from pipeline.resources import default_data_root, demo_servers
+
+EVALUATION_REPORT = dg.AssetKey("evaluation_report")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="geoscout demo",
+        description="Run the whole geoscout graph on the built-in demo world (no keys, no "
+        "network) through Dagster, then print the report's path and headline metrics.")
+    p.add_argument("--seed", type=int, default=0, help="demo world seed (default: 0)")
+    p.add_argument("--preset", choices=["demo", "tiny"], default="demo",
+                   help="demo world size (default: demo; tiny for a quick check)")
+    p.add_argument("--data-root", default=None,
+                   help="data root (default: $GEOSCOUT_DATA_ROOT, else .geoscout/data)")
+    p.add_argument("--fresh", action="store_true",
+                   help="delete the data root and the registered crawl cells first")
+    p.add_argument("--cells-per-run", type=int, default=None,
+                   help="crawl cells per ingestion run (default: the demo setting, 64)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show Dagster's INFO logs")
+    return p
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.stages: list[tuple[str, float]] = []
+
+    def stage(self, name: str, seconds: float) -> None:
+        self.stages.append((name, seconds))
+
+    def say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.start:7.1f}s] {text}", flush=True)
+
+
+def _groups(defs: dg.Definitions) -> dict[str, set[dg.AssetKey]]:
+    graph = defs.resolve_asset_graph()
+    out: dict[str, set[dg.AssetKey]] = {}
+    for key in graph.materializable_asset_keys:
+        out.setdefault(graph.get(key).group_name, set()).add(key)
+    return out
+
+
+def _execute(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance,
+             clock: _Clock, log_level: str, tags: dict | None = None) -> dg.ExecuteInProcessResult:
+    job = defs.resolve_job_def(job_name)
+    result = job.execute_in_process(
+        instance=instance, tags={"geoscout/demo": "1", **(tags or {})},
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        raise_on_error=False)
+    for event in result.all_events:
+        if event.event_type_value == "STEP_SUCCESS":
+            ms = event.event_specific_data.duration_ms
+            clock.say(f"  {event.step_key}: {ms / 1000:.1f}s")
+    if not result.success:
+        failure = next((e for e in result.all_events if e.event_type_value == "STEP_FAILURE"),
+                       None)
+        detail = failure.event_specific_data.error.message.strip() if failure else "see UI"
+        raise RuntimeError(f"{job_name} (run {result.run_id}) failed: {detail}")
+    return result
+
+
+def _fresh(instance: dg.DagsterInstance, data_root: str, clock: _Clock) -> None:
+    if "://" not in data_root:
+        shutil.rmtree(data_root, ignore_errors=True)
+    keys = instance.get_dynamic_partitions(crawl_cells.name)
+    for key in keys:
+        instance.delete_dynamic_partition(crawl_cells.name, key)
+    clock.say(f"fresh start: removed {data_root} and {len(keys)} crawl-cell partitions")
+
+
+def _register_cells(defs: dg.Definitions, instance: dg.DagsterInstance, settings,
+                    clock: _Clock) -> list[dg.RunRequest]:
+    """Evaluate the crawl-cells sensor once and apply what it asks for."""
+    sensor = defs.resolve_sensor_def("crawl_cells_sensor")
+    with dg.build_sensor_context(instance=instance, resources={"settings": settings}) as ctx:
+        result = sensor(ctx)
+    if not isinstance(result, dg.SensorResult) or not result.run_requests:
+        reason = getattr(result, "skip_reason", None) or result
+        clock.say(f"crawl cells: nothing new to crawl ({reason})")
+    for request in (result.dynamic_partitions_requests or []) if hasattr(
+            result, "dynamic_partitions_requests") else []:
+        instance.add_dynamic_partitions(crawl_cells.name, list(request.partition_keys))
+        clock.say(f"registered {len(request.partition_keys)} crawl cells at level "
+                  f"{settings.crawl_level}")
+    return list(getattr(result, "run_requests", None) or [])
+
+
+def _headline(instance: dg.DagsterInstance) -> None:
+    event = instance.get_latest_materialization_event(EVALUATION_REPORT)
+    if event is None or event.asset_materialization is None:
+        return
+    print("\nEvaluation report")
+    for name, value in event.asset_materialization.metadata.items():
+        raw = value.value
+        if isinstance(raw, (int, float, str)) and not isinstance(raw, bool):
+            print(f"  {name}: {raw:.4g}" if isinstance(raw, float) else f"  {name}: {raw}")
+
+
+def run_demo(seed: int, preset: str, data_root: str, fresh: bool,
+             cells_per_run: int | None, verbose: bool) -> int:
+    from geo_assets.demo.server import DemoServer
+    from geo_assets.demo.world import generate_world
+    from pipeline.definitions import build_definitions, demo_resources
+    from pipeline.resources import DEMO_GOOGLE_KEY, DEMO_MAPILLARY_TOKEN
+
+    clock = _Clock()
+    level = "INFO" if verbose else "WARNING"
+    resources = demo_resources(seed, preset, data_root)
+    settings = resources["settings"]
+    if cells_per_run:
+        settings = settings.model_copy(update={"cells_per_run": cells_per_run})
+        resources["settings"] = settings
+    defs = build_definitions(resources=resources)
+    groups = _groups(defs)
+    instance = dg.DagsterInstance.get()
+    clock.say(f"demo world seed={seed} preset={preset}; data root {data_root}; "
+              f"Dagster instance {instance.root_directory}")
+    if fresh or (instance.get_dynamic_partitions(crawl_cells.name)
+                 and not settings.root().exists("grid/grid_cells.parquet")):
+        _fresh(instance, data_root, clock)
+
+    def stage(name: str, group: str, job_name: str) -> None:
+        if not groups.get(group):
+            clock.say(f"{name}: skipped, no assets in group '{group}' yet")
+            return
+        t0 = time.monotonic()
+        clock.say(f"{name}: {', '.join(sorted(k.to_user_string() for k in groups[group]))}")
+        _execute(defs, job_name, instance, clock, level)
+        clock.stage(name, time.monotonic() - t0)
+
+    with ExitStack() as stack:
+        world = generate_world(seed, preset)
+        server = stack.enter_context(DemoServer(world, mapillary_token=DEMO_MAPILLARY_TOKEN,
+                                                google_key=DEMO_GOOGLE_KEY))
+        demo_servers.use(seed, preset, server)
+        stack.callback(demo_servers.forget, seed, preset)
+        clock.say(f"demo server on {server.url}")
+
+        stage("grid", constants.GRID, "grid_job")
+        t0 = time.monotonic()
+        requests = _register_cells(defs, instance, settings, clock)
+        for i, request in enumerate(requests, 1):
+            tags = request.tags
+            clock.say(f"ingest batch {i}/{len(requests)}: cells "
+                      f"{tags['dagster/asset_partition_range_start']}.."
+                      f"{tags['dagster/asset_partition_range_end']} "
+                      f"({tags.get('geoscout/cells', '?')} cells)")
+            _execute(defs, "ingest_cells_job", instance, clock, level, tags=dict(tags))
+        clock.stage("ingest", time.monotonic() - t0)
+        stage("manifest + datasets", constants.DATASET if groups.get(constants.DATASET)
+              else constants.INGEST, "dataset_job")
+        if groups.get(constants.TRAIN) or groups.get(constants.EVAL):
+            stage("train + evaluate", constants.TRAIN, "training_job")
+        else:
+            clock.say("train + evaluate: skipped, no trained_model/evaluation_report assets yet")
+
+    print("\nWall time per stage")
+    for name, seconds in clock.stages:
+        print(f"  {name:22s} {seconds:7.1f}s")
+    print(f"  {'total':22s} {time.monotonic() - clock.start:7.1f}s")
+    _headline(instance)
+    print("\nSee the runs and assets: dagster dev (then http://127.0.0.1:3000)")
+    return 0
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    return run_demo(args.seed, args.preset, args.data_root or default_data_root(), args.fresh,
+                    args.cells_per_run, args.verbose)

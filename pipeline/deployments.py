@@ -1,0 +1,189 @@
+"""Where the geoscout definitions execute: this machine (default) or Kubernetes.
+
+Orthogonal to ``GEOSCOUT_DEPLOYMENT`` (demo / production resources, pipeline.definitions):
+``GEOSCOUT_PLATFORM=k8s`` selects the Kubernetes variant (see docs/operations.md):
+
+- every step runs as its own Kubernetes Job through ``k8s_job_executor``, so a backfill over
+  crawl cells fans out to pods (``max_concurrent`` pods per run; API pools still apply);
+- training runs in a GPU pod through ``PipesK8sClient`` (``GpuPipesK8sClient`` below): the
+  pod asks for ``nvidia.com/gpu`` and torchrun runs one process per GPU inside it.
+
+The environment is read when the definitions are built (at code-server start), never at
+import; images, namespaces and GPU counts come from these variables:
+
+``GEOSCOUT_IMAGE``            user-code image (also used for training pods)
+``GEOSCOUT_K8S_NAMESPACE``    namespace for step jobs and training pods (default: current)
+``GEOSCOUT_TRAIN_GPUS``       GPUs per training pod (default 1)
+``GEOSCOUT_TRAIN_NODE_SELECTOR``  ``key=value[,key=value]`` for the GPU node pool
+``GEOSCOUT_K8S_ENV_SECRETS``  comma-separated Secret names mounted as env in step pods
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+from dagster_k8s import PipesK8sClient, k8s_job_executor
+
+from pipeline import constants
+
+PLATFORM_ENV = "GEOSCOUT_PLATFORM"
+PLATFORMS = ("local", "k8s")
+# Resource key of the Pipes client that launches training (PipesSubprocessClient locally).
+TRAINING_CLIENT_KEY = "pipes_client"
+# Per-pool step limits, stored in the instance database (dagster.yaml only has a default).
+POOL_LIMITS: dict[str, int] = {constants.MAPILLARY_POOL: 2, constants.STREETVIEW_POOL: 1}
+# Resources of a step pod (crawl, curate, shard); training pods are sized separately.
+STEP_RESOURCES = {"requests": {"cpu": "1", "memory": "2Gi"},
+                  "limits": {"cpu": "2", "memory": "4Gi"}}
+MAX_STEP_PODS_PER_RUN = 16
+
+
+def platform_name() -> str:
+    name = os.environ.get(PLATFORM_ENV, "local").strip().lower() or "local"
+    if name not in PLATFORMS:
+        from geo_assets.errors import InputError
+
+        raise InputError(f"{PLATFORM_ENV}={name!r} is not a platform; use one of "
+                         f"{', '.join(PLATFORMS)}")
+    return name
+
+
+def apply_pool_limits(instance: dg.DagsterInstance,
+                      limits: Mapping[str, int] = POOL_LIMITS) -> dict[str, int]:
+    """Set the per-pool step limits in the instance's database (idempotent); returns them.
+
+    Same as ``dagster instance concurrency set POOL LIMIT`` for each pool."""
+    for pool, limit in limits.items():
+        instance.event_log_storage.set_concurrency_slots(pool, int(limit))
+    return dict(limits)
+
+
+def _parse_selector(text: str | None) -> dict[str, str]:
+    pairs = [p.strip() for p in (text or "").split(",") if p.strip()]
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            from geo_assets.errors import InputError
+
+            raise InputError(f"node selector item {pair!r} is not key=value "
+                             "(GEOSCOUT_TRAIN_NODE_SELECTOR)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def gpu_pod_spec(gpus: int, *, cpu: str = "8", memory: str = "48Gi", shm: str = "16Gi",
+                 node_selector: Mapping[str, str] | None = None,
+                 working_dir: str | None = None) -> dict[str, Any]:
+    """Pod spec for a training pod: ``nvidia.com/gpu`` limits, the NVIDIA taint tolerated,
+    and a memory-backed /dev/shm (DataLoader workers and NCCL need more than the 64 MiB
+    default). Image and command are set by ``PipesK8sClient.run``."""
+    if gpus < 0:
+        from geo_assets.errors import InputError
+
+        raise InputError(f"GPUs per training pod must be >= 0, got {gpus}")
+    limits: dict[str, str] = {"cpu": cpu, "memory": memory}
+    if gpus:
+        limits["nvidia.com/gpu"] = str(gpus)
+    container: dict[str, Any] = {
+        "name": "train",
+        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": limits},
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+    }
+    if working_dir:
+        container["workingDir"] = working_dir
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}}],
+    }
+    if gpus:
+        spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                "effect": "NoSchedule"}]
+    if node_selector:
+        spec["nodeSelector"] = dict(node_selector)
+    return spec
+
+
+class GpuPipesK8sClient(PipesK8sClient):
+    """``PipesK8sClient`` that runs the training command in a GPU pod.
+
+    ``run(context=, command=, env=, extras=, cwd=)`` has the same shape as
+    ``PipesSubprocessClient.run``, so the training asset calls either client the same way;
+    the image, namespace and pod resources come from the deployment."""
+
+    def __init__(self, image: str, *, gpus: int = 1, namespace: str | None = None,
+                 node_selector: Mapping[str, str] | None = None,
+                 pod_wait_timeout_s: float = 3 * 24 * 3600.0, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.image = image
+        self.gpus = int(gpus)
+        self.namespace = namespace
+        self.node_selector = dict(node_selector or {})
+        self.pod_wait_timeout_s = pod_wait_timeout_s
+
+    def pod_spec(self, cwd: str | None = None) -> dict[str, Any]:
+        return gpu_pod_spec(self.gpus, node_selector=self.node_selector, working_dir=cwd)
+
+    def run(self, *, context, command: str | Sequence[str],  # type: ignore[override]
+            extras: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
+            cwd: str | None = None, **kwargs: Any):
+        meta = {"labels": {"app.kubernetes.io/part-of": "geoscout",
+                           "geoscout/role": "training"}}
+        return super().run(context=context, extras=extras, image=self.image, command=command,
+                           namespace=self.namespace, env=env, base_pod_meta=meta,
+                           base_pod_spec=self.pod_spec(cwd),
+                           pod_wait_timeout=self.pod_wait_timeout_s, **kwargs)
+
+
+def k8s_executor(namespace: str | None = None, env_secrets: Sequence[str] = (),
+                 max_concurrent: int = MAX_STEP_PODS_PER_RUN) -> dg.ExecutorDefinition:
+    """``k8s_job_executor``: one Kubernetes Job per step (per crawl-cell partition step in a
+    backfill batch); GPU-tagged steps limited to one at a time within a run."""
+    config: dict[str, Any] = {
+        "max_concurrent": max_concurrent,
+        "tag_concurrency_limits": [{"key": "gpu", "limit": 1}],
+        "step_k8s_config": {"container_config": {"resources": STEP_RESOURCES}},
+        "env_secrets": list(env_secrets),
+        "labels": {"app.kubernetes.io/part-of": "geoscout"},
+    }
+    if namespace:
+        config["job_namespace"] = namespace
+    return k8s_job_executor.configured(config, name="geoscout_k8s")
+
+
+def build_k8s_definitions(base: dg.Definitions | None = None, *,
+                          image: str | None = None) -> dg.Definitions:
+    """The Kubernetes variant of ``base`` (default: ``pipeline.definitions``' graph): same
+    assets, checks, jobs, schedules and sensors; steps run as Kubernetes Jobs and training
+    through ``GpuPipesK8sClient`` under ``TRAINING_CLIENT_KEY``."""
+    if base is None:
+        from pipeline.definitions import build_definitions
+
+        base = build_definitions()
+    image = image or os.environ.get("GEOSCOUT_IMAGE")
+    if not image:
+        from geo_assets.errors import InputError
+
+        raise InputError("GEOSCOUT_IMAGE is not set: the Kubernetes deployment needs the "
+                         "user-code image (registry/geoscout:TAG) for training pods")
+    namespace = os.environ.get("GEOSCOUT_K8S_NAMESPACE") or None
+    secrets = [s.strip() for s in os.environ.get("GEOSCOUT_K8S_ENV_SECRETS", "").split(",")
+               if s.strip()]
+    client = GpuPipesK8sClient(
+        image, gpus=int(os.environ.get("GEOSCOUT_TRAIN_GPUS", "1")), namespace=namespace,
+        node_selector=_parse_selector(os.environ.get("GEOSCOUT_TRAIN_NODE_SELECTOR")))
+    resources = {**(base.resources or {}), TRAINING_CLIENT_KEY: client}
+    return dg.Definitions(
+        assets=base.assets, asset_checks=base.asset_checks, schedules=base.schedules,
+        sensors=base.sensors, jobs=base.jobs, resources=resources, loggers=base.loggers,
+        executor=k8s_executor(namespace, secrets), metadata=base.metadata)
+
+
+def for_platform(base: dg.Definitions) -> dg.Definitions:
+    """``base`` as it should run on the platform named by ``GEOSCOUT_PLATFORM``
+    (``local``: unchanged; ``k8s``: ``build_k8s_definitions(base)``)."""
+    return build_k8s_definitions(base) if platform_name() == "k8s" else base

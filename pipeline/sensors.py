@@ -1,0 +1,151 @@
+"""Sensors: register crawl cells as dynamic partitions and backfill them in batches; the
+automation sensor that keeps the manifest and datasets fresh (training is never automated).
+
+The crawl-cells sensor reads the materialized grid (``grid_cells``), takes its land cells at
+the configured crawl level, adds the ones not registered yet as ``crawl_cells`` partitions,
+and requests one run per batch of ``cells_per_run`` cells. Cells appear when the region
+grows or the crawl level deepens (re-materialize the grid: the grid schedule does it).
+"""
+
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import dagster as dg
+
+from geo_assets.errors import InputError
+from geo_assets.grid import GRID_RELPATH, load_grid
+from geo_assets.grid import crawl_cells as land_crawl_cells
+from pipeline.constants import EVAL, TRAIN
+from pipeline.partitions import crawl_cells
+from pipeline.resources import GeoscoutSettings
+
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+@dataclass(frozen=True)
+class CellsCursor:
+    """JSON cursor: how many registered cells (in registration order) have been requested,
+    and the crawl level and cell count seen last."""
+
+    requested: int = 0
+    level: int | None = None
+    n_cells: int = 0
+
+    @classmethod
+    def parse(cls, raw: str | None) -> "CellsCursor":
+        return cls(**json.loads(raw)) if raw else cls()
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class CellsPlan:
+    new_cells: list[str]            # to register now, sorted
+    batches: list[list[str]]        # contiguous in registration order, each <= batch_size
+    cursor: CellsCursor
+
+
+def plan_cells(wanted: Sequence[str], registered: Sequence[str], done: set[str],
+               cursor: CellsCursor, batch_size: int, level: int) -> CellsPlan:
+    """Which cells to register and which to request, in batches of contiguous partitions.
+
+    ``registered`` is the partition keys in registration order; cells past
+    ``cursor.requested`` have never been requested (a tick that registered them but failed
+    before its runs were submitted asks again, with the same run keys). ``done`` cells (every
+    ingestion asset materialized) are not requested again.
+    """
+    known = set(registered)
+    new_cells = sorted(set(wanted) - known)
+    order = list(registered) + new_cells
+    batches: list[list[str]] = []
+    segment: list[str] = []
+    for key in order[min(cursor.requested, len(registered)):]:
+        if key in done:
+            batches += _chunks(segment, batch_size)
+            segment = []
+        else:
+            segment.append(key)
+    batches += _chunks(segment, batch_size)
+    return CellsPlan(new_cells, batches, CellsCursor(len(order), level, len(order)))
+
+
+def _chunks(keys: list[str], size: int) -> list[list[str]]:
+    return [keys[i:i + size] for i in range(0, len(keys), max(1, size))]
+
+
+def batch_run_request(batch: Sequence[str]) -> dg.RunRequest:
+    """One run over a contiguous range of crawl cells; the run key names its exact cells."""
+    digest = hashlib.sha256(",".join(batch).encode()).hexdigest()[:12]
+    return dg.RunRequest(
+        run_key=f"crawl-cells-{batch[0]}-{batch[-1]}-{len(batch)}-{digest}",
+        tags={RANGE_START_TAG: batch[0], RANGE_END_TAG: batch[-1],
+              "geoscout/cells": str(len(batch))},
+    )
+
+
+def _done_cells(instance: dg.DagsterInstance, asset_keys: Sequence[dg.AssetKey]) -> set[str]:
+    sets = [instance.get_materialized_partitions(key) for key in asset_keys]
+    return set.intersection(*sets) if sets else set()
+
+
+def make_crawl_cells_sensor(
+    job: dg.JobDefinition,  # or the unresolved job that define_asset_job returns
+    asset_keys: Sequence[dg.AssetKey],
+    *,
+    name: str = "crawl_cells_sensor",
+    minimum_interval_seconds: int = 300,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+) -> dg.SensorDefinition:
+    """Sensor that registers new land cells of the region as ``crawl_cells`` partitions and
+    requests ``job`` over them in batches (``settings.cells_per_run`` cells per run)."""
+
+    @dg.sensor(name=name, job=job, minimum_interval_seconds=minimum_interval_seconds,
+               default_status=default_status,
+               description="Registers the region's land cells at the crawl level as crawl_cells "
+               "partitions and backfills new ones in batches.")
+    def _sensor(context: dg.SensorEvaluationContext, settings: GeoscoutSettings):
+        root = settings.root()
+        if not root.exists(GRID_RELPATH):
+            return dg.SkipReason("grid_cells is not materialized yet: materialize the grid "
+                                 "group (or wait for grid_refresh_schedule)")
+        try:
+            wanted = land_crawl_cells(load_grid(root), settings.crawl_level)
+        except InputError as exc:  # e.g. crawl_level deeper than the grid
+            return dg.SkipReason(str(exc))
+        registered = list(context.instance.get_dynamic_partitions(crawl_cells.name))
+        cursor = CellsCursor.parse(context.cursor)
+        plan = plan_cells(wanted, registered, _done_cells(context.instance, asset_keys),
+                          cursor, settings.cells_per_run, settings.crawl_level)
+        if not plan.new_cells and not plan.batches:
+            return dg.SensorResult(
+                skip_reason=f"all {len(wanted)} crawl cells at level {settings.crawl_level} "
+                "are registered and requested", cursor=plan.cursor.dumps())
+        context.log.info(f"{len(plan.new_cells)} new crawl cells; requesting "
+                         f"{sum(map(len, plan.batches))} cells in {len(plan.batches)} runs")
+        return dg.SensorResult(
+            run_requests=[batch_run_request(b) for b in plan.batches],
+            dynamic_partitions_requests=(
+                [crawl_cells.build_add_request(plan.new_cells)] if plan.new_cells else []),
+            cursor=plan.cursor.dumps(),
+        )
+
+    return _sensor
+
+
+def make_automation_sensor() -> dg.AutomationConditionSensorDefinition:
+    """Evaluates the assets' automation conditions: new cells are crawled (on_missing) and
+    the manifest and datasets refresh once they land (eager). Training and evaluation are
+    left out, so a model is only ever trained on request."""
+    return dg.AutomationConditionSensorDefinition(
+        "geoscout_automation",
+        target=dg.AssetSelection.all() - dg.AssetSelection.groups(TRAIN, EVAL),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=60,
+        description="Crawls newly registered cells and refreshes the manifest and datasets; "
+        "never trains.",
+    )

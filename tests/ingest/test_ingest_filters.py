@@ -1,0 +1,104 @@
+"""Filters: spatial dedup on the sphere (antimeridian, poles), groups, sequence cap,
+perceptual hashes, brightness, and order-independence of the result."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geo_assets import filters
+from geo_assets.filters import FilterSettings, haversine_m
+
+
+def dedup(lat, lon, group=None, distance=20.0):
+    n = len(lat)
+    group = group if group is not None else [f"g{i}" for i in range(n)]
+    return filters.spatial_dedup(np.array(lat, float), np.array(lon, float), group,
+                                 np.ones(n, bool), distance)
+
+
+def test_antimeridian_neighbours_are_duplicates():
+    lat, lon = [10.0, 10.0], [179.99995, -179.99995]
+    assert haversine_m(10.0, 179.99995, 10.0, -179.99995) < 15
+    assert dedup(lat, lon).tolist() == [False, True]
+
+
+def test_points_near_the_pole_on_opposite_meridians_are_duplicates():
+    lat, lon = [89.99990, 89.99990], [0.0, 180.0]  # 22 m apart across the pole
+    assert haversine_m(lat[0], lon[0], lat[1], lon[1]) == pytest.approx(22.2, abs=0.5)
+    assert dedup(lat, lon, distance=30).tolist() == [False, True]
+    assert dedup(lat, lon, distance=15).tolist() == [False, False]
+
+
+def test_distance_is_metres_not_degrees_at_high_latitude():
+    # 0.001 deg of longitude is 111 m at the equator but 9.7 m at 85 deg
+    assert dedup([85.0, 85.0], [0.0, 0.001]).tolist() == [False, True]
+    assert dedup([0.0, 0.0], [0.0, 0.001]).tolist() == [False, False]
+
+
+def test_earlier_image_wins_and_chains_are_greedy():
+    # three points 15 m apart in a row: the first and third survive (20 m radius)
+    step = 15 / 111_195.0
+    lat = [0.0, step, 2 * step]
+    assert dedup(lat, [0.0] * 3).tolist() == [False, True, False]
+
+
+def test_headings_of_one_pano_form_one_location():
+    lat = [45.0] * 4 + [45.00005]
+    lon = [16.0] * 4 + [16.0]
+    group = ["pano"] * 4 + ["other"]
+    assert dedup(lat, lon, group).tolist() == [False] * 4 + [True]
+    # the four views stay together when a neighbour came first
+    assert dedup(lat[::-1], lon[::-1], group[::-1]).tolist() == [False] + [True] * 4
+
+
+def test_blockers_from_neighbouring_cells_always_win():
+    dropped = filters.spatial_dedup(np.array([1.0]), np.array([1.0]), ["a"], np.ones(1, bool),
+                                    20.0, blockers=(np.array([1.00001]), np.array([1.0])))
+    assert dropped.tolist() == [True]
+
+
+def test_sequence_cap_keeps_k_spread_over_the_sequence():
+    group = ["s"] * 10 + ["t"] * 2
+    captured = np.arange(12)
+    dropped = filters.sequence_cap(group, captured, np.ones(12, bool), k=3)
+    kept = np.flatnonzero(~dropped).tolist()
+    assert kept == [0, 4, 9, 10, 11] or kept == [0, 5, 9, 10, 11]
+    assert filters.sequence_cap(group, captured, np.ones(12, bool), k=0).sum() == 0
+
+
+def test_near_duplicates_by_perceptual_hash():
+    hashes = ["ffff0000ffff0000", "ffff0000ffff0001", "0000ffff0000ffff", "ffff0000ffff0003"]
+    dropped = filters.near_duplicates(hashes, np.ones(4, bool), max_distance=2)
+    assert dropped.tolist() == [False, True, False, True]
+    same_place = filters.near_duplicates(hashes, np.ones(4, bool), 2, units=np.zeros(4))
+    assert same_place.tolist() == [False] * 4
+
+
+def test_brightness_bounds():
+    reasons = filters.brightness_reasons(np.array([10, 40, 40.5, 128, 240]), FilterSettings())
+    assert reasons.tolist() == ["too_dark", "too_dark", "", "", "too_bright"]
+
+
+def test_cross_cell_dedup_ignores_pairs_inside_one_cell():
+    lat = np.array([0.0, 0.00005, 0.0001])
+    lon = np.zeros(3)
+    blocker = filters.cross_partition_dedup(lat, lon, ["a", "a", "b"], 20.0)
+    assert blocker.tolist() == [-1, -1, 0]  # the earliest kept image of cell "a" wins
+
+
+def test_dedup_is_deterministic_and_thorough_on_random_points():
+    rng = np.random.default_rng(0)
+    n = 3000
+    lat = rng.uniform(-0.01, 0.01, n)
+    lon = rng.uniform(179.99, 180.01, n)
+    lon = (lon + 180) % 360 - 180
+    dropped = dedup(lat, lon, distance=25.0)
+    assert dropped.tolist() == dedup(lat, lon, distance=25.0).tolist()
+    kept = np.flatnonzero(~dropped)
+    vec = filters.unit_vectors(lat[kept], lon[kept])
+    from scipy.spatial import KDTree
+
+    assert not KDTree(vec).query_pairs(filters.chord_for_distance(25.0))  # none too close
+    for i in np.flatnonzero(dropped)[:200]:  # every drop has a kept point within reach
+        assert haversine_m(lat[i], lon[i], lat[kept], lon[kept]).min() <= 25.0 + 1e-6

@@ -1,0 +1,91 @@
+"""The Kubernetes variant of the definitions: the project's graph loads with
+``k8s_job_executor`` (one pod per step, so a backfill's crawl cells fan out) and the GPU
+training client; the executor config validates against dagster-k8s's own schema; the pod
+that training would start asks for ``nvidia.com/gpu``."""
+
+import dagster as dg
+import pytest
+from dagster_k8s.pipes import build_pod_body
+
+from geo_assets.errors import InputError
+from pipeline import deployments
+from pipeline.definitions import build_definitions
+
+IMAGE = "registry.example.com/geoscout:0.1.0"
+
+
+@pytest.fixture
+def k8s_env(monkeypatch):
+    monkeypatch.setenv("GEOSCOUT_PLATFORM", "k8s")
+    monkeypatch.setenv("GEOSCOUT_IMAGE", IMAGE)
+    monkeypatch.setenv("GEOSCOUT_K8S_NAMESPACE", "geoscout")
+    monkeypatch.setenv("GEOSCOUT_TRAIN_GPUS", "4")
+    monkeypatch.setenv("GEOSCOUT_TRAIN_NODE_SELECTOR", "pool=gpu, accelerator=nvidia-l4")
+    monkeypatch.setenv("GEOSCOUT_K8S_ENV_SECRETS", "geoscout-secrets")
+
+
+def test_project_definitions_load_on_kubernetes(k8s_env):
+    base = build_definitions("demo")
+    defs = deployments.for_platform(base)
+    dg.Definitions.validate_loadable(defs)
+    assert set(defs.resolve_all_asset_keys()) == set(base.resolve_all_asset_keys())
+    jobs = [defs.resolve_job_def(j.name) for j in base.jobs]
+    jobs.append(defs.resolve_implicit_global_asset_job_def())
+    assert jobs and all(j.executor_def.name == "geoscout_k8s" for j in jobs)
+    # The configured executor passes dagster-k8s's schema (checked here, not at first run).
+    resolved = jobs[0].executor_def.config_schema.resolve_config({})
+    assert resolved.success, [e.message for e in resolved.errors]
+    config = resolved.value["config"]
+    assert config["job_namespace"] == "geoscout"
+    assert config["env_secrets"] == ["geoscout-secrets"]
+    assert config["max_concurrent"] == deployments.MAX_STEP_PODS_PER_RUN
+    assert config["step_k8s_config"]["container_config"]["resources"] == (
+        deployments.STEP_RESOURCES)
+    client = defs.resources[deployments.TRAINING_CLIENT_KEY]
+    assert isinstance(client, deployments.GpuPipesK8sClient)
+    assert (client.image, client.gpus, client.namespace) == (IMAGE, 4, "geoscout")
+    # Everything else is the base deployment's.
+    assert set(defs.resources) == set(base.resources) | {deployments.TRAINING_CLIENT_KEY}
+
+
+def test_local_platform_leaves_definitions_alone(monkeypatch):
+    monkeypatch.delenv("GEOSCOUT_PLATFORM", raising=False)
+    base = build_definitions("demo")
+    assert deployments.for_platform(base) is base
+    monkeypatch.setenv("GEOSCOUT_PLATFORM", "slurm")
+    with pytest.raises(InputError, match="GEOSCOUT_PLATFORM='slurm'"):
+        deployments.for_platform(base)
+
+
+def test_kubernetes_needs_an_image(monkeypatch):
+    monkeypatch.delenv("GEOSCOUT_IMAGE", raising=False)
+    with pytest.raises(InputError, match="GEOSCOUT_IMAGE"):
+        deployments.build_k8s_definitions(dg.Definitions())
+
+
+def test_training_pod_requests_gpus(k8s_env):
+    defs = deployments.build_k8s_definitions(dg.Definitions())
+    client = defs.resources[deployments.TRAINING_CLIENT_KEY]
+    command = ["torchrun", "--nproc-per-node=4", "-m", "training.train", "--epochs", "3"]
+    # The same pod body PipesK8sClient.run submits.
+    pod = build_pod_body(pod_name="dagster-train-1", image=client.image, command=command,
+                         env_vars={"DAGSTER_PIPES_CONTEXT": "x"}, base_pod_meta=None,
+                         base_pod_spec=client.pod_spec(cwd="/opt/geoscout"))
+    container = pod.spec.containers[0]
+    assert container.image == IMAGE and container.command == command
+    assert container.resources.limits["nvidia.com/gpu"] == "4"
+    assert container.working_dir == "/opt/geoscout"
+    assert {v.name for v in container.volume_mounts} == {"dshm"}
+    assert pod.spec.volumes[0].empty_dir.medium == "Memory"
+    assert pod.spec.node_selector == {"pool": "gpu", "accelerator": "nvidia-l4"}
+    assert pod.spec.tolerations[0].key == "nvidia.com/gpu"
+    assert pod.spec.restart_policy == "Never"
+    assert any(e.name == "DAGSTER_PIPES_CONTEXT" for e in container.env)
+
+
+def test_cpu_only_pod_has_no_gpu_limit():
+    spec = deployments.gpu_pod_spec(0)
+    assert "nvidia.com/gpu" not in spec["containers"][0]["resources"]["limits"]
+    assert "tolerations" not in spec
+    with pytest.raises(InputError):
+        deployments.gpu_pod_spec(-1)

@@ -1,0 +1,111 @@
+"""Lineage over a data root built to the docs/architecture.md contract, and its CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import ops_data
+from geo_assets import lineage
+from geo_assets.errors import InputError
+from pipeline.cli import main
+
+
+@pytest.fixture
+def built(data_root):
+    return ops_data.build(data_root)
+
+
+def _first(built, pred):
+    return next(r for r in built.rows if pred(r))
+
+
+def test_image_lineage_lists_dataset_split_shard_and_models(built):
+    row = built.shards["train-1-000000"][0]
+    half = set(built.models["run-b"])
+    item = lineage.image_lineage(built.root, row)
+    assert item.manifest["cell_id"] == row.split(":")[1][:4]
+    assert item.manifest["kept"] is True
+    assert item.cell_version["cell_id"] == item.manifest["cell_id"]
+    assert len(item.cell_version["version"]) == 64
+    assert item.split == {"split": "train", "fold": 1, "group_id": item.manifest["group_id"]}
+    assert item.shard == "train-1-000000"
+    assert item.dataset["manifest_sha256"] == built.manifest_sha256
+    assert item.dataset_versions == [built.manifest_sha256]
+    expected = {"run-a"} | ({"run-b"} if row in half else set())
+    assert {m.name for m in item.models} == expected
+    assert all(m.role == "train" for m in item.models)
+
+
+def test_test_image_shows_the_models_evaluated_on_it(built):
+    test_id = built.shards["test-t-000000"][0]
+    item = lineage.image_lineage(built.root, test_id)
+    assert item.split["split"] == "test" and item.split["fold"] == -1
+    assert item.shard == "test-t-000000"
+    assert {(m.name, m.role) for m in item.models} == {("run-a", "test"), ("run-b", "test")}
+
+
+def test_dropped_image_has_no_split_or_models(built):
+    dropped = _first(built, lambda r: not r["kept"])
+    item = lineage.image_lineage(built.root, dropped["image_id"])
+    assert item.manifest["drop_reason"] == "too_dark"
+    assert item.split is None and item.shard is None and item.models == []
+
+
+def test_unknown_image_is_a_clear_error(built):
+    with pytest.raises(InputError, match="mapillary:nope"):
+        lineage.image_lineage(built.root, "mapillary:nope")
+
+
+def test_model_lineage_reports_inputs_and_cells_changed_since(built):
+    item = lineage.model_lineage(built.root, "run-b")
+    assert item.manifest_sha256 == built.manifest_sha256 and item.manifest_current is True
+    assert [c["cell_id"] for c in item.cell_versions] == list(ops_data.CELLS)
+    assert item.cells_changed == []
+    assert {s["name"] for s in item.shards} == {"train-0-000000", "train-1-000000"}
+    assert item.n_train_images == len(built.models["run-b"]) and item.sources == {
+        "mapillary": len(built.models["run-b"])}
+    assert item.run_ids is None  # run-b's card has none: reported as missing, not invented
+    assert lineage.model_lineage(built.root, "run-a").run_ids == {
+        "dagster_run_id": "11111111-aaaa"}
+    # A cell is re-crawled: its version changes and the model no longer matches the root.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    versions = pq.read_table(built.root.local_path("manifests/cell_versions.parquet")).to_pylist()
+    versions[0]["version"] = "f" * 64
+    pq.write_table(pa.Table.from_pylist(versions),
+                   built.root.local_path("manifests/cell_versions.parquet"))
+    built.root.write_bytes("manifests/image_manifest.parquet", b"changed")
+    item = lineage.model_lineage(built.root, str(built.root.local_path("models", "run-b")))
+    assert item.manifest_current is False
+    assert [(c["cell_id"], c["version_now"]) for c in item.cells_changed] == [
+        (ops_data.CELLS[0], "f" * 64)]
+
+
+def test_unknown_model_lists_the_known_ones(built):
+    with pytest.raises(InputError, match="run-a, run-b"):
+        lineage.model_lineage(built.root, "run-zzz")
+
+
+def test_cli_text_and_json(built, capsys):
+    image_id = built.models["run-b"][0]
+    assert main(["lineage", "--data-root", built.root.url, "image", image_id]) == 0
+    out = capsys.readouterr().out
+    assert f"image {image_id}" in out and "run-a" in out and "run-b" in out
+    assert "train-" in out and built.manifest_sha256[:12] in out
+
+    assert main(["lineage", "model", "run-a", "--data-root", built.root.url, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["name"] == "run-a" and data["n_train_images"] == len(built.models["run-a"])
+    assert data["manifest_sha256"] == built.manifest_sha256
+
+    assert main(["lineage", "--data-root", built.root.url, "image", "local:missing"]) == 2
+    assert "local:missing" in capsys.readouterr().err
+
+
+def test_shard_found_from_tar_headers_without_contents_table(built):
+    built.root.local_path("datasets/shards/contents.parquet").unlink()
+    for name, ids in built.shards.items():
+        assert lineage.image_lineage(built.root, ids[-1]).shard == name

@@ -1,0 +1,121 @@
+"""The Dagster UI in a real browser: materialize a small per-cell graph into a temporary
+instance, start ``dagster-webserver`` on loopback, and check in headless Chromium that the
+asset graph, the crawl-cell partitions and the model's lineage are shown. Screenshots go to
+tests/artifacts/ (gitignored; CI can keep them)."""
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+import ops_data
+import ui_defs
+from cdp import Chromium
+from conftest import free_port
+from geo_assets.storage import DataRoot
+from pipeline.resources import GeoscoutSettings
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+HERE = Path(__file__).resolve().parent
+PROJECT = HERE.parents[1]
+CELLS = ["0312", "0313", "2130"]
+
+
+def _materialize(home: Path, data_root: DataRoot) -> None:
+    resources = {"settings": GeoscoutSettings(data_root=data_root.url)}
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions("crawl_cells", CELLS)
+        for cell in CELLS:
+            assert dg.materialize([ui_defs.mapillary_images], instance=instance,
+                                  partition_key=cell).success
+        downstream = [ui_defs.image_manifest, ui_defs.shards, ui_defs.trained_model]
+        assert dg.materialize([ui_defs.mapillary_images, *downstream], instance=instance,
+                              selection=downstream, resources=resources).success
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"dagster-webserver exited ({proc.returncode}):\n"
+                        f"{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"dagster-webserver did not answer {url} in {timeout:.0f}s:\n"
+                f"{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def webserver(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    built = ops_data.build(DataRoot(str(tmp_path / "data")))
+    _materialize(home, built.root)
+    port = free_port()
+    log = tmp_path / "webserver.log"
+    env = {**os.environ, "DAGSTER_HOME": str(home), "GEOSCOUT_DATA_ROOT": built.root.url}
+    exe = Path(sys.executable).with_name("dagster-webserver")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(exe), "-h", "127.0.0.1", "-p", str(port), "-f", str(HERE / "ui_defs.py"),
+             "-d", str(PROJECT)], cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/server_info", proc, log)
+        yield f"http://127.0.0.1:{port}", built
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def browser(chromium, tmp_path):
+    b = Chromium(chromium, tmp_path / "chromium-profile", free_port(),
+                 tmp_path / "chromium.log")
+    yield b
+    b.close()
+
+
+def test_asset_graph_partitions_and_model_lineage_in_chromium(webserver, browser,
+                                                              artifacts_dir):
+    base, built = webserver
+    # The global asset graph: every asset of the chain is drawn.
+    browser.goto(f"{base}/asset-groups")
+    browser.wait_for_text(["mapillary_images", "image_manifest", "shards", "trained_model"],
+                          timeout=90)
+    browser.screenshot(artifacts_dir / "ui_asset_graph.png")
+
+    # The per-cell asset's partitions: each crawl cell is listed as materialized.
+    browser.goto(f"{base}/assets/mapillary_images?view=partitions")
+    browser.wait_for_text(CELLS, timeout=60)
+    browser.screenshot(artifacts_dir / "ui_cell_partitions.png")
+
+    # The model's lineage as metadata on its latest materialization.
+    browser.goto(f"{base}/assets/trained_model")
+    text = browser.wait_for_text(["lineage/manifest_hash", built.manifest_sha256,
+                                  "lineage/n_train_images", "lineage/summary"], timeout=60)
+    assert "run-a" in text
+    browser.screenshot(artifacts_dir / "ui_model_lineage.png")
+
+    # And the upstream chain on the model's lineage tab.
+    browser.goto(f"{base}/assets/trained_model?view=lineage&lineageScope=upstream"
+                 "&lineageDepth=5")
+    browser.wait_for_text(["shards", "image_manifest", "mapillary_images"], timeout=60)
+    browser.screenshot(artifacts_dir / "ui_model_upstream.png")
+    for name in ("ui_asset_graph", "ui_cell_partitions", "ui_model_lineage",
+                 "ui_model_upstream"):
+        assert (artifacts_dir / f"{name}.png").stat().st_size > 10_000

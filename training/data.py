@@ -1,0 +1,288 @@
+"""Training data from WebDataset shards: decoded, augmented, batched tensors.
+
+Pipeline order (webdataset README, "The webdataset Pipeline API")::
+
+    shard list -> shard shuffle -> split_by_node -> split_by_worker -> tarfile_to_samples
+               -> sample shuffle -> decode + augment -> batched
+
+Two streams:
+
+- training (``train=True``): ``ResampledShards`` draws shards with replacement, seeded per
+  node, worker, epoch and ``seed`` (``set_epoch`` on the loader); an epoch is
+  ``epoch_samples`` samples over all nodes (``with_epoch``). Nodes and workers need no shard
+  split here: each draws its own stream.
+- evaluation (``train=False``): every selected shard once, in name order, split by node then
+  by worker, so each sample is seen exactly once over all nodes and workers.
+
+The webdataset tripwires are set on purpose: ``split_by_node`` instead of the raising
+``single_node_only``; shard shuffling explicit (seeded for training, none for evaluation);
+no empty-worker check (a worker may get no shard when shards < nodes x workers: it just ends),
+but an empty shard selection raises ``InputError`` here.
+
+Batches are dicts: ``images`` (N, 3, S, S) float32 normalised with the ImageNet mean/std
+(or uint8 with ``normalize=False``), ``labels`` (N, levels) int64 in the descriptor's level
+order, ``labels_by_level`` {level: (N,) int64}, ``true_deg`` (N, 2) float64 lat/lon,
+``image_ids`` list of str.
+
+Decoding uses ``torchvision.io.decode_jpeg`` straight to uint8 tensors; the random resized
+crop runs on uint8 and normalisation once per batch. No horizontal flips: mirroring swaps the
+side of the road people drive on, which is a location cue.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as tvf
+
+from geo_assets.errors import InputError
+
+try:  # libjpeg-turbo straight to a tensor: about 2x PIL + numpy (deprecated in 0.29, kept)
+    from torchvision.io import ImageReadMode, decode_jpeg
+except ImportError:  # pragma: no cover - a torchvision without image io
+    decode_jpeg = None
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities",
+                        category=DeprecationWarning)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+EVAL_CROP_RATIO = 0.875  # evaluation: resize to size / 0.875, centre crop size (224 <- 256)
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    name: str
+    url: str
+    split: str
+    fold: int
+    count: int
+
+
+@dataclass(frozen=True)
+class DatasetDescriptor:
+    """``datasets/dataset.json`` with its paths resolved."""
+
+    path: Path
+    levels: tuple[int, ...]
+    level_files: dict[int, Path]
+    num_classes: dict[int, int]
+    shards: tuple[ShardInfo, ...]
+    image_size: int                       # stored shorter side of the shard JPEGs
+    raw: dict = field(repr=False)
+
+    def select(self, split: str, folds: list[int] | None = None) -> list[ShardInfo]:
+        """Shards of ``split`` ("train" or "test"); for train, only ``folds`` (None: all)."""
+        if split not in ("train", "test"):
+            raise InputError(f"split {split!r} is not 'train' or 'test'")
+        chosen = [s for s in self.shards if s.split == split
+                  and (folds is None or split == "test" or s.fold in folds)]
+        return sorted(chosen, key=lambda s: s.name)
+
+    def count(self, split: str, folds: list[int] | None = None) -> int:
+        return sum(s.count for s in self.select(split, folds))
+
+    def folds(self) -> list[int]:
+        return sorted({s.fold for s in self.shards if s.split == "train"})
+
+    def train_folds(self, val_fold: int) -> list[int]:
+        """The folds to train on when ``val_fold`` validates (k-fold cross-validation)."""
+        if val_fold not in self.folds():
+            raise InputError(f"validation fold {val_fold} not in the dataset's folds "
+                             f"{self.folds()}")
+        return [f for f in self.folds() if f != val_fold]
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value)
+    return p if p.is_absolute() else base / p
+
+
+def load_dataset_descriptor(source: str | Path | dict | DatasetDescriptor) -> DatasetDescriptor:
+    """Read ``dataset.json`` (a path to it or its folder, or the parsed dict with ``path``)."""
+    if isinstance(source, DatasetDescriptor):
+        return source
+    if isinstance(source, dict):
+        raw, path = source, Path(source.get("path", "dataset.json"))
+    else:
+        path = Path(source)
+        path = path / "dataset.json" if path.is_dir() else path
+        if not path.exists():
+            raise InputError(f"dataset descriptor {path} not found: materialize the "
+                             "'shards' asset first")
+        raw = json.loads(path.read_text())
+    base = path.parent
+    index_path = _resolve(base, raw.get("shard_index", "shards/index.json"))
+    index = json.loads(index_path.read_text())
+    shards = tuple(ShardInfo(s["name"], str(index_path.parent / f"{s['name']}.tar"),
+                             s["split"], int(s["fold"]), int(s["count"]))
+                   for s in index["shards"])
+    levels = tuple(int(v) for v in raw["levels"])
+    files = raw.get("level_files", {})
+    return DatasetDescriptor(
+        path, levels,
+        {lv: _resolve(base, files.get(str(lv), f"hierarchy/level_{lv}.parquet")) for lv in levels},
+        {lv: int(raw.get("num_classes", {}).get(str(lv), 0)) for lv in levels},
+        shards, int(index.get("image_size", raw.get("image_size", 256))), raw)
+
+
+# --- per-sample and per-batch transforms -------------------------------------------------------
+
+def decode_image(data: bytes) -> torch.Tensor:
+    """JPEG bytes -> uint8 tensor (3, H, W)."""
+    if decode_jpeg is not None:
+        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                           mode=ImageReadMode.RGB)
+    array = np.array(Image.open(io.BytesIO(data)).convert("RGB"))
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+class DecodeSample:
+    """A shard sample -> (uint8 image tensor (3, S, S), its JSON record)."""
+
+    def __init__(self, image_size: int, train: bool, scale: tuple[float, float] = (0.35, 1.0)):
+        self.image_size = image_size
+        self.train = train
+        self.scale = scale
+
+    def __call__(self, sample: dict) -> tuple[torch.Tensor, dict]:
+        image = decode_image(sample["jpg"])
+        size = [self.image_size, self.image_size]
+        if self.train:
+            top, left, h, w = v2.RandomResizedCrop.get_params(image, self.scale, (3 / 4, 4 / 3))
+            image = tvf.resized_crop(image, top, left, h, w, size, antialias=True)
+        else:
+            short = round(self.image_size / EVAL_CROP_RATIO)
+            if min(image.shape[-2:]) != short:
+                image = tvf.resize(image, [short], antialias=True)
+            image = tvf.center_crop(image, size)
+        return image, json.loads(sample["json"])
+
+
+class CollateBatch:
+    """List of (image, record) -> the batch dict (see the module docstring)."""
+
+    def __init__(self, levels: tuple[int, ...], normalize: bool, jitter: float):
+        self.levels = levels
+        self.normalize = normalize
+        self.jitter = jitter
+
+    def __call__(self, samples: list[tuple[torch.Tensor, dict]]) -> dict:
+        images = torch.stack([s[0] for s in samples])
+        records = [s[1] for s in samples]
+        if self.normalize:
+            images = self._normalize(images)
+        labels = torch.tensor([[r["labels"][str(lv)] for lv in self.levels] for r in records],
+                              dtype=torch.long)
+        return {"images": images, "labels": labels,
+                "labels_by_level": {lv: labels[:, i] for i, lv in enumerate(self.levels)},
+                "true_deg": torch.tensor([[r["lat_deg"], r["lon_deg"]] for r in records],
+                                         dtype=torch.float64),
+                "image_ids": [r["image_id"] for r in records]}
+
+    def _normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 -> float in one multiply-add per element: ``x * scale + shift``, which folds
+        /255, brightness and contrast jitter (one factor pair per image) and mean/std."""
+        n = images.shape[0]
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        scale = (1.0 / 255.0) / std.expand(n, 3, 1, 1)
+        shift = -mean / std
+        if self.jitter > 0:  # x' = b * (c * (x - m) + m), m = the image's mean grey level
+            b = 1 + self.jitter * (2 * torch.rand(n, 1, 1, 1) - 1)
+            c = 1 + self.jitter * (2 * torch.rand(n, 1, 1, 1) - 1)
+            m = images[:, :, ::8, ::8].float().mean(dim=(1, 2, 3), keepdim=True) / 255.0
+            scale = scale * (b * c)
+            shift = (b * m * (1 - c) - mean) / std
+        return images.float().mul_(scale).add_(shift)
+
+
+# --- the stream ----------------------------------------------------------------------------------
+
+class WorkerSeed:
+    """Seed per node, worker and epoch (``set_epoch`` changes it before workers start)."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.epoch = 0
+
+    def __call__(self) -> int:
+        rank, _, worker, _ = wds.utils.pytorch_worker_info()
+        return wds.utils.make_seed(self.seed, self.epoch, rank, worker)
+
+
+def _seeded_shuffle(bufsize: int, seeder: WorkerSeed):
+    import random
+
+    def stage(src):
+        rng = random.Random(seeder())
+        yield from wds.filters._shuffle(src, bufsize, min(bufsize, 200), rng=rng)
+    return stage
+
+
+def make_pipeline(urls: list[str], levels: tuple[int, ...], *, image_size: int, batch_size: int,
+                  train: bool, seeder: WorkerSeed, shuffle_buffer: int = 2000,
+                  normalize: bool = True, jitter: float = 0.2,
+                  handler=wds.reraise_exception) -> wds.DataPipeline:
+    """The webdataset pipeline (one per DataLoader worker)."""
+    if not urls:
+        raise InputError("no shards selected: check the split and folds against dataset.json")
+    if train:  # shard shuffle = resampling, seeded per node/worker/epoch: no split needed
+        source = [wds.ResampledShards(urls, seed=seeder.seed, worker_seed=seeder,
+                                      deterministic=True, empty_check=False)]
+    else:  # each shard once: in name order, split by node, then by worker
+        source = [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker]
+    stages = [*source, wds.tarfile_to_samples(handler=handler)]
+    if train:
+        stages.append(_seeded_shuffle(shuffle_buffer, seeder))
+    stages += [wds.map(DecodeSample(image_size, train), handler=handler),
+               wds.batched(batch_size, collation_fn=CollateBatch(
+                   levels, normalize, jitter if train else 0.0), partial=not train)]
+    return wds.DataPipeline(*stages)
+
+
+class GeoLoader(wds.WebLoader):
+    """A ``WebLoader`` with ``set_epoch`` (re-seeds the training stream per epoch)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.seeder.epoch = int(epoch)
+
+
+def make_loader(dataset, split: str = "train", folds: list[int] | None = None, *,
+                image_size: int = 224, batch_size: int = 64, num_workers: int = 2,
+                train: bool = True, epoch_samples: int | None = None, seed: int = 0,
+                shuffle_buffer: int = 2000, normalize: bool = True,
+                handler=wds.reraise_exception) -> GeoLoader:
+    """A DataLoader over the shards of ``split`` / ``folds`` of a dataset descriptor.
+
+    ``train=True``: infinite resampled stream cut into epochs of ``epoch_samples`` samples
+    over all nodes (default: the selected shards' sample count), full batches only.
+    ``train=False``: each selected sample once over all nodes and workers, last batch partial.
+    """
+    desc = load_dataset_descriptor(dataset)
+    urls = [s.url for s in desc.select(split, folds)]
+    seeder = WorkerSeed(seed)
+    pipeline = make_pipeline(urls, desc.levels, image_size=image_size, batch_size=batch_size,
+                             train=train, seeder=seeder, shuffle_buffer=shuffle_buffer,
+                             normalize=normalize, handler=handler)
+    _, world, _, _ = wds.utils.pytorch_worker_info()
+    workers = max(1, num_workers)
+    if train:
+        total = epoch_samples or desc.count(split, folds)
+        per_worker = max(1, math.ceil(total / (batch_size * workers * world)))
+        pipeline = pipeline.with_epoch(per_worker)
+    loader = GeoLoader(pipeline, batch_size=None, num_workers=num_workers,
+                       persistent_workers=False, pin_memory=torch.cuda.is_available())
+    loader.seeder = seeder
+    if train:
+        loader = loader.with_length(per_worker * workers, silent=True)
+    return loader

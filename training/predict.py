@@ -1,0 +1,130 @@
+"""``geoscout predict PHOTO...``: where was each photo taken?
+
+Prints, per photo, the most likely cells at the finest level (adaptive top-k: the fewest
+cells that hold ``--mass`` of the probability, at most ``--top-k``) with probabilities and an
+estimated latitude/longitude; ``--html`` also writes a map. Unreadable photos are reported by
+name and skipped (exit status 2); a missing model is a clear error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2 import functional as tvf
+
+from geo_assets.errors import InputError
+from training.bundle import ModelBundle, load_bundle
+from training.data import EVAL_CROP_RATIO
+from training.distributed import pick_device
+from training.inference import Prediction, predict_cells
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_model_path() -> Path:
+    """The newest ``models/*/model.pt`` under the data root (GEOSCOUT_DATA_ROOT or default)."""
+    root = Path(os.environ.get("GEOSCOUT_DATA_ROOT", PROJECT_ROOT / ".geoscout" / "data"))
+    found = sorted((root / "models").glob("*/model.pt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise InputError(f"no trained model under {root / 'models'}: materialize trained_model "
+                         "(or run `geoscout demo`) first, or pass --model PATH/model.pt")
+    return found[-1]
+
+
+def load_photo(path: Path, bundle: ModelBundle) -> torch.Tensor:
+    """Decode, resize the shorter side, centre-crop and normalise as in evaluation."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        image = decode_image(str(path), mode=ImageReadMode.RGB)
+    except (RuntimeError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable image (JPEG, PNG, GIF or WebP): {exc}") from exc
+    size = bundle.image_size
+    image = tvf.resize(image, [round(size / EVAL_CROP_RATIO)], antialias=True)
+    image = tvf.center_crop(image, [size, size]).float().div(255.0)
+    mean = torch.tensor(bundle.mean)[:, None, None]
+    std = torch.tensor(bundle.std)[:, None, None]
+    return (image - mean) / std
+
+
+def predict_photos(bundle: ModelBundle, images: torch.Tensor, hierarchical: bool = True,
+                   mass: float = 0.9, top_k: int = 5, location: str = "weighted"):
+    device = next(bundle.model.parameters()).device
+    with torch.inference_mode():
+        logits = [x.float().cpu() for x in bundle.model(images.to(device))]
+    return predict_cells(logits, bundle.tables, bundle.temperatures, hierarchical, mass,
+                         top_k, location)
+
+
+def format_prediction(path: Path, pred: Prediction) -> str:
+    lines = [f"{path}: {pred.lat_deg:.4f}, {pred.lon_deg:.4f} (estimated lat, lon)"]
+    for rank, (cell, p) in enumerate(zip(pred.cells, pred.probabilities), start=1):
+        lines.append(f"  {rank}. cell {cell:<10s} p={p:.3f}")
+    return "\n".join(lines)
+
+
+def write_map(path: Path, results: list[tuple[Path, Prediction]]) -> None:
+    import folium
+
+    m = folium.Map(location=[20, 0], zoom_start=2)
+    for photo, pred in results:
+        text = html.escape(f"{photo.name}: {pred.lat_deg:.3f}, {pred.lon_deg:.3f}")
+        folium.Marker([pred.lat_deg, pred.lon_deg], tooltip=text).add_to(m)
+    m.save(str(path))
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("geoscout predict", add_help=add_help,
+                                description="Predict where photos were taken.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("photos", nargs="+", type=Path, metavar="PHOTO", help="image files")
+    p.add_argument("--model", type=Path, default=None,
+                   help="model.pt (default: newest models/*/model.pt under the data root)")
+    p.add_argument("-k", "--top-k", type=int, default=5, help="most cells listed per photo")
+    p.add_argument("--mass", type=float, default=0.9,
+                   help="list the fewest cells holding this much probability")
+    p.add_argument("--flat", action="store_true",
+                   help="finest level alone instead of the hierarchical combination")
+    p.add_argument("--location", default="weighted", choices=("weighted", "top1"),
+                   help="estimate: probability-weighted top cells or the top cell's centroid")
+    p.add_argument("--html", type=Path, default=None, help="also write a map to this file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    return p
+
+
+def cli(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    bundle = load_bundle(args.model or default_model_path(), pick_device(args.device))
+    images, good, failed = [], [], 0
+    for path in args.photos:
+        try:
+            images.append(load_photo(path, bundle))
+            good.append(path)
+        except InputError as exc:
+            print(f"geoscout predict: error: {exc}", file=sys.stderr)
+            failed += 1
+    if not good:
+        return 2
+    preds = predict_photos(bundle, torch.stack(images), not args.flat, args.mass, args.top_k,
+                           args.location)
+    results = list(zip(good, preds))
+    if args.json:
+        print(json.dumps([{"photo": str(p), **vars(r)} for p, r in results], indent=2))
+    else:
+        print("\n".join(format_prediction(p, r) for p, r in results))
+    if args.html:
+        write_map(args.html, results)
+        print(f"map: {args.html}", file=sys.stderr)
+    return 2 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

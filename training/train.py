@@ -1,0 +1,512 @@
+"""Train a hierarchical geolocation model on WebDataset shards.
+
+    python -m training.train --dataset DATA/datasets/dataset.json --output-dir DATA/models/run
+    torchrun --nproc_per_node 2 -m training.train ...        # DDP (gloo on CPU, nccl on GPU)
+
+Recipe order in ``main``: data -> model -> loss -> optimizer -> scheduler -> DDP -> resume ->
+epoch loop (train, validate on the validation fold, checkpoint, early stop) -> temperature
+scaling on validation -> model.pt + model card. The test split is never read here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from training import checkpoint as ckpt
+from training import data
+from training.batches import Batch, to_batch
+from training.calibration import fit_temperatures
+from training.config import TrainConfig
+from training.distributed import (
+    DistInfo,
+    cleanup_distributed,
+    gather_objects,
+    init_distributed,
+    setup_logging,
+)
+from training.hierarchy import ClassTables, load_class_tables
+from training.inference import level_log_probs
+from training.losses import HierarchicalLoss
+from training.metrics import LevelMetrics
+from training.models import BACKBONES, GeoModel, build_model
+from training.outputs import write_outputs
+from training.reporting import Reporter
+from training.schedule import build_scheduler
+
+log = logging.getLogger("geoscout.training")
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("geoscout training", add_help=add_help,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", required=True, help="dataset descriptor (dataset.json)")
+    p.add_argument("--output-dir", required=True, help="run folder (checkpoints, model.pt)")
+    p.add_argument("--run-name", default="run", help="name recorded in the model card")
+    # data
+    p.add_argument("--val-fold", type=int, default=0, help="fold held out for validation")
+    p.add_argument("--train-folds", type=int, nargs="+", default=None,
+                   help="folds to train on (default: every fold but --val-fold)")
+    p.add_argument("--image-size", type=int, default=128, help="input side in pixels")
+    p.add_argument("-b", "--batch-size", type=int, default=64, help="images per process")
+    p.add_argument("-j", "--workers", type=int, default=2, help="loader workers per process")
+    p.add_argument("--epoch-samples", type=int, default=None,
+                   help="images per epoch over all processes (default: the training folds' size)")
+    # model
+    p.add_argument("--backbone", default="tiny", choices=BACKBONES, help="feature extractor")
+    p.add_argument("--pretrained", action="store_true", help="start from ImageNet weights")
+    p.add_argument("--weights-dir", default=None,
+                   help="cache of torchvision weights (default: torch hub's checkpoints folder)")
+    p.add_argument("--download-weights", action="store_true",
+                   help="allow downloading missing torchvision weights into --weights-dir")
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout before the heads")
+    p.add_argument("--freeze-stages", type=int, default=0, help="early backbone stages frozen")
+    # loss
+    p.add_argument("--label-smoothing", type=float, default=0.1, help="uniform label smoothing")
+    p.add_argument("--haversine-tau-km", default=None,
+                   help="haversine label smoothing scale in km, or 'auto' (off by default)")
+    p.add_argument("--level-weights", type=float, nargs="+", default=None,
+                   help="loss weight per level (default: 1 each)")
+    # optimisation
+    p.add_argument("--opt", default="adamw", choices=("adamw", "sgd"), help="optimizer")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    p.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=0.05,
+                   help="weight decay (not on norms and biases)")
+    p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up length")
+    p.add_argument("--min-lr-ratio", type=float, default=0.01, help="cosine floor / peak lr")
+    p.add_argument("--clip-grad-norm", type=float, default=1.0, help="0 disables clipping")
+    p.add_argument("--epochs", type=int, default=10, help="maximum epochs")
+    # mixed precision and device
+    p.add_argument("--amp", default="auto", choices=("auto", "on", "off"),
+                   help="autocast; auto = on for CUDA only")
+    p.add_argument("--amp-dtype", default="bfloat16", choices=("bfloat16", "float16"),
+                   help="autocast dtype (float16 adds a GradScaler)")
+    p.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"),
+                   help="channels-last memory format; auto = on for CUDA only")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    # checkpoints and stopping
+    p.add_argument("--checkpoint-every", type=int, default=100,
+                   help="steps between checkpoints (and one at every epoch end)")
+    p.add_argument("--resume", default=None,
+                   help="checkpoint to resume from, or 'auto' for OUTPUT_DIR/checkpoint.pth")
+    p.add_argument("--stop-after-steps", type=int, default=None,
+                   help="stop (as if interrupted) after this many steps; for tests and budgets")
+    p.add_argument("--patience", type=int, default=3,
+                   help="epochs without validation improvement before stopping; 0 = never")
+    p.add_argument("--min-delta", type=float, default=0.0, help="improvement that counts")
+    # reproducibility and output
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--deterministic", action="store_true", help="deterministic algorithms")
+    p.add_argument("--print-freq", type=int, default=20, help="steps between log lines")
+    p.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                   help="skip temperature scaling on the validation fold")
+    return p
+
+
+@dataclass
+class TrainState:
+    """Everything besides the model/optimizer that a resumed run needs."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+    seen_ids: set[str] = field(default_factory=set)
+    stopped_early: bool = False
+
+
+@dataclass
+class Runtime:
+    """Objects built once in ``main`` and handed to the loop."""
+
+    cfg: TrainConfig
+    dist: DistInfo
+    info: data.DatasetDescriptor
+    tables: ClassTables
+    model: nn.Module
+    bare: GeoModel
+    criterion: HierarchicalLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+    steps_per_epoch: int
+    reporter: Reporter
+
+
+# --- data -----------------------------------------------------------------------------------
+
+def training_folds(cfg: TrainConfig, info) -> list[int]:
+    folds = list(cfg.train_folds) if cfg.train_folds else [f for f in info.folds()
+                                                             if f != cfg.val_fold]
+    if cfg.val_fold in folds:
+        raise ValueError(f"--val-fold {cfg.val_fold} is also a training fold")
+    if not folds:
+        raise ValueError(f"no training folds left besides validation fold {cfg.val_fold}")
+    return folds
+
+
+def load_data(cfg: TrainConfig, info, folds: list[int], train: bool, split="train"):
+    """A loader from training/data.py (shards split by node and by worker)."""
+    epoch_samples = (cfg.epoch_samples or info.count("train", folds)) if train else None
+    return data.make_loader(info, split=split, folds=folds, image_size=cfg.image_size,
+                            batch_size=cfg.batch_size, num_workers=cfg.workers, train=train,
+                            epoch_samples=epoch_samples, seed=cfg.seed)
+
+
+def cycle_batches(loader, levels: list[int]):
+    """Endless stream of ``Batch``es; a finite loader is simply restarted."""
+    while True:
+        empty = True
+        for raw in loader:
+            empty = False
+            yield to_batch(raw, levels)
+        if empty:
+            raise RuntimeError("the training loader yielded no batch: check the shard list")
+
+
+def epoch_stream(rt: Runtime, loader, state: TrainState, pending_rng: dict | None):
+    """This epoch's batches: re-seeded per epoch and rank, so a resumed run replays the
+    consumed batches, then continues from the saved RNG state exactly."""
+    ckpt.seed_everything(rt.cfg.seed + 1000 * state.epoch + rt.dist.rank)
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(state.epoch)
+    stream = cycle_batches(loader, rt.tables.level_ids)
+    for _ in range(state.step_in_epoch):
+        next(stream)
+    if pending_rng is not None:
+        ckpt.set_rng_state(pending_rng)
+    return stream
+
+
+# --- one step, one epoch, evaluation --------------------------------------------------------
+
+def clip_grad_norm_(parameters, max_norm: float) -> torch.Tensor:
+    return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+
+
+def optimizer_step(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer,
+                   scaler: torch.amp.GradScaler | None, max_norm: float) -> None:
+    """scale -> backward -> unscale_ -> clip -> step -> update (one optimizer step)."""
+    optimizer.zero_grad(set_to_none=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if scaler is None:
+        loss.backward()
+        if max_norm > 0:
+            clip_grad_norm_(params, max_norm)
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    if max_norm > 0:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        clip_grad_norm_(params, max_norm)
+    scaler.step(optimizer)  # skips the step when gradients overflowed
+    scaler.update()
+
+
+def autocast(rt: Runtime):
+    if rt.autocast_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(rt.dist.device.type, dtype=rt.autocast_dtype)
+
+
+def train_step(rt: Runtime, batch: Batch) -> float:
+    with autocast(rt):
+        logits = rt.model(batch.images)
+        loss = rt.criterion(logits, batch.labels, batch.true_deg)
+    optimizer_step(loss, rt.model, rt.optimizer, rt.scaler, rt.cfg.clip_grad_norm)
+    rt.scheduler.step()
+    return float(loss.detach())
+
+
+def train_one_epoch(rt: Runtime, loader, state: TrainState, pending_rng: dict | None) -> bool:
+    """Train until the epoch's step count; False when stopped by --stop-after-steps."""
+    rt.model.train()
+    stream = epoch_stream(rt, loader, state, pending_rng)
+    start, data_time, seen = time.perf_counter(), 0.0, 0
+    while state.step_in_epoch < rt.steps_per_epoch:
+        if rt.cfg.stop_after_steps is not None and state.global_step >= rt.cfg.stop_after_steps:
+            save_checkpoint(rt, state)
+            return False
+        t0 = time.perf_counter()
+        batch = next(stream).to(rt.dist.device, rt.channels_last)
+        data_time += time.perf_counter() - t0
+        loss = train_step(rt, batch)
+        state.seen_ids.update(batch.image_ids)
+        state.step_in_epoch += 1
+        state.global_step += 1
+        seen += len(batch.image_ids)
+        if state.step_in_epoch % rt.cfg.print_freq == 0 or state.step_in_epoch == 1:
+            took = time.perf_counter() - start
+            log.info("epoch %d step %d/%d loss %.4f lr %.2e %.1f img/s data %.0f%%",
+                     state.epoch, state.step_in_epoch, rt.steps_per_epoch, loss,
+                     rt.optimizer.param_groups[0]["lr"], seen * rt.dist.world_size / took,
+                     100 * data_time / took)
+        if state.global_step % rt.cfg.checkpoint_every == 0:
+            save_checkpoint(rt, state)
+    return True
+
+
+def evaluate(model: nn.Module, loader, tables: ClassTables, device: torch.device,
+             amp_ctx=contextlib.nullcontext) -> tuple[list[dict], list[torch.Tensor], torch.Tensor]:
+    """Per-level top-1/top-5/NLL/ECE (summed over ranks), plus this rank's logits and labels."""
+    model.eval()
+    metrics = [LevelMetrics(c, confusion=False) for c in tables.num_classes]
+    all_logits, all_labels = [[] for _ in metrics], []
+    with torch.inference_mode():
+        for raw in loader:
+            batch = to_batch(raw, tables.level_ids).to(device)
+            with amp_ctx():
+                logits = [x.float() for x in model(batch.images)]
+            for m, lp, k in zip(metrics, level_log_probs(logits), range(len(metrics))):
+                m.update(lp, batch.labels[:, k])
+                all_logits[k].append(logits[k].cpu())
+            all_labels.append(batch.labels.cpu())
+    for m in metrics:
+        m.sync()
+    if not all_labels:
+        return [m.compute() for m in metrics], [torch.zeros(0, c) for c in tables.num_classes], \
+            torch.zeros(0, len(metrics), dtype=torch.long)
+    return [m.compute() for m in metrics], [torch.cat(x) for x in all_logits], \
+        torch.cat(all_labels)
+
+
+# --- checkpoints and early stopping ---------------------------------------------------------
+
+def save_checkpoint(rt: Runtime, state: TrainState) -> None:
+    """Collective: every rank's RNG state and seen ids go into rank 0's checkpoint."""
+    rngs = gather_objects(ckpt.rng_state())
+    seen = gather_objects(sorted(state.seen_ids))
+    if not rt.dist.is_main:
+        return
+    state.seen_ids = set().union(*map(set, seen))
+    payload = {
+        "model": rt.bare.state_dict(), "optimizer": rt.optimizer.state_dict(),
+        "scheduler": rt.scheduler.state_dict(),
+        "scaler": rt.scaler.state_dict() if rt.scaler else None,
+        "state": {k: v for k, v in vars(state).items() if k != "seen_ids"},
+        "seen_ids": sorted(state.seen_ids), "rng": rngs,
+        "config": rt.cfg.to_dict(), "config_hash": rt.cfg.hash(),
+        "tables_version": rt.tables.version(), "world_size": rt.dist.world_size,
+    }
+    ckpt.atomic_save(payload, Path(rt.cfg.output_dir) / "checkpoint.pth")
+    log.info("checkpoint saved at step %d (epoch %d)", state.global_step, state.epoch)
+
+
+def resume_path(cfg: TrainConfig) -> Path | None:
+    if cfg.resume is None:
+        return None
+    if cfg.resume == "auto":
+        path = Path(cfg.output_dir) / "checkpoint.pth"
+        return path if path.exists() else None
+    return Path(cfg.resume)
+
+
+def resume(rt: Runtime, state: TrainState) -> dict | None:
+    """Load the checkpoint named by --resume; returns this rank's RNG state to restore."""
+    path = resume_path(rt.cfg)
+    if path is None:
+        return None
+    saved = ckpt.load(path)
+    if saved["config_hash"] != rt.cfg.hash():
+        log.warning("resuming with different settings than the checkpoint's: not an exact resume")
+    if saved["tables_version"] != rt.tables.version():
+        raise ValueError(f"{path} was trained on other class tables: start a new run")
+    rt.bare.load_state_dict(saved["model"])
+    rt.optimizer.load_state_dict(saved["optimizer"])
+    rt.scheduler.load_state_dict(saved["scheduler"])
+    if rt.scaler is not None and saved["scaler"] is not None:
+        rt.scaler.load_state_dict(saved["scaler"])
+    for key, value in saved["state"].items():
+        setattr(state, key, value)
+    state.seen_ids = set(saved["seen_ids"]) if rt.dist.is_main else set()
+    log.info("resumed from %s at step %d (epoch %d)", path, state.global_step, state.epoch)
+    if saved["world_size"] != rt.dist.world_size or state.step_in_epoch == 0:
+        return None
+    return saved["rng"][rt.dist.rank]
+
+
+def validation_score(level_metrics: list[dict]) -> float:
+    """Higher is better: minus the summed per-level validation NLL."""
+    return -sum(m["nll"] for m in level_metrics)
+
+
+def update_early_stopping(rt: Runtime, state: TrainState, level_metrics: list[dict]) -> None:
+    score = validation_score(level_metrics)
+    state.history.append({"epoch": state.epoch, "step": state.global_step, "score": score,
+                          "val": level_metrics})
+    if score > state.best_score + rt.cfg.min_delta:
+        state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch, 0
+        if rt.dist.is_main:
+            ckpt.atomic_save(rt.bare.state_dict(), Path(rt.cfg.output_dir) / "best.pth")
+    else:
+        state.bad_epochs += 1
+        state.stopped_early = rt.cfg.patience > 0 and state.bad_epochs >= rt.cfg.patience
+
+
+# --- building -------------------------------------------------------------------------------
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.opt == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    if cfg.opt == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    raise ValueError(f"Only SGD and AdamW are supported, not {cfg.opt!r}")
+
+
+def precision_settings(cfg: TrainConfig, device: torch.device):
+    """(autocast dtype or None, GradScaler or None, channels_last)."""
+    on_cuda = device.type == "cuda"
+    use_amp = cfg.amp == "on" or (cfg.amp == "auto" and on_cuda)
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.amp_dtype] if use_amp \
+        else None
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and on_cuda)
+    return dtype, scaler, channels_last
+
+
+def configure_determinism(cfg: TrainConfig) -> None:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        import os
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True)
+    ckpt.seed_everything(cfg.seed)
+
+
+def build_runtime(cfg: TrainConfig, dist: DistInfo, info: data.DatasetDescriptor, reporter: Reporter,
+                  folds: list[int]) -> Runtime:
+    tables = load_class_tables(info.level_files)
+    bare = build_model(cfg.backbone, tables.num_classes, cfg.pretrained, cfg.dropout,
+                       cfg.freeze_stages, Path(cfg.weights_dir) if cfg.weights_dir else None,
+                       cfg.download_weights)
+    dtype, scaler, channels_last = precision_settings(cfg, dist.device)
+    bare.to(dist.device, memory_format=torch.channels_last if channels_last
+            else torch.contiguous_format)
+    tau = cfg.haversine_tau_km
+    criterion = HierarchicalLoss(tables, cfg.label_smoothing,
+                                 None if tau is None else (tau if tau == "auto" else float(tau)),
+                                 list(cfg.level_weights) if cfg.level_weights else None)
+    criterion.to(dist.device)
+    samples = cfg.epoch_samples or info.count("train", folds)
+    steps = max(1, math.ceil(samples / (cfg.batch_size * dist.world_size)))
+    optimizer = build_optimizer(cfg, bare)
+    scheduler = build_scheduler(optimizer, round(cfg.warmup_epochs * steps), cfg.epochs * steps,
+                                cfg.min_lr_ratio)
+    model = bare
+    if dist.distributed:
+        model = nn.parallel.DistributedDataParallel(
+            bare, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
+    return Runtime(cfg, dist, info, tables, model, bare, criterion, optimizer, scheduler, scaler,
+                   dtype, channels_last, steps, reporter)
+
+
+# --- the recipe -----------------------------------------------------------------------------
+
+def fit(rt: Runtime, state: TrainState, train_loader, val_loader,
+        pending_rng: dict | None) -> bool:
+    """The epoch loop; False when interrupted by --stop-after-steps."""
+    while state.epoch < rt.cfg.epochs and not state.stopped_early:
+        if not train_one_epoch(rt, train_loader, state, pending_rng):
+            return False
+        pending_rng = None
+        level_metrics, _, _ = evaluate(rt.model, val_loader, rt.tables, rt.dist.device,
+                                       lambda: autocast(rt))
+        update_early_stopping(rt, state, level_metrics)
+        rt.reporter.info(f"epoch {state.epoch} validation top-1 per level "
+                         f"{[round(m['top1'], 4) for m in level_metrics]} "
+                         f"nll {[round(m['nll'], 3) for m in level_metrics]}")
+        state.epoch += 1
+        state.step_in_epoch = 0
+        save_checkpoint(rt, state)
+    return True
+
+
+def calibrate(rt: Runtime, val_loader) -> tuple[list[float], list[dict]]:
+    """Best weights -> validation logits from every rank -> one temperature per level."""
+    best = Path(rt.cfg.output_dir) / "best.pth"
+    if best.exists():
+        rt.bare.load_state_dict(torch.load(best, map_location=rt.dist.device, weights_only=True))
+    level_metrics, logits, labels = evaluate(rt.model, val_loader, rt.tables, rt.dist.device,
+                                             lambda: autocast(rt))
+    if not rt.cfg.calibrate:
+        return [1.0] * len(logits), level_metrics
+    gathered = gather_objects((logits, labels))
+    logits = [torch.cat([g[0][k] for g in gathered]) for k in range(len(logits))]
+    labels = torch.cat([g[1] for g in gathered])
+    return fit_temperatures(logits, labels), level_metrics
+
+
+def main(cfg: TrainConfig) -> dict | None:
+    """Train, calibrate and write model.pt; returns the model card on rank 0."""
+    dist = init_distributed(cfg.device)
+    setup_logging(dist.rank)
+    configure_determinism(cfg)
+    reporter = Reporter(dist.rank)
+    try:
+        info = data.load_dataset_descriptor(cfg.dataset)
+        folds = training_folds(cfg, info)
+        rt = build_runtime(cfg, dist, info, reporter, folds)
+        train_loader = load_data(cfg, info, folds, train=True)
+        val_loader = load_data(cfg, info, [cfg.val_fold], train=False)
+        state = TrainState()
+        pending_rng = resume(rt, state)
+        reporter.info(f"training {cfg.backbone} on folds {folds} ({rt.steps_per_epoch} steps "
+                      f"per epoch, {dist.world_size} process(es) on {dist.device})")
+        started = time.perf_counter()
+        if not fit(rt, state, train_loader, val_loader, pending_rng):
+            reporter.info(f"stopped after step {state.global_step}; resume with --resume auto")
+            reporter.close()
+            return None
+        temperatures, val_metrics = calibrate(rt, val_loader)
+        card = finish(rt, state, temperatures, val_metrics, time.perf_counter() - started)
+        reporter.close()
+        return card
+    except BaseException as exc:
+        reporter.close(exc)
+        raise
+    finally:
+        cleanup_distributed()
+
+
+def finish(rt: Runtime, state: TrainState, temperatures: list[float], val_metrics: list[dict],
+           seconds: float) -> dict | None:
+    seen = gather_objects(sorted(state.seen_ids))
+    if not rt.dist.is_main:
+        return None
+    state.seen_ids = set().union(*map(set, seen))
+    card = write_outputs(rt, state, temperatures, val_metrics, seconds)
+    rt.reporter.materialize(card["metadata"], data_version=card["model_sha256"][:16])
+    return card
+
+
+def cli(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    main(TrainConfig.from_namespace(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
