@@ -81,6 +81,19 @@ def fetch_all(base: str, paths: list[str], threads: int) -> tuple[float, int]:
     return time.perf_counter() - start, sum(total)
 
 
+def render_ms(preset: str, n: int = 100) -> float:
+    """Milliseconds to render and encode one 1024x768 thumbnail (this process, no HTTP)."""
+    from geo_assets.demo.render import render_image
+    from geo_assets.demo.world import generate_world
+
+    world = generate_world(0, preset)
+    images = world.images[:n]
+    start = time.perf_counter()
+    for im in images:
+        render_image(world, im, 1024, 768)
+    return (time.perf_counter() - start) / len(images) * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=600, help="distinct images (default 600)")
@@ -101,6 +114,7 @@ def main() -> None:
         stop.set()
         proc.join(timeout=10)
     n = len(paths)
+    print(f"render + encode 1024x768 thumbnail: {render_ms(args.preset):.1f} ms")
     cold, warm = n / cold_s, n * args.warm_passes / warm_s
     print(f"images: {n} distinct ({cold_bytes / n / 1024:.0f} KiB mean), "
           f"{args.threads} client threads, server in its own process")

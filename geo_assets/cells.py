@@ -91,7 +91,10 @@ def ids_to_rowcol(cell_ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     width = int(levels.max()) if ids.size else 0
     if width > MAX_LEVEL:
         raise InputError(f"cell id longer than level {MAX_LEVEL}")
-    padded = np.array([c.ljust(width, "0") for c in ids.ravel()], dtype=f"S{max(width, 1)}")
+    try:
+        padded = np.array([c.ljust(width, "0") for c in ids.ravel()], dtype=f"S{max(width, 1)}")
+    except (UnicodeEncodeError, AttributeError, TypeError) as exc:
+        raise InputError("cell ids must be strings of digits 0-3") from exc
     digits = padded.view(np.uint8).reshape(-1, max(width, 1))[:, :width].astype(np.int64) - 48
     if digits.size and (digits.min() < 0 or digits.max() > 3):
         raise InputError("cell ids must be strings of digits 0-3")

@@ -23,7 +23,14 @@ import shapely
 
 from geo_assets import cells
 from geo_assets.errors import DataUnavailableError, InputError
-from geo_assets.land import LandIndex, boxes_area_km2, clip_pairs, clip_to_region, land_parts
+from geo_assets.land import (
+    LandIndex,
+    box_geoms,
+    boxes_area_km2,
+    clip_pairs,
+    clip_to_region,
+    land_parts,
+)
 from geo_assets.regions import Region
 from geo_assets.storage import DataRoot
 
@@ -109,17 +116,13 @@ def next_level(parent: LevelCells, buffer_km: float) -> LevelCells:
     child, pieces = child[keep_piece], pieces[keep_piece]
     coastal = np.zeros(len(rows), bool)
     if buffer_km > 0 and not is_land.all():
-        land_index = LandIndex(np.concatenate([pieces, _boxes(bounds[interior])]))
+        land_index = LandIndex(np.concatenate([pieces, box_geoms(bounds[interior])]))
         sea = np.flatnonzero(~is_land)
         coastal[sea] = land_index.near(bounds[sea], buffer_km)
     survive = is_land | coastal
     new_index = np.cumsum(survive) - 1
     return LevelCells(level, rows[survive], cols[survive], fraction[survive], coastal[survive],
                       new_index[child], pieces, rows[~survive], cols[~survive])
-
-
-def _boxes(bounds: np.ndarray) -> np.ndarray:
-    return shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3])
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,7 @@ def level_frame(lv: LevelCells) -> pd.DataFrame:
         "land_fraction": lv.fraction[order],
         "area_km2": boxes_area_km2(bounds),
         "status": np.where(lv.coastal[order], COASTAL, LAND).astype(object),
-        "geometry": _boxes(bounds),
+        "geometry": box_geoms(bounds),
     })
 
 

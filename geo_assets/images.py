@@ -26,7 +26,7 @@ class ImageSettings:
     min_width: int = 64
     min_height: int = 64
     max_pixels: int = 50_000_000        # decompression-bomb limit (width * height)
-    analysis_px: int = 256              # decode JPEGs scaled down to about this short side
+    analysis_px: int = 64               # decode JPEGs scaled down towards this short side
     formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP")
 
 
@@ -79,7 +79,8 @@ def _decode(img: Image.Image, settings: ImageSettings) -> Image.Image | ImageInf
     if img.format == "JPEG":
         w, h = img.size
         scale = max(1, min(w, h) // max(1, settings.analysis_px))
-        img.draft("RGB", (max(1, w // scale), max(1, h // scale)))
+        img.draft("L" if img.mode in ("RGB", "L") else None,
+                  (max(1, w // scale), max(1, h // scale)))
     try:
         img.load()
     except (OSError, SyntaxError, ValueError) as exc:

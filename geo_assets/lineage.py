@@ -137,12 +137,13 @@ def read_model_card(root: DataRoot | str, model: str) -> tuple[str, dict]:
         name = posixpath.dirname(name)
     candidates.append(f"{MODELS}/{name}" if "/" not in name else name)
     for rel in candidates:
-        if root.exists(f"{rel}/{CARD}"):
-            return rel, json.loads(root.read_bytes(f"{rel}/{CARD}"))
+        card = _read_json(root, f"{rel}/{CARD}")
+        if card is not None:
+            return rel, card
     # A folder outside the data root (an exported model, a local copy).
-    outside = DataRoot(name)
-    if outside.exists(CARD):
-        return name, json.loads(outside.read_bytes(CARD))
+    card = _read_json(DataRoot(name), CARD)
+    if card is not None:
+        return name, card
     known = ", ".join(list_models(root)) or "none"
     raise InputError(f"model {model!r}: no {CARD} under {root.uri(MODELS)}/{name} or {name}; "
                      f"models with a card: {known}")

@@ -268,6 +268,16 @@ class NaturalEarthSource:
         frame.attrs["source"] = self.describe("countries", scale)
         return frame
 
+    def countries_for_region(self, scale: str) -> gpd.GeoDataFrame:
+        """Countries at ``scale`` or, when a local folder lacks them, at the nearest coarser
+        scale it has: a region needs only country outlines (widened by a margin), while the
+        land keeps its own scale."""
+        if self.mode(scale) == "local" and Path(self.location).is_dir():
+            for coarser in reversed(SCALES[: SCALES.index(scale) + 1]):
+                if find_local_file(self.location, "countries", coarser):
+                    return self.countries(coarser)
+        return self.countries(scale)
+
     def describe(self, kind: str, scale: str) -> str:
         mode = self.mode(scale)
         if mode == EMBEDDED:

@@ -12,7 +12,7 @@ image resized so that its shorter side is ``image_size``) and ``json`` (the reco
 ``sample_record``). Tars use a fixed mtime, so the same input gives byte-identical shards.
 
 Resizing runs in a process pool, in chunks, using PIL's draft mode (libjpeg DCT scaling: a
-640 px JPEG is decoded straight at 320 px) before a bicubic resize; the main process writes the
+640 px JPEG is decoded straight at 320 px) before a bilinear resize; the main process writes the
 tars in order, so a shard's bytes do not depend on the pool's timing.
 
 Incremental builds: a shard whose samples and records are unchanged is kept as is; a shard
@@ -43,7 +43,8 @@ from PIL import Image, ImageOps
 from geo_assets.errors import InputError
 
 KEY_HEX_DIGITS = 20
-FIXED_MTIME = 1_600_000_000.0  # any constant: tars are byte-reproducible
+FIXED_MTIME = 1_600_000_000  # any integer constant: byte-reproducible tars; an integer
+# also keeps tarfile from adding a pax header (a float mtime) before every member
 RECORD_COLUMNS = ("image_id", "sha256", "source_path", "lat_deg", "lon_deg", "source",
                   "group_id", "license", "attribution", "split", "fold")
 
@@ -79,7 +80,12 @@ def sample_key(sha256: str) -> str:
 # --- resizing (runs in worker processes) ---------------------------------------------------
 
 def resize_image(data: bytes, size: int, quality: int) -> bytes:
-    """Image bytes -> JPEG bytes whose shorter side is ``size`` (EXIF orientation applied)."""
+    """Image bytes -> JPEG bytes whose shorter side is ``size`` (EXIF orientation applied).
+
+    PIL's draft mode lets libjpeg decode at 1/2, 1/4 or 1/8 scale (never below the target),
+    so a 1024 px image decodes straight at 256 px and needs no resize; what is left is a
+    bilinear (antialiased) reduction by less than 2x.
+    """
     im = Image.open(io.BytesIO(data))
     w, h = im.size
     scale = size / min(w, h)
@@ -87,9 +93,10 @@ def resize_image(data: bytes, size: int, quality: int) -> bytes:
     if im.format == "JPEG":
         im.draft("RGB", target)  # DCT scaling: decode at the smallest scale >= target
     orientation = im.getexif().get(0x0112, 1)
-    im = im.convert("RGB")
+    if im.mode != "RGB":
+        im = im.convert("RGB")
     if im.size != target:
-        im = im.resize(target, Image.Resampling.BICUBIC)
+        im = im.resize(target, Image.Resampling.BILINEAR)
     if orientation != 1:
         im = ImageOps.exif_transpose(im)
     out = io.BytesIO()

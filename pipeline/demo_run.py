@@ -11,10 +11,12 @@ Stages whose assets do not exist yet are skipped with a line saying so.
 
 import argparse
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
+from typing import Self
 
 import dagster as dg
 
@@ -97,15 +99,44 @@ def _register_cells(defs: dg.Definitions, instance: dg.DagsterInstance, settings
     sensor = defs.resolve_sensor_def("crawl_cells_sensor")
     with dg.build_sensor_context(instance=instance, resources={"settings": settings}) as ctx:
         result = sensor(ctx)
-    if not isinstance(result, dg.SensorResult) or not result.run_requests:
-        reason = getattr(result, "skip_reason", None) or result
-        clock.say(f"crawl cells: nothing new to crawl ({reason})")
-    for request in (result.dynamic_partitions_requests or []) if hasattr(
-            result, "dynamic_partitions_requests") else []:
+    if isinstance(result, dg.SkipReason):
+        raise RuntimeError(f"crawl_cells_sensor skipped: {result.skip_message}")
+    for request in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(crawl_cells.name, list(request.partition_keys))
         clock.say(f"registered {len(request.partition_keys)} crawl cells at level "
                   f"{settings.crawl_level}")
-    return list(getattr(result, "run_requests", None) or [])
+    if not result.run_requests:
+        clock.say(f"crawl cells: every cell is crawled already ({result.skip_reason})")
+    return list(result.run_requests)
+
+
+class _ServerProcess:
+    """One demo server (``geoscout demo-server``) in a child process for the whole run, so
+    that rendering the demo's images does not share a GIL with the crawl."""
+
+    def __init__(self, seed: int, preset: str) -> None:
+        code = "import sys; from geo_assets.demo.server import cli; sys.exit(cli(sys.argv[1:]))"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, "--port", "0", "--seed", str(seed),
+             "--preset", preset], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line.startswith("demo server: "):
+            self.close()
+            raise RuntimeError(f"the demo server did not start (said {line.strip()!r})")
+        self.url = line.split()[2]
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _headline(instance: dg.DagsterInstance) -> None:
@@ -121,10 +152,7 @@ def _headline(instance: dg.DagsterInstance) -> None:
 
 def run_demo(seed: int, preset: str, data_root: str, fresh: bool,
              cells_per_run: int | None, verbose: bool) -> int:
-    from geo_assets.demo.server import DemoServer
-    from geo_assets.demo.world import generate_world
     from pipeline.definitions import build_definitions, demo_resources
-    from pipeline.resources import DEMO_GOOGLE_KEY, DEMO_MAPILLARY_TOKEN
 
     clock = _Clock()
     level = "INFO" if verbose else "WARNING"
@@ -142,40 +170,37 @@ def run_demo(seed: int, preset: str, data_root: str, fresh: bool,
                  and not settings.root().exists("grid/grid_cells.parquet")):
         _fresh(instance, data_root, clock)
 
-    def stage(name: str, group: str, job_name: str) -> None:
-        if not groups.get(group):
-            clock.say(f"{name}: skipped, no assets in group '{group}' yet")
+    def stage(name: str, job_name: str, *needed: str) -> None:
+        missing = [g for g in needed if not groups.get(g)]
+        for group in missing:
+            clock.say(f"{name}: no assets in group '{group}' yet, skipped")
+        present = set().union(*(groups.get(g, set()) for g in needed))
+        if not present:
             return
         t0 = time.monotonic()
-        clock.say(f"{name}: {', '.join(sorted(k.to_user_string() for k in groups[group]))}")
+        clock.say(f"{name}: {job_name}")
         _execute(defs, job_name, instance, clock, level)
         clock.stage(name, time.monotonic() - t0)
 
     with ExitStack() as stack:
-        world = generate_world(seed, preset)
-        server = stack.enter_context(DemoServer(world, mapillary_token=DEMO_MAPILLARY_TOKEN,
-                                                google_key=DEMO_GOOGLE_KEY))
+        server = stack.enter_context(_ServerProcess(seed, preset))
         demo_servers.use(seed, preset, server)
         stack.callback(demo_servers.forget, seed, preset)
         clock.say(f"demo server on {server.url}")
 
-        stage("grid", constants.GRID, "grid_job")
+        stage("grid", "grid_job", constants.GRID)
         t0 = time.monotonic()
         requests = _register_cells(defs, instance, settings, clock)
         for i, request in enumerate(requests, 1):
             tags = request.tags
-            clock.say(f"ingest batch {i}/{len(requests)}: cells "
+            clock.say(f"ingest run {i}/{len(requests)}: crawl cells "
                       f"{tags['dagster/asset_partition_range_start']}.."
                       f"{tags['dagster/asset_partition_range_end']} "
                       f"({tags.get('geoscout/cells', '?')} cells)")
             _execute(defs, "ingest_cells_job", instance, clock, level, tags=dict(tags))
         clock.stage("ingest", time.monotonic() - t0)
-        stage("manifest + datasets", constants.DATASET if groups.get(constants.DATASET)
-              else constants.INGEST, "dataset_job")
-        if groups.get(constants.TRAIN) or groups.get(constants.EVAL):
-            stage("train + evaluate", constants.TRAIN, "training_job")
-        else:
-            clock.say("train + evaluate: skipped, no trained_model/evaluation_report assets yet")
+        stage("manifest + datasets", "dataset_job", constants.INGEST, constants.DATASET)
+        stage("train + evaluate", "training_job", constants.TRAIN, constants.EVAL)
 
     print("\nWall time per stage")
     for name, seconds in clock.stages:

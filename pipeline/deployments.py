@@ -16,6 +16,10 @@ import; images, namespaces and GPU counts come from these variables:
 ``GEOSCOUT_TRAIN_GPUS``       GPUs per training pod (default 1)
 ``GEOSCOUT_TRAIN_NODE_SELECTOR``  ``key=value[,key=value]`` for the GPU node pool
 ``GEOSCOUT_K8S_ENV_SECRETS``  comma-separated Secret names mounted as env in step pods
+``GEOSCOUT_DATA_PVC``         a ReadWriteMany PersistentVolumeClaim holding the data root,
+                              mounted at ``GEOSCOUT_DATA_MOUNT`` (default /data) in step and
+                              training pods (training writes its run folder there and the
+                              step that launched it reads the model card back)
 """
 
 from __future__ import annotations
@@ -75,9 +79,18 @@ def _parse_selector(text: str | None) -> dict[str, str]:
     return out
 
 
+def data_volume(claim: str | None, mount: str = "/data") -> tuple[list[dict], list[dict]]:
+    """(volumes, volume mounts) for the data-root claim, or ([], []) without one."""
+    if not claim:
+        return [], []
+    return ([{"name": "geoscout-data", "persistentVolumeClaim": {"claimName": claim}}],
+            [{"name": "geoscout-data", "mountPath": mount}])
+
+
 def gpu_pod_spec(gpus: int, *, cpu: str = "8", memory: str = "48Gi", shm: str = "16Gi",
                  node_selector: Mapping[str, str] | None = None,
-                 working_dir: str | None = None) -> dict[str, Any]:
+                 working_dir: str | None = None, data_claim: str | None = None,
+                 data_mount: str = "/data") -> dict[str, Any]:
     """Pod spec for a training pod: ``nvidia.com/gpu`` limits, the NVIDIA taint tolerated,
     and a memory-backed /dev/shm (DataLoader workers and NCCL need more than the 64 MiB
     default). Image and command are set by ``PipesK8sClient.run``."""
@@ -88,17 +101,19 @@ def gpu_pod_spec(gpus: int, *, cpu: str = "8", memory: str = "48Gi", shm: str = 
     limits: dict[str, str] = {"cpu": cpu, "memory": memory}
     if gpus:
         limits["nvidia.com/gpu"] = str(gpus)
+    volumes, mounts = data_volume(data_claim, data_mount)
     container: dict[str, Any] = {
         "name": "train",
         "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": limits},
-        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, *mounts],
     }
     if working_dir:
         container["workingDir"] = working_dir
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [container],
-        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}}],
+        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}},
+                    *volumes],
     }
     if gpus:
         spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists",
@@ -116,17 +131,21 @@ class GpuPipesK8sClient(PipesK8sClient):
     the image, namespace and pod resources come from the deployment."""
 
     def __init__(self, image: str, *, gpus: int = 1, namespace: str | None = None,
-                 node_selector: Mapping[str, str] | None = None,
-                 pod_wait_timeout_s: float = 3 * 24 * 3600.0, **kwargs: Any):
+                 node_selector: Mapping[str, str] | None = None, data_claim: str | None = None,
+                 data_mount: str = "/data", pod_wait_timeout_s: float = 3 * 24 * 3600.0,
+                 **kwargs: Any):
         super().__init__(**kwargs)
         self.image = image
         self.gpus = int(gpus)
         self.namespace = namespace
         self.node_selector = dict(node_selector or {})
+        self.data_claim = data_claim
+        self.data_mount = data_mount
         self.pod_wait_timeout_s = pod_wait_timeout_s
 
     def pod_spec(self, cwd: str | None = None) -> dict[str, Any]:
-        return gpu_pod_spec(self.gpus, node_selector=self.node_selector, working_dir=cwd)
+        return gpu_pod_spec(self.gpus, node_selector=self.node_selector, working_dir=cwd,
+                            data_claim=self.data_claim, data_mount=self.data_mount)
 
     def run(self, *, context, command: str | Sequence[str],  # type: ignore[override]
             extras: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
@@ -140,7 +159,8 @@ class GpuPipesK8sClient(PipesK8sClient):
 
 
 def k8s_executor(namespace: str | None = None, env_secrets: Sequence[str] = (),
-                 max_concurrent: int = MAX_STEP_PODS_PER_RUN) -> dg.ExecutorDefinition:
+                 max_concurrent: int = MAX_STEP_PODS_PER_RUN, data_claim: str | None = None,
+                 data_mount: str = "/data") -> dg.ExecutorDefinition:
     """``k8s_job_executor``: one Kubernetes Job per step (per crawl-cell partition step in a
     backfill batch); GPU-tagged steps limited to one at a time within a run."""
     config: dict[str, Any] = {
@@ -152,6 +172,11 @@ def k8s_executor(namespace: str | None = None, env_secrets: Sequence[str] = (),
     }
     if namespace:
         config["job_namespace"] = namespace
+    volumes, mounts = data_volume(data_claim, data_mount)
+    if volumes:
+        config["volumes"] = volumes
+        config["volume_mounts"] = [{"name": m["name"], "mount_path": m["mountPath"]}
+                                   for m in mounts]
     return k8s_job_executor.configured(config, name="geoscout_k8s")
 
 
@@ -173,14 +198,18 @@ def build_k8s_definitions(base: dg.Definitions | None = None, *,
     namespace = os.environ.get("GEOSCOUT_K8S_NAMESPACE") or None
     secrets = [s.strip() for s in os.environ.get("GEOSCOUT_K8S_ENV_SECRETS", "").split(",")
                if s.strip()]
+    claim = os.environ.get("GEOSCOUT_DATA_PVC") or None
+    mount = os.environ.get("GEOSCOUT_DATA_MOUNT", "/data")
     client = GpuPipesK8sClient(
         image, gpus=int(os.environ.get("GEOSCOUT_TRAIN_GPUS", "1")), namespace=namespace,
-        node_selector=_parse_selector(os.environ.get("GEOSCOUT_TRAIN_NODE_SELECTOR")))
+        node_selector=_parse_selector(os.environ.get("GEOSCOUT_TRAIN_NODE_SELECTOR")),
+        data_claim=claim, data_mount=mount)
     resources = {**(base.resources or {}), TRAINING_CLIENT_KEY: client}
     return dg.Definitions(
         assets=base.assets, asset_checks=base.asset_checks, schedules=base.schedules,
         sensors=base.sensors, jobs=base.jobs, resources=resources, loggers=base.loggers,
-        executor=k8s_executor(namespace, secrets), metadata=base.metadata)
+        executor=k8s_executor(namespace, secrets, data_claim=claim, data_mount=mount),
+        metadata=base.metadata)
 
 
 def for_platform(base: dg.Definitions) -> dg.Definitions:

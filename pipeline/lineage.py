@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 from geo_assets import lineage as lin
@@ -83,8 +85,8 @@ def format_model(item: lin.ModelLineage) -> str:
                None: "no manifest in the data root"}[item.manifest_current]
     lines = [f"model {item.name}  ({item.path})",
              f"  manifest  {item.manifest_sha256 or '-'} ({current})",
-             f"  cells     {len(item.cell_versions)} cell versions, "
-             f"{len(item.cells_changed)} changed since"]
+             (f"  cells     {len(item.cell_versions)} cell versions, "
+              f"{len(item.cells_changed)} changed since")]
     for row in item.cells_changed[:10]:
         lines.append(f"    {row.get('source')}/{row.get('cell_id')}: {_short(row.get('version'))}"
                      f" -> {_short(row.get('version_now'))}")
@@ -104,7 +106,7 @@ def model_lineage_metadata(root: DataRoot | str, model: str) -> dict[str, Any]:
     """A model's lineage as Dagster metadata for its materialization (the same links
     ``geoscout lineage model`` prints): manifest hash, cell and shard counts, training images
     by source, split settings, the card's location and the Dagster runs that made it."""
-    import dagster as dg  # noqa: PLC0415 (the CLI does not need Dagster)
+    import dagster as dg  # here, not at the top: the CLI itself does not need Dagster
 
     item = lin.model_lineage(root, model)
     root = lin.as_root(root)
@@ -128,10 +130,15 @@ def model_lineage_metadata(root: DataRoot | str, model: str) -> dict[str, Any]:
     return md
 
 
+def default_data_root() -> str:
+    """Same default as ``pipeline.resources.default_data_root`` (a test keeps them equal),
+    without importing Dagster, so the command answers in a second."""
+    project = Path(__file__).resolve().parent.parent
+    return os.environ.get("GEOSCOUT_DATA_ROOT", str(project / ".geoscout" / "data"))
+
+
 def cli(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    from pipeline.resources import default_data_root  # noqa: PLC0415 (keeps --help fast)
-
     root = lin.as_root(args.data_root or default_data_root())
     if args.what == "image":
         item = lin.image_lineage(root, args.image_id)

@@ -32,8 +32,10 @@ class GeoscoutSettings(dg.ConfigurableResource):
     # --- grid (issue: foundation) ---
     natural_earth_dir: str | None = Field(
         default=None,
-        description="Folder with Natural Earth land/countries files (GeoJSON or shapefile). "
-        "Unset: 'embedded' 1:110m data shipped with pyogrio for the demo, or a cached download.",
+        description="Folder with Natural Earth files as published (ne_50m_land.geojson/.shp/"
+        ".zip, ne_50m_admin_0_countries.*), or 'embedded' (1:110m data shipped with pyogrio) "
+        "or 'download' (fetched once into land/ under the data root, SHA-256 recorded). "
+        "Unset: 'embedded' at 110m, 'download' at 50m/10m.",
     )
     land_scale: str = Field(default="110m", description="Natural Earth scale: 110m, 50m or 10m.")
     region: str = Field(

@@ -56,8 +56,9 @@ def plan_cells(wanted: Sequence[str], registered: Sequence[str], done: set[str],
 
     ``registered`` is the partition keys in registration order; cells past
     ``cursor.requested`` have never been requested (a tick that registered them but failed
-    before its runs were submitted asks again, with the same run keys). ``done`` cells (every
-    ingestion asset materialized) are not requested again.
+    before its runs were submitted asks again, with the same run keys). Registered ``done``
+    cells (every ingestion asset materialized) are not requested again; new cells always are,
+    even if an earlier registration of theirs was crawled (a fresh data root, say).
     """
     known = set(registered)
     new_cells = sorted(set(wanted) - known)
@@ -65,7 +66,7 @@ def plan_cells(wanted: Sequence[str], registered: Sequence[str], done: set[str],
     batches: list[list[str]] = []
     segment: list[str] = []
     for key in order[min(cursor.requested, len(registered)):]:
-        if key in done:
+        if key in done and key in known:  # a new (or re-added) cell is always crawled
             batches += _chunks(segment, batch_size)
             segment = []
         else:

@@ -63,9 +63,12 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum over ranks (in place on a copy); identity when not distributed."""
     if not (dist.is_available() and dist.is_initialized()):
         return tensor
-    out = tensor.clone()
+    device = tensor.device
+    if dist.get_backend() == "nccl":  # NCCL reduces CUDA tensors only
+        device = torch.device("cuda", torch.cuda.current_device())
+    out = tensor.to(device, copy=True)
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out
+    return out.to(tensor.device)
 
 
 def gather_objects(obj) -> list:

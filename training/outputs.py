@@ -34,6 +34,19 @@ def write_image_ids(path: Path, ids: set[str]) -> None:
     os.replace(tmp, path)
 
 
+def train_shards(desc) -> list[dict]:
+    """The train split's shard entries from the shard index (name, fold, count, sha256)."""
+    index = desc.path.parent / desc.raw.get("shard_index", "shards/index.json")
+    entries = json.loads(index.read_text())["shards"] if index.exists() else []
+    return [e for e in entries if e.get("split") == "train"]
+
+
+def cell_versions_ref(descriptor_path: Path) -> dict | None:
+    """Path and hash of the data root's per-cell version table (datasets/ is in the root)."""
+    path = descriptor_path.parent.parent / "manifests" / "cell_versions.parquet"
+    return {"path": str(path), "sha256": sha256_file(path)} if path.exists() else None
+
+
 def manifest_hash(descriptor_raw: dict) -> str:
     return str(descriptor_raw.get("manifest_hash", descriptor_raw.get("manifest_sha256", "")))
 
@@ -56,13 +69,12 @@ def write_outputs(rt, state, temperatures: list[float], val_metrics: list[dict],
     save_bundle(out / "model.pt", rt.bare, rt.cfg.backbone, rt.tables, temperatures,
                 rt.cfg.image_size, info)
     write_image_ids(out / "train_image_ids.parquet", state.seen_ids)
-    shards = [{"name": s.name, "split": s.split, "fold": s.fold, "count": s.count}
-              for s in rt.info.shards if s.split == "train"]
+    shards = train_shards(rt.info)
     card = {
         **info, "model_path": str(out / "model.pt"), "model_sha256": sha256_file(out / "model.pt"),
         "dataset": str(rt.info.path), "shards": shards, "config": rt.cfg.to_dict(),
         "split_settings": rt.info.raw.get("split_settings", rt.info.raw.get("splits")),
-        "cell_versions": rt.info.raw.get("cell_versions"),
+        "cell_versions": cell_versions_ref(rt.info.path),
         "image_ids_file": str(out / "train_image_ids.parquet"), "n_train_images": len(state.seen_ids),
         "epochs_run": state.epoch, "steps": state.global_step, "best_epoch": state.best_epoch,
         "stopped_early": state.stopped_early, "train_seconds": round(seconds, 1),

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from geo_assets.errors import InputError
 from training import checkpoint as ckpt
 from training import data
 from training.batches import Batch, to_batch
@@ -52,66 +53,75 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="dataset descriptor (dataset.json)")
     p.add_argument("--output-dir", required=True, help="run folder (checkpoints, model.pt)")
     p.add_argument("--run-name", default="run", help="name recorded in the model card")
-    # data
-    p.add_argument("--val-fold", type=int, default=0, help="fold held out for validation")
-    p.add_argument("--train-folds", type=int, nargs="+", default=None,
-                   help="folds to train on (default: every fold but --val-fold)")
-    p.add_argument("--image-size", type=int, default=128, help="input side in pixels")
-    p.add_argument("-b", "--batch-size", type=int, default=64, help="images per process")
-    p.add_argument("-j", "--workers", type=int, default=2, help="loader workers per process")
-    p.add_argument("--epoch-samples", type=int, default=None,
-                   help="images per epoch over all processes (default: the training folds' size)")
-    # model
-    p.add_argument("--backbone", default="tiny", choices=BACKBONES, help="feature extractor")
-    p.add_argument("--pretrained", action="store_true", help="start from ImageNet weights")
-    p.add_argument("--weights-dir", default=None,
-                   help="cache of torchvision weights (default: torch hub's checkpoints folder)")
-    p.add_argument("--download-weights", action="store_true",
-                   help="allow downloading missing torchvision weights into --weights-dir")
-    p.add_argument("--dropout", type=float, default=0.0, help="dropout before the heads")
-    p.add_argument("--freeze-stages", type=int, default=0, help="early backbone stages frozen")
-    # loss
-    p.add_argument("--label-smoothing", type=float, default=0.1, help="uniform label smoothing")
-    p.add_argument("--haversine-tau-km", default=None,
-                   help="haversine label smoothing scale in km, or 'auto' (off by default)")
-    p.add_argument("--level-weights", type=float, nargs="+", default=None,
-                   help="loss weight per level (default: 1 each)")
-    # optimisation
-    p.add_argument("--opt", default="adamw", choices=("adamw", "sgd"), help="optimizer")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    p.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=0.05,
-                   help="weight decay (not on norms and biases)")
-    p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up length")
-    p.add_argument("--min-lr-ratio", type=float, default=0.01, help="cosine floor / peak lr")
-    p.add_argument("--clip-grad-norm", type=float, default=1.0, help="0 disables clipping")
-    p.add_argument("--epochs", type=int, default=10, help="maximum epochs")
-    # mixed precision and device
-    p.add_argument("--amp", default="auto", choices=("auto", "on", "off"),
-                   help="autocast; auto = on for CUDA only")
-    p.add_argument("--amp-dtype", default="bfloat16", choices=("bfloat16", "float16"),
-                   help="autocast dtype (float16 adds a GradScaler)")
-    p.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"),
-                   help="channels-last memory format; auto = on for CUDA only")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
-    # checkpoints and stopping
-    p.add_argument("--checkpoint-every", type=int, default=100,
-                   help="steps between checkpoints (and one at every epoch end)")
-    p.add_argument("--resume", default=None,
-                   help="checkpoint to resume from, or 'auto' for OUTPUT_DIR/checkpoint.pth")
-    p.add_argument("--stop-after-steps", type=int, default=None,
-                   help="stop (as if interrupted) after this many steps; for tests and budgets")
-    p.add_argument("--patience", type=int, default=3,
-                   help="epochs without validation improvement before stopping; 0 = never")
-    p.add_argument("--min-delta", type=float, default=0.0, help="improvement that counts")
-    # reproducibility and output
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--deterministic", action="store_true", help="deterministic algorithms")
-    p.add_argument("--print-freq", type=int, default=20, help="steps between log lines")
-    p.add_argument("--no-calibrate", dest="calibrate", action="store_false",
-                   help="skip temperature scaling on the validation fold")
+    add_data_flags(p.add_argument_group("data"))
+    add_model_flags(p.add_argument_group("model and loss"))
+    add_optim_flags(p.add_argument_group("optimisation, mixed precision, device"))
+    add_run_flags(p.add_argument_group("checkpoints, stopping, reproducibility"))
     return p
+
+
+def add_data_flags(g) -> None:
+    g.add_argument("--val-fold", type=int, default=0, help="fold held out for validation")
+    g.add_argument("--train-folds", type=int, nargs="+", default=None,
+                   help="folds to train on (default: every fold but --val-fold)")
+    g.add_argument("--image-size", type=int, default=128, help="input side in pixels")
+    g.add_argument("-b", "--batch-size", type=int, default=64, help="images per process")
+    g.add_argument("-j", "--workers", type=int, default=2, help="loader workers per process")
+    g.add_argument("--epoch-samples", type=int, default=None,
+                   help="images per epoch over all processes (default: the training folds' size)")
+
+
+def add_model_flags(g) -> None:
+    g.add_argument("--backbone", default="tiny", choices=BACKBONES, help="feature extractor")
+    g.add_argument("--pretrained", action="store_true", help="start from ImageNet weights")
+    g.add_argument("--weights-dir", default=None,
+                   help="cache of torchvision weights (default: torch hub's checkpoints folder)")
+    g.add_argument("--download-weights", action="store_true",
+                   help="allow downloading missing torchvision weights into --weights-dir")
+    g.add_argument("--dropout", type=float, default=0.0, help="dropout before the heads")
+    g.add_argument("--freeze-stages", type=int, default=0, help="early backbone stages frozen")
+    g.add_argument("--label-smoothing", type=float, default=0.1, help="uniform label smoothing")
+    g.add_argument("--haversine-tau-km", default=None,
+                   help="haversine label smoothing scale in km, or 'auto' (off by default)")
+    g.add_argument("--level-weights", type=float, nargs="+", default=None,
+                   help="loss weight per level (default: 1 each)")
+
+
+def add_optim_flags(g) -> None:
+    g.add_argument("--opt", default="adamw", choices=("adamw", "sgd"), help="optimizer")
+    g.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    g.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=0.05,
+                   help="weight decay (not on norms and biases)")
+    g.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up length")
+    g.add_argument("--min-lr-ratio", type=float, default=0.01, help="cosine floor / peak lr")
+    g.add_argument("--clip-grad-norm", type=float, default=1.0, help="0 disables clipping")
+    g.add_argument("--epochs", type=int, default=10, help="maximum epochs")
+    g.add_argument("--amp", default="auto", choices=("auto", "on", "off"),
+                   help="autocast; auto = on for CUDA only")
+    g.add_argument("--amp-dtype", default="bfloat16", choices=("bfloat16", "float16"),
+                   help="autocast dtype (float16 adds a GradScaler)")
+    g.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"),
+                   help="channels-last memory format; auto = on for CUDA only")
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+
+
+def add_run_flags(g) -> None:
+    g.add_argument("--checkpoint-every", type=int, default=100,
+                   help="steps between checkpoints (and one at every epoch end)")
+    g.add_argument("--resume", default=None,
+                   help="checkpoint to resume from, or 'auto' for OUTPUT_DIR/checkpoint.pth")
+    g.add_argument("--stop-after-steps", type=int, default=None,
+                   help="stop (as if interrupted) after this many steps; for tests and budgets")
+    g.add_argument("--patience", type=int, default=3,
+                   help="epochs without validation improvement before stopping; 0 = never")
+    g.add_argument("--min-delta", type=float, default=0.0, help="improvement that counts")
+    g.add_argument("--seed", type=int, default=0, help="random seed")
+    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms")
+    g.add_argument("--print-freq", type=int, default=20, help="steps between log lines")
+    g.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                   help="skip temperature scaling on the validation fold")
 
 
 @dataclass
@@ -155,9 +165,9 @@ def training_folds(cfg: TrainConfig, info) -> list[int]:
     folds = list(cfg.train_folds) if cfg.train_folds else [f for f in info.folds()
                                                              if f != cfg.val_fold]
     if cfg.val_fold in folds:
-        raise ValueError(f"--val-fold {cfg.val_fold} is also a training fold")
+        raise InputError(f"--val-fold {cfg.val_fold} is also a training fold")
     if not folds:
-        raise ValueError(f"no training folds left besides validation fold {cfg.val_fold}")
+        raise InputError(f"no training folds left besides validation fold {cfg.val_fold}")
     return folds
 
 
@@ -180,10 +190,12 @@ def cycle_batches(loader, levels: list[int]):
             raise RuntimeError("the training loader yielded no batch: check the shard list")
 
 
-def epoch_stream(rt: Runtime, loader, state: TrainState, pending_rng: dict | None):
-    """This epoch's batches: re-seeded per epoch and rank, so a resumed run replays the
-    consumed batches, then continues from the saved RNG state exactly."""
+def epoch_stream(rt: Runtime, make_loader, state: TrainState, pending_rng: dict | None):
+    """This epoch's batches from a fresh loader, re-seeded per epoch and rank, so a resumed run
+    replays the consumed batches, then continues from the saved RNG state exactly. (A fresh
+    loader also resets webdataset's per-iteration counters, e.g. ResampledShards.epoch.)"""
     ckpt.seed_everything(rt.cfg.seed + 1000 * state.epoch + rt.dist.rank)
+    loader = make_loader()
     if hasattr(loader, "set_epoch"):
         loader.set_epoch(state.epoch)
     stream = cycle_batches(loader, rt.tables.level_ids)
@@ -234,10 +246,11 @@ def train_step(rt: Runtime, batch: Batch) -> float:
     return float(loss.detach())
 
 
-def train_one_epoch(rt: Runtime, loader, state: TrainState, pending_rng: dict | None) -> bool:
+def train_one_epoch(rt: Runtime, make_loader, state: TrainState,
+                    pending_rng: dict | None) -> bool:
     """Train until the epoch's step count; False when stopped by --stop-after-steps."""
     rt.model.train()
-    stream = epoch_stream(rt, loader, state, pending_rng)
+    stream = epoch_stream(rt, make_loader, state, pending_rng)
     start, data_time, seen = time.perf_counter(), 0.0, 0
     while state.step_in_epoch < rt.steps_per_epoch:
         if rt.cfg.stop_after_steps is not None and state.global_step >= rt.cfg.stop_after_steps:
@@ -370,7 +383,7 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
         return torch.optim.AdamW(groups, lr=cfg.lr)
     if cfg.opt == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    raise ValueError(f"Only SGD and AdamW are supported, not {cfg.opt!r}")
+    raise InputError(f"Only SGD and AdamW are supported, not {cfg.opt!r}")
 
 
 def precision_settings(cfg: TrainConfig, device: torch.device):
@@ -425,14 +438,15 @@ def build_runtime(cfg: TrainConfig, dist: DistInfo, info: data.DatasetDescriptor
 
 # --- the recipe -----------------------------------------------------------------------------
 
-def fit(rt: Runtime, state: TrainState, train_loader, val_loader,
+def fit(rt: Runtime, state: TrainState, make_train_loader, val_loader,
         pending_rng: dict | None) -> bool:
     """The epoch loop; False when interrupted by --stop-after-steps."""
     while state.epoch < rt.cfg.epochs and not state.stopped_early:
-        if not train_one_epoch(rt, train_loader, state, pending_rng):
+        if not train_one_epoch(rt, make_train_loader, state, pending_rng):
             return False
         pending_rng = None
-        level_metrics, _, _ = evaluate(rt.model, val_loader, rt.tables, rt.dist.device,
+        # the bare model: no DDP collectives, so ranks may hold different numbers of batches
+        level_metrics, _, _ = evaluate(rt.bare, val_loader, rt.tables, rt.dist.device,
                                        lambda: autocast(rt))
         update_early_stopping(rt, state, level_metrics)
         rt.reporter.info(f"epoch {state.epoch} validation top-1 per level "
@@ -449,7 +463,7 @@ def calibrate(rt: Runtime, val_loader) -> tuple[list[float], list[dict]]:
     best = Path(rt.cfg.output_dir) / "best.pth"
     if best.exists():
         rt.bare.load_state_dict(torch.load(best, map_location=rt.dist.device, weights_only=True))
-    level_metrics, logits, labels = evaluate(rt.model, val_loader, rt.tables, rt.dist.device,
+    level_metrics, logits, labels = evaluate(rt.bare, val_loader, rt.tables, rt.dist.device,
                                              lambda: autocast(rt))
     if not rt.cfg.calibrate:
         return [1.0] * len(logits), level_metrics
@@ -469,14 +483,16 @@ def main(cfg: TrainConfig) -> dict | None:
         info = data.load_dataset_descriptor(cfg.dataset)
         folds = training_folds(cfg, info)
         rt = build_runtime(cfg, dist, info, reporter, folds)
-        train_loader = load_data(cfg, info, folds, train=True)
+        def make_train_loader():
+            return load_data(cfg, info, folds, train=True)
+
         val_loader = load_data(cfg, info, [cfg.val_fold], train=False)
         state = TrainState()
         pending_rng = resume(rt, state)
         reporter.info(f"training {cfg.backbone} on folds {folds} ({rt.steps_per_epoch} steps "
                       f"per epoch, {dist.world_size} process(es) on {dist.device})")
         started = time.perf_counter()
-        if not fit(rt, state, train_loader, val_loader, pending_rng):
+        if not fit(rt, state, make_train_loader, val_loader, pending_rng):
             reporter.info(f"stopped after step {state.global_step}; resume with --resume auto")
             reporter.close()
             return None

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,6 +64,7 @@ class MapillarySettings:
     max_search_requests: int = 400        # request budget for bbox searches per cell
     max_split_depth: int = 5
     use_coverage_tiles: bool = True
+    list_workers: int = 8                 # concurrent tile and search requests
     http: HttpSettings = field(default_factory=HttpSettings)
 
     def thumb_field(self) -> str:
@@ -264,9 +267,9 @@ def boxes_near(points: np.ndarray, bbox, boxes: np.ndarray, margin: float) -> np
 
 
 def auto_zoom(bbox) -> int:
-    """Coverage zoom whose tiles are about a quarter of the cell's width (6..14)."""
+    """Coverage zoom whose tiles are about half the cell's width (6..14)."""
     width = bbox[2] - bbox[0]
-    return int(min(14, max(6, round(math.log2(360.0 / width)) + 2)))
+    return int(min(14, max(6, round(math.log2(360.0 / width)) + 1)))
 
 
 class MapillarySource:
@@ -280,6 +283,7 @@ class MapillarySource:
         self.settings = client.settings
         self.last_listing: dict = {}
         self._margin = 0.0
+        self._budget_lock = threading.Lock()
 
     def http_counters(self) -> dict[str, int]:
         return dict(self.client.api.counters + self.client.cdn.counters)
@@ -303,8 +307,9 @@ class MapillarySource:
         self._margin = TILE_SLACK_PX * 360.0 / 2**zoom / 4096  # tile-grid rounding
         parts = [np.empty((0, 2))]
         try:
-            for x, y in tiles:
-                data = self.client.coverage_tile(zoom, x, y)
+            with ThreadPoolExecutor(max_workers=max(1, self.settings.list_workers)) as pool:
+                bodies = list(pool.map(lambda t: self.client.coverage_tile(zoom, *t), tiles))
+            for (x, y), data in zip(tiles, bodies):
                 if data:
                     parts.extend(self._tile_points(data, zoom, x, y))
         except (TransientServiceError, InputError):
@@ -345,7 +350,8 @@ class MapillarySource:
     # --- listing -----------------------------------------------------------------------------
 
     def _search(self, box, depth: int, budget: list[int]) -> list[dict]:
-        budget[0] -= 1
+        with self._budget_lock:
+            budget[0] -= 1
         data = self.client.search(tuple(float(v) for v in box))
         if len(data) < SEARCH_CAP or depth >= self.settings.max_split_depth:
             return data
@@ -369,13 +375,21 @@ class MapillarySource:
         chosen: dict[str, Candidate] = {}
         leftovers: list[list[Candidate]] = []
         searched = 0
-        for b in order:
-            if budget[0] <= 0 or len(chosen) >= request.target:
-                break
-            searched += 1
-            found = self._parse(self._search(boxes[b], 0, budget), chosen, rng)
-            chosen.update((c.image_id, c) for c in found[:share])
-            leftovers.append(found[share:])
+        batch = max(1, self.settings.list_workers)
+        with ThreadPoolExecutor(max_workers=batch) as pool:
+            for start in range(0, len(order), batch):
+                if budget[0] <= 0 or len(chosen) >= request.target:
+                    break
+                # search a batch in parallel, then take results in the spread order
+                boxes_now = order[start:start + min(batch, budget[0])]
+                results = list(pool.map(lambda b: self._search(boxes[b], 0, budget), boxes_now))
+                for found_raw in results:
+                    if len(chosen) >= request.target:
+                        break
+                    searched += 1
+                    found = self._parse(found_raw, chosen, rng)
+                    chosen.update((c.image_id, c) for c in found[:share])
+                    leftovers.append(found[share:])
         self._fill(chosen, leftovers, request.target)
         self.last_listing.update(boxes_with_coverage=len(idx), boxes_searched=searched)
         return sorted(chosen.values(), key=lambda c: c.image_id)

@@ -1,6 +1,7 @@
 """Request handlers of the demo Mapillary Graph API v4 (``{base}/mapillary/...``).
 
-Routes: ``images`` (search by ``bbox``), ``image_ids?sequence_id=``, ``{image_id}``.
+Routes: ``images`` (search by ``bbox``, ``sequence_id`` or ``image_ids``; filters
+``is_pano``, ``creator_username``), ``image_ids?sequence_id=``, ``{image_id}``.
 Responses and errors have the shape of the real API's (see the recorded fixtures): only the
 requested fields, collections as ``{"data": [...]}``, errors as ``{"error": {...}}`` with the
 Graph API's ``code`` (100 invalid parameter, 190 invalid token).
@@ -16,6 +17,7 @@ from geo_assets.demo.reply import Reply, json_reply, trace_id
 from geo_assets.demo.world import DemoImage, DemoWorld
 
 MAX_LIMIT = 2000
+BBOX_SLACK_DEG = 1e-9  # a box of exactly max_bbox_deg passes despite float rounding
 THUMB_SIZES = ("256", "1024", "2048", "original")
 ORIGINAL_WIDTH = 2048
 
@@ -183,9 +185,9 @@ class MapillaryAPI:
                                          for i in idx]})
 
     def _filter(self, params: dict[str, str]) -> np.ndarray | Reply:
-        if "bbox" not in params and "sequence_id" not in params:
-            return mly_error(400, "Invalid parameter: one of bbox or sequence_id is required",
-                             100)
+        if not {"bbox", "sequence_id", "image_ids"} & set(params):
+            return mly_error(400, "Invalid parameter: one of bbox, sequence_id or image_ids "
+                             "is required", 100)
         mask = np.ones(len(self.lat), dtype=bool)
         if "bbox" in params:
             box = parse_bbox(params["bbox"])
@@ -193,7 +195,7 @@ class MapillaryAPI:
                 return mly_error(400, "Invalid parameter: bbox must be "
                                  "min_lon,min_lat,max_lon,max_lat", 100)
             min_lon, min_lat, max_lon, max_lat = box
-            if max(max_lon - min_lon, max_lat - min_lat) > self.max_bbox_deg:
+            if max(max_lon - min_lon, max_lat - min_lat) > self.max_bbox_deg + BBOX_SLACK_DEG:
                 return mly_error(400, "Invalid request: the bbox area is too large, please "
                                  "use a smaller bbox", 100, transient=False)
             mask &= ((self.lon >= min_lon) & (self.lon <= max_lon)
@@ -201,6 +203,9 @@ class MapillaryAPI:
         images = self.world.images
         if "sequence_id" in params:
             mask &= np.array([im.sequence_id == params["sequence_id"] for im in images])
+        if "image_ids" in params:
+            wanted = set(params["image_ids"].split(","))
+            mask &= np.array([im.image_id in wanted for im in images])
         if "is_pano" in params:
             want = params["is_pano"].lower() == "true"
             mask &= np.array([im.is_pano == want for im in images])
@@ -227,6 +232,7 @@ def parse_bbox(text: str) -> tuple[float, float, float, float] | None:
 def _parse_limit(text: str | None) -> int | None:
     if text is None:
         return MAX_LIMIT
-    if not text.strip().isdigit() or int(text) < 1:
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         return None
     return min(int(text), MAX_LIMIT)

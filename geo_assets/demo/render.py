@@ -2,10 +2,11 @@
 
 A scene is drawn at a small base resolution (the requested size divided by a whole factor,
 at most ``BASE_MAX_W`` wide), then upscaled to the requested size and encoded. What a scene
-shows depends on where it is: road colour and markings, building colours and sign colour per
-country, sign shape per continent, sky and ground per climate band. Per-image randomness (horizon, road geometry, buildings, exposure,
-noise) keeps images from one place similar but not identical. Artefacts (dark,
-over-exposed, near-duplicate, corrupt) are rendered so that filters have something to catch.
+shows depends on where it is: road colour, markings and kerb stones, building colours and
+sign colour per country, sign shape per continent, sky and ground per climate band.
+Per-image randomness (horizon, road geometry, buildings, exposure, noise) keeps images from
+one place similar but not identical. Artefacts (dark, over-exposed, near-duplicate,
+corrupt) are rendered so that filters have something to catch.
 """
 
 from __future__ import annotations
@@ -100,6 +101,10 @@ def _road(img, v, u, horizon, style, heading, bearing, rng):
     if style.edge_lines:
         line = line | ((d > half * 0.9) & (d < half * 0.95))
     img[line & road] = np.asarray(style.marking, np.float32)
+    kerb = (d >= half) & (d < half * 1.1 + 0.004) & (t > 0)
+    stones = ((1.2 / (t + 0.05)) % 1.0) < 0.5
+    img[kerb & stones] = np.asarray(style.kerb[0], np.float32)
+    img[kerb & ~stones] = np.asarray(style.kerb[1], np.float32)
 
 
 def _shape_mask(shape: str, du: np.ndarray, dv: np.ndarray) -> np.ndarray:

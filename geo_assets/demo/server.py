@@ -48,7 +48,7 @@ class DemoServer:
                  mapillary_token: str = "demo-token", google_key: str = "demo-key",
                  signing_secret: str | None = None, faults: FaultConfig | None = None,
                  max_bbox_deg: float = 0.01, thumb_ttl_s: float = 600.0,
-                 cache_bytes: int = 512 * 2**20):
+                 cache_bytes: int = 256 * 2**20):
         self.world = world
         self.host, self.port = host, port
         self.faults = FaultInjector(faults)
@@ -84,7 +84,9 @@ class DemoServer:
         return self.url
 
     def stop(self) -> None:
+        """Stop listening; open keep-alive connections are closed at their next request."""
         if self._httpd is not None:
+            self._httpd.stopping = True
             self._httpd.shutdown()
             self._httpd.server_close()
             self._thread.join(timeout=5)
@@ -114,7 +116,7 @@ class DemoServer:
         """(endpoint name, reply) for a GET request."""
         params = dict(parse_qsl(raw_query, keep_blank_values=True))
         if path.startswith("/mapillary/"):
-            return self._mapillary(path[len("/mapillary/"):], params, raw_query, headers)
+            return self._mapillary(path[len("/mapillary/"):], params, headers)
         if path.startswith("/cdn/mly/"):
             return "cdn.thumbnail", self._thumbnail(path, params)
         if path.startswith(TILE_PREFIX):
@@ -127,7 +129,7 @@ class DemoServer:
             return "streetview.image", self._streetview_image(path, params, raw_query)
         return "unknown", json_reply(404, {"error": {"message": f"no such path {path}"}})
 
-    def _mapillary(self, route, params, raw_query, headers) -> tuple[str, Reply]:
+    def _mapillary(self, route: str, params: dict[str, str], headers) -> tuple[str, Reply]:
         endpoint = "mapillary.images" if route == "images" else "mapillary.api"
         name = {"images": "mapillary.images", "image_ids": "mapillary.image_ids"}.get(
             route, "mapillary.entity")
@@ -137,14 +139,17 @@ class DemoServer:
         return name, self._fault_or(endpoint, key, lambda: self.mapillary.handle(route, params))
 
     def _fault_or(self, endpoint: str, key: str, answer) -> Reply:
-        """The injected fault's reply for this request, or ``answer()``."""
+        """``answer()``, or the injected fault's reply for this request instead."""
         fault = self.faults.decide(endpoint, key)
-        if fault is None or fault == "slow":
+        if fault in (None, "slow", "truncated_jpeg", "non_image"):
             reply = answer()
         else:
             reply = self._fault_reply(endpoint, fault)
-        if fault is not None:
-            reply.fault = fault
+        if fault == "truncated_jpeg":
+            reply.body = reply.body[: len(reply.body) // 3]
+        elif fault == "non_image":
+            reply.body = b"<html><body>Service temporarily unavailable</body></html>"
+        reply.fault = fault
         return reply
 
     def _fault_reply(self, endpoint: str, fault: str) -> Reply:
@@ -200,19 +205,9 @@ class DemoServer:
                                                       pitch=req.pitch, fov=req.fov))
 
     def _image_reply(self, fault_key: str, cache_key: tuple, render) -> Reply:
-        fault = self.faults.decide("image", fault_key)
-        if fault in ("truncated_jpeg", "non_image"):
-            data = self.cache.get_or_render(cache_key, render)
-            body = data[: len(data) // 3] if fault == "truncated_jpeg" else (
-                b"<html><body>Service temporarily unavailable</body></html>")
-            return Reply(200, body, JPEG, fault=fault)
-        if fault not in (None, "slow"):
-            reply = self._fault_reply("image", fault)
-            reply.fault = fault
-            return reply
-        reply = Reply(200, self.cache.get_or_render(cache_key, render), JPEG)
-        reply.fault = fault
-        return reply
+        """A JPEG from the render cache, subject to the image faults."""
+        return self._fault_or("image", fault_key, lambda: Reply(
+            200, self.cache.get_or_render(cache_key, render), JPEG))
 
 
 def _sv_cache_key(req: ImageRequest) -> tuple:
@@ -238,6 +233,7 @@ class _HTTPServer(ThreadingHTTPServer):
     block_on_close = False
     allow_reuse_address = True
     request_queue_size = 256
+    stopping = False
     demo: DemoServer
 
 
@@ -245,11 +241,15 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "geoscout-demo/1"
     disable_nagle_algorithm = True
+    timeout = 60  # seconds an idle keep-alive connection is kept open
 
     def log_message(self, format, *args) -> None:
         pass
 
     def do_GET(self) -> None:
+        if self.server.stopping:
+            self._send(Reply(0, b"", drop=True))
+            return
         demo: DemoServer = self.server.demo
         parts = urlsplit(self.path)
         try:
@@ -319,9 +319,9 @@ def cli(argv: list[str]) -> int:
     url = server.start()
     print(f"demo server: {url}  ({len(world.images)} Mapillary images, "
           f"{len(world.panoramas)} Street View panoramas, seed {args.seed})")
-    print(f"  Mapillary Graph API: {url}/mapillary   token: demo-token")
-    print(f"  Street View API:     {url}/google/maps/api/streetview   key: demo-key")
-    print(f"  coverage tiles:      {url}{TILE_PREFIX}{{z}}/{{x}}/{{y}}")
+    print(f"  Mapillary Graph API: {url}/mapillary   token: {server.mapillary.token}")
+    print(f"  Street View API:     {url}{SV_PREFIX}   key: {server.streetview.key}")
+    print(f"  coverage tiles:      {url}{TILE_PREFIX}{{z}}/{{x}}/{{y}}", flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -51,7 +51,7 @@ class ThumbSigner:
 
     def check(self, path: str, exp: str | None, sig: str | None) -> str:
         """"ok", "expired" or "bad" (missing or forged signature)."""
-        if not exp or not sig or not exp.isdigit():
+        if not exp or not sig or not (exp.isascii() and exp.isdigit()):
             return "bad"
         if not hmac.compare_digest(self._mac(path, int(exp)), sig):
             return "bad"

@@ -29,6 +29,7 @@ class CountryStyle:
     sign: tuple[int, int, int]
     sign_shape: str
     left_side: bool  # the sign (and traffic) on the left
+    kerb: tuple[tuple[int, int, int], tuple[int, int, int]]  # alternating kerb stones
 
 
 @dataclass(frozen=True)
@@ -79,4 +80,6 @@ def country_style(iso_a3: str, continent: str) -> CountryStyle:
         sign=_hsv_to_rgb(float(rng.random()), 0.85, 0.9),
         sign_shape=SIGN_SHAPES.get(continent, "circle"),
         left_side=bool(rng.random() < 0.3),
+        kerb=(_hsv_to_rgb(float(rng.random()), 0.9, 0.95),
+              [(250, 250, 250), (30, 30, 30), (240, 200, 0)][int(rng.integers(3))]),
     )

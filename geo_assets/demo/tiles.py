@@ -114,7 +114,7 @@ def _dedupe(points: list[tuple[int, int]]) -> list[tuple[int, int]]:
 def parse_tile_path(path: str) -> tuple[int, int, int] | None:
     """``.../2/{z}/{x}/{y}`` -> (z, x, y), or None when malformed or out of range."""
     parts = path[len(TILE_PREFIX):].split("/")
-    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts):
         return None
     z, x, y = (int(p) for p in parts)
     if z > MAX_ZOOM or x >= 2 ** z or y >= 2 ** z:

@@ -1,11 +1,14 @@
 """The seeded demo world: Mapillary-style capture sequences and Street View panoramas.
 
 Coverage is clustered the way real coverage is: dense cities, sequences along roads between
-them, nothing in the interiors. Everything is a pure function of ``(seed, preset)``.
+them, nothing in the interiors. Street View panoramas stand beside Mapillary frames (both
+services drive the same streets), so probing metadata at Mapillary locations finds them.
+Everything is a pure function of ``(seed, preset)``.
 
-What the pixels reveal is the image's *signal group*, (country, climate band): the renderer
-draws colours, road markings and signs per country and sky/vegetation per climate band, so
-``DemoWorld.accuracy_ceiling(level)`` is the best accuracy any model can reach at a grid level.
+What the pixels reveal is the image's *signal group*, (country, climate band, town or open
+road): the renderer draws colours, road markings and signs per country, sky and vegetation per
+climate band, and buildings in towns, so ``DemoWorld.accuracy_ceiling(level)`` is the best
+accuracy any model can reach at a grid level.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "demo": Preset(3600, 288, (8, 30), (0.03, 0.02, 0.04, 0.01)),
+    "demo": Preset(3400, 288, (8, 30), (0.03, 0.02, 0.04, 0.01)),
     "tiny": Preset(320, 40, (6, 16), (0.04, 0.03, 0.05, 0.02)),
 }
 
@@ -122,37 +125,35 @@ class DemoWorld:
     def accuracy_ceiling(self, level: int, source: str | None = None) -> float:
         """Best accuracy a model can reach at grid ``level`` from pixels alone.
 
-        The fraction of (clean) images whose level-``level`` cell is the most common cell of
-        their signal group (country x climate band). Images with an artefact are excluded
-        (filters drop them); each panorama counts ``PANO_HEADINGS`` times. ``source`` is
-        None (both), "mapillary" or "streetview".
+        The fraction of (clean) images whose level-``level`` cell is the most common cell
+        of their signal group (country x climate band x town/road). Images with an artefact
+        are excluded (filters drop them); each panorama counts ``PANO_HEADINGS`` times.
+        ``source`` is None (both), "mapillary" or "streetview".
         """
         lat, lon, groups, weights = self._signal_table(source)
         if len(lat) == 0:
             raise InputError(f"no images for source {source!r} in this world")
-        cells = points_to_cells(lat, lon, level)
-        pairs = np.char.add(np.char.add(groups.astype(str), "|"), cells.astype(str))
-        uniq, inverse = np.unique(pairs, return_inverse=True)
-        counts = np.bincount(inverse, weights=weights)
-        group_of_pair = np.array([u.split("|", 1)[0] for u in uniq])
+        per_cell: dict[tuple[str, str], float] = {}
+        for group, cell, weight in zip(groups, points_to_cells(lat, lon, level), weights):
+            per_cell[group, cell] = per_cell.get((group, cell), 0.0) + weight
         best: dict[str, float] = {}
-        for g, c in zip(group_of_pair, counts):
-            best[g] = max(best.get(g, 0.0), c)
+        for (group, _), n in per_cell.items():
+            best[group] = max(best.get(group, 0.0), n)
         return float(sum(best.values()) / weights.sum())
 
     def _signal_table(self, source: str | None):
+        """(lat, lon, signal group, weight) arrays of the images a model would see."""
         if source not in (None, "mapillary", "streetview"):
             raise InputError(f"source must be None, 'mapillary' or 'streetview', not {source!r}")
-        rows = []
+        items: list[tuple[DemoImage | DemoPano, float]] = []
         if source in (None, "mapillary"):
-            rows += [(im.lat, im.lon, f"{im.country}/{im.climate}", 1.0)
-                     for im in self.images if im.artefact is None]
+            items += [(im, 1.0) for im in self.images if im.artefact is None]
         if source in (None, "streetview"):
-            rows += [(p.lat, p.lon, f"{p.country}/{p.climate}", float(PANO_HEADINGS))
-                     for p in self.panoramas]
-        lat, lon, groups, weights = (np.array(c) for c in zip(*rows)) if rows else ([],) * 4
-        return np.asarray(lat, float), np.asarray(lon, float), np.asarray(groups), \
-            np.asarray(weights, float)
+            items += [(p, float(PANO_HEADINGS)) for p in self.panoramas]
+        return (np.array([it.lat for it, _ in items], dtype=float),
+                np.array([it.lon for it, _ in items], dtype=float),
+                [f"{it.country}/{it.climate}/{it.urban}" for it, _ in items],
+                np.array([w for _, w in items], dtype=float))
 
 
 @lru_cache(maxsize=8)
@@ -168,7 +169,7 @@ def build_world(seed: int, preset: str) -> DemoWorld:
     rng = np.random.default_rng([int(seed), 7919])
     countries = choose_countries(preset, rng)
     images = _make_images(countries, PRESETS[preset], rng)
-    panos = _make_panos(countries, PRESETS[preset].n_panos, rng)
+    panos = _make_panos(countries, images, PRESETS[preset].n_panos, rng)
     return DemoWorld(int(seed), preset, tuple(countries), images, panos)
 
 
@@ -304,19 +305,28 @@ def _image_record(s, i, artefact, image_id, country, climate, render_seed, rng) 
 
 # --- Street View panoramas --------------------------------------------------------------------
 
-def _make_panos(countries, n_panos: int, rng) -> tuple[DemoPano, ...]:
-    per_country = max(1, round(n_panos / len(countries)))
-    isos = [c.iso_a3 for c in countries]
+def _pano_sites(countries, images, per_country: int, rng):
+    """(lat, lon, urban) of panoramas: beside Mapillary frames, a few per sequence at most,
+    since both services drive the same streets."""
     lats, lons, urban = [], [], []
     for c in countries:
-        k = rng.integers(len(c.city_lats), size=per_country)
-        is_urban = rng.random(per_country) < 0.7
-        spread = np.where(is_urban, 0.03, 0.4)
-        lats.append(np.asarray(c.city_lats)[k] + rng.normal(0, 1, per_country) * spread)
-        lons.append(np.asarray(c.city_lons)[k] + rng.normal(0, 1, per_country) * spread)
-        urban.append(is_urban)
-    lat, lon, urban = np.concatenate(lats), np.concatenate(lons), np.concatenate(urban)
-    where = locate_countries(lat, lon, isos)
+        frames = [im for im in images if im.country == c.iso_a3]
+        picks = rng.choice(len(frames), size=min(per_country, len(frames)), replace=False)
+        for i in sorted(picks):
+            im = frames[i]
+            metres = rng.uniform(5, 30)
+            bearing = np.radians(im.compass_angle + rng.choice([-90.0, 90.0]))
+            lats.append(im.lat + metres * np.cos(bearing) / 111_195.0)
+            lons.append(im.lon + metres * np.sin(bearing) / (111_195.0 * np.cos(
+                np.radians(im.lat))))
+            urban.append(im.urban)
+    return np.array(lats), np.array(lons), np.array(urban, dtype=bool)
+
+
+def _make_panos(countries, images, n_panos: int, rng) -> tuple[DemoPano, ...]:
+    per_country = max(1, round(n_panos / len(countries)))
+    lat, lon, urban = _pano_sites(countries, images, per_country, rng)
+    where = locate_countries(lat, lon, [c.iso_a3 for c in countries])
     bands = climate_band(lat)
     alphabet = string.ascii_letters + string.digits + "-_"
     panos = []

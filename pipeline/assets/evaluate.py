@@ -4,7 +4,6 @@ metadata, the HTML report and metrics.json under reports/<run_name>/ in the data
 
 import dagster as dg
 
-from pipeline.assets.train import trained_model
 from pipeline.resources import GeoscoutSettings, TrainingSettings
 
 
@@ -24,7 +23,12 @@ def headline_metadata(metrics: dict) -> dict:
     return out
 
 
-@dg.asset(deps=[trained_model], kinds={"pytorch", "html"},
+# By key, not by import: importing the asset object here would make
+# load_assets_from_modules([evaluate]) load trained_model a second time.
+TRAINED_MODEL = dg.AssetKey("trained_model")
+
+
+@dg.asset(deps=[TRAINED_MODEL], kinds={"pytorch", "html"},
           description="Test-split evaluation of trained_model: accuracy per level, distance "
           "ladder, GeoGuessr score, calibration, per-class scores, maps and Grad-CAM.")
 def evaluation_report(context: dg.AssetExecutionContext, settings: GeoscoutSettings,

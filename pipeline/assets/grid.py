@@ -30,7 +30,8 @@ def natural_earth(settings: GeoscoutSettings) -> NaturalEarthSource:
 
 
 def region_of(settings: GeoscoutSettings, source: NaturalEarthSource) -> Region:
-    countries = source.countries(settings.land_scale) if needs_countries(settings.region) else None
+    countries = (source.countries_for_region(settings.land_scale)
+                 if needs_countries(settings.region) else None)
     margin = settings.coastal_buffer_km / land_lib.KM_PER_DEG
     return parse_region(settings.region, countries, settings.include_antarctica, margin)
 
@@ -51,8 +52,9 @@ def land_polygons(context: dg.AssetExecutionContext,
         raise InputError(f"region {settings.region!r} holds no land at {settings.land_scale}")
     path = land_lib.write_land(parts, settings.root())
     context.log.info(f"{len(parts)} land polygons from {land.attrs.get('source')} -> {path}")
-    png = mapviz.boxes_png(np.zeros((0, 4)), [], land=parts, title="land polygons",
-                           extent=_extent(region))
+    png = mapviz.boxes_png(np.zeros((0, 4)), [], land=parts,
+                           title=f"land polygons, {region.spec}, 1:{settings.land_scale}",
+                           extent=mapviz.extent_of([region.bounds]))
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(settings.root().uri(land_lib.LAND_RELPATH)),
@@ -64,13 +66,6 @@ def land_polygons(context: dg.AssetExecutionContext,
         },
         data_version=dg.DataVersion(geometry_version(parts)),
     )
-
-
-def _extent(region: Region) -> tuple[float, float, float, float]:
-    min_lon, min_lat, max_lon, max_lat = region.bounds
-    pad_lon, pad_lat = max(1.0, 0.05 * (max_lon - min_lon)), max(1.0, 0.05 * (max_lat - min_lat))
-    return (max(min_lon - pad_lon, -180), max(min_lat - pad_lat, -90),
-            min(max_lon + pad_lon, 180), min(max_lat + pad_lat, 90))
 
 
 def map_level(counts, crawl_level: int) -> int:

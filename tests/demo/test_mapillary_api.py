@@ -76,10 +76,28 @@ def test_too_large_box_is_refused_like_the_real_api(demo_server, demo_world):
     assert "bbox" in r.json()["error"]["message"]
 
 
+def test_a_box_of_exactly_the_limit_passes_despite_rounding(demo_server):
+    for lon in (16.76, 0.07, -122.43):
+        r = _search(demo_server.url, bbox=f"{lon},46.49,{lon + 0.01},46.5", fields="id")
+        assert r.status_code == 200
+
+
 def test_max_bbox_is_configurable(demo_world):
     im = demo_world.images[0]
     with DemoServer(demo_world, max_bbox_deg=0.05) as server:
         assert _search(server.url, bbox=_box(im, half=0.02), fields="id").status_code == 200
+
+
+def test_search_by_sequence_or_ids_with_filters(demo_server, demo_world):
+    seq_id, images = next(iter(demo_world.sequences.items()))
+    data = _search(demo_server.url, sequence_id=seq_id, fields="id,sequence").json()["data"]
+    assert [d["id"] for d in data] == [im.image_id for im in images]
+    ids = [demo_world.images[0].image_id, demo_world.images[7].image_id]
+    data = _search(demo_server.url, image_ids=",".join(ids)).json()["data"]
+    assert {d["id"] for d in data} == set(ids)
+    pano = next(im for im in demo_world.images if im.is_pano)
+    data = _search(demo_server.url, bbox=_box(pano), is_pano="true", fields="is_pano")
+    assert data.json()["data"] and all(d["is_pano"] for d in data.json()["data"])
 
 
 def test_search_needs_a_box_and_a_valid_limit(demo_server, demo_world):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -93,7 +94,7 @@ def test_dark_and_overexposed_frames(demo_world):
 def test_near_duplicates_are_near_and_neighbours_are_not(demo_world):
     pairs, normal_pairs = [], []
     for seq in demo_world.sequences.values():
-        for prev, im in zip(seq, seq[1:]):
+        for prev, im in pairwise(seq):
             if im.artefact == "near_duplicate":
                 pairs.append((prev, im))
             elif im.artefact is None and prev.artefact is None:

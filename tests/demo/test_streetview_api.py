@@ -29,8 +29,20 @@ def _offset(lat, metres_north):
     return lat + metres_north / 111_195.0
 
 
+def _isolated_pano(world, metres=300.0):
+    """A panorama with no other within ``metres`` (so snapping has one answer)."""
+    lat = np.array([p.lat for p in world.panoramas])
+    lon = np.array([p.lon for p in world.panoramas])
+    for i, p in enumerate(world.panoramas):
+        d = np.hypot(lat - p.lat, (lon - p.lon) * np.cos(np.radians(p.lat))) * 111_195.0
+        d[i] = np.inf
+        if d.min() > metres:
+            return p
+    raise AssertionError("no isolated panorama")
+
+
 def test_metadata_snaps_to_nearest_pano_within_radius(demo_server, demo_world):
-    p = demo_world.panoramas[0]
+    p = _isolated_pano(demo_world)
     body = _meta(demo_server.url, location=f"{_offset(p.lat, 30)},{p.lon}", radius=50,
                  source="outdoor")
     assert body == {"copyright": "© Google", "date": p.date,

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+import sys
 from collections import Counter
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -24,6 +29,17 @@ def test_same_seed_same_world_and_other_seed_other_world():
     c = build_world(4, "tiny")
     assert {im.image_id for im in a.images}.isdisjoint({im.image_id for im in c.images})
     assert [p.lat for p in a.panoramas] != [p.lat for p in c.panoramas]
+
+
+def test_world_is_the_same_in_another_process():
+    code = ("import hashlib; from geo_assets.demo.world import build_world; "
+            "w = build_world(2, 'tiny'); "
+            "print(hashlib.sha256(repr((w.images, w.panoramas)).encode()).hexdigest())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONHASHSEED": "12345"})
+    w = build_world(2, "tiny")
+    here = hashlib.sha256(repr((w.images, w.panoramas)).encode()).hexdigest()
+    assert out.stdout.strip() == here
 
 
 def test_unknown_preset_is_an_input_error():
@@ -93,7 +109,7 @@ def test_every_artefact_occurs_and_near_duplicates_repeat_their_predecessor(demo
     assert all(kinds[a] > 0 for a in ARTEFACTS)
     assert kinds[None] > 0.85 * len(demo.images)
     for seq in demo.sequences.values():
-        for prev, im in zip(seq, seq[1:]):
+        for prev, im in pairwise(seq):
             if im.artefact == "near_duplicate":
                 assert im.render_seed == prev.render_seed
                 assert (im.lat, im.lon) == (prev.lat, prev.lon)
@@ -101,14 +117,14 @@ def test_every_artefact_occurs_and_near_duplicates_repeat_their_predecessor(demo
 
 
 def _ceiling_by_counting(world, level):
-    """Independent computation: best cell per (country, climate) group, weighted."""
+    """Independent computation: best cell per (country, climate, urban) group, weighted."""
     per_group: dict[str, Counter] = {}
     for im in world.images:
         if im.artefact is None:
-            per_group.setdefault(f"{im.country}/{im.climate}", Counter())[
+            per_group.setdefault((im.country, im.climate, im.urban), Counter())[
                 points_to_cells([im.lat], [im.lon], level)[0]] += 1
     for p in world.panoramas:
-        per_group.setdefault(f"{p.country}/{p.climate}", Counter())[
+        per_group.setdefault((p.country, p.climate, p.urban), Counter())[
             points_to_cells([p.lat], [p.lon], level)[0]] += 4
     best = sum(c.most_common(1)[0][1] for c in per_group.values())
     return best / sum(sum(c.values()) for c in per_group.values())
@@ -117,9 +133,17 @@ def _ceiling_by_counting(world, level):
 def test_accuracy_ceiling_matches_counting_and_falls_with_level(demo):
     ceilings = [demo.accuracy_ceiling(level) for level in (0, 1, 3, 5, 8, 10)]
     assert ceilings[0] == 1.0
-    assert all(a >= b for a, b in zip(ceilings, ceilings[1:]))
+    assert all(a >= b for a, b in pairwise(ceilings))
     assert 0.2 < ceilings[-1] < 0.9  # finer cells than the signal can tell apart
     assert demo.accuracy_ceiling(5) == pytest.approx(_ceiling_by_counting(demo, 5))
     assert 0 < demo.accuracy_ceiling(5, "streetview") <= 1
     with pytest.raises(InputError):
         demo.accuracy_ceiling(5, "flickr")
+
+
+def test_panoramas_stand_beside_mapillary_frames(demo):
+    """Probing Street View at Mapillary locations (radius 50 m) finds every panorama."""
+    lat, lon = demo.image_lat_lon
+    for p in demo.panoramas[::7]:
+        metres = np.hypot(lat - p.lat, (lon - p.lon) * np.cos(np.radians(p.lat))) * 111_195.0
+        assert metres.min() < 35

@@ -34,10 +34,13 @@ def edge_values(limit: float) -> st.SearchStrategy[float]:
                      st.floats(-limit, limit)).map(lambda v: min(max(v, -limit), limit))
 
 
+# timing on a shared 2-core machine says nothing about the code
+NO_DEADLINE = settings(deadline=None)
 lats = edge_values(90.0)
 lons = edge_values(180.0)
 
 
+@NO_DEADLINE
 @given(ids)
 def test_id_rowcol_round_trip(cell_id):
     level, row, col = cells.id_to_rowcol(cell_id)
@@ -47,6 +50,7 @@ def test_id_rowcol_round_trip(cell_id):
     assert cells.rowcol_to_ids(level, np.array([row]), np.array([col]))[0] == cell_id
 
 
+@NO_DEADLINE
 @given(ids)
 def test_id_bounds_round_trip(cell_id):
     """The cell holding a box's centre is the box's cell, and the bounds have the level's size."""
@@ -59,7 +63,7 @@ def test_id_bounds_round_trip(cell_id):
     assert np.array_equal(cells.cells_bounds([cell_id])[0], [min_lon, min_lat, max_lon, max_lat])
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(lats, lons, st.integers(0, cells.MAX_LEVEL))
 def test_point_lies_in_its_cells_bounds(lat, lon, level):
     cell_id = cells.point_to_cell(lat, lon, level)
@@ -69,6 +73,7 @@ def test_point_lies_in_its_cells_bounds(lat, lon, level):
     assert min_lon <= lon < max_lon or (lon == 180.0 and min_lon == -180.0)
 
 
+@NO_DEADLINE
 @given(st.lists(st.tuples(lats, lons), min_size=1, max_size=50), st.integers(0, 16))
 def test_vectorised_lookup_equals_scalar(points, level):
     lat, lon = np.array(points).T
@@ -83,6 +88,7 @@ def test_poles_and_antimeridian():
     assert cells.point_to_cell(-1e-300, -1e-300, 1) == "0"
 
 
+@NO_DEADLINE
 @given(deep_ids)
 def test_parent_children_consistent(cell_id):
     assert all(cells.parent(c) == cell_id for c in cells.children(cell_id))
@@ -105,7 +111,7 @@ def _touch(a, b) -> bool:
     return lat_ok and (lon_ok or pole)
 
 
-@settings(deadline=None)
+@NO_DEADLINE
 @given(shallow_ids)
 def test_neighbours_symmetric_and_touching(cell_id):
     level, row, _ = cells.id_to_rowcol(cell_id)

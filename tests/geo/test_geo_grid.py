@@ -12,7 +12,6 @@ import shapely
 from geo_assets import cells, grid, regions
 from geo_assets.errors import DataUnavailableError, InputError
 from geo_assets.naturalearth import NaturalEarthSource, embedded_land
-from tests.conftest import shared_data_path
 
 KM_PER_DEG = 6371.0 * math.pi / 180
 
@@ -54,8 +53,8 @@ def test_world_land_cells_equal_brute_force_embedded():
     assert counts == [4, 15, 46, 137, 423]  # embedded 1:110m countries, Antarctica left out
 
 
-def test_world_land_cells_equal_brute_force_50m():
-    land = NaturalEarthSource(str(shared_data_path("naturalearth"))).land("50m")
+def test_world_land_cells_equal_brute_force_50m(shared_data):
+    land = NaturalEarthSource(str(shared_data("naturalearth"))).land("50m")
     assert_matches_brute_force(land, regions.world(), 5)
 
 

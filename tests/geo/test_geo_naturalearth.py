@@ -9,6 +9,7 @@ import io
 import threading
 import time
 import zipfile
+from typing import ClassVar
 
 import geopandas as gpd
 import pytest
@@ -17,7 +18,6 @@ import shapely
 from geo_assets.errors import DataUnavailableError, InputError
 from geo_assets.naturalearth import Download, NaturalEarthSource, file_stem
 from geo_assets.storage import DataRoot
-from tests.conftest import shared_data_path
 
 FAST = Download(timeout_s=2.0, retries=2, backoff_s=0.01)
 
@@ -37,10 +37,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
     behaviours consumed in order ("ok", "503", "slow", "404"), then "ok" for ever."""
 
     payload = b""
-    plan: list[str] = []
-    requests: list[str] = []
+    plan: ClassVar[list[str]] = []
+    requests: ClassVar[list[str]] = []
 
-    def do_GET(self):  # noqa: N802 (http.server's naming)
+    def do_GET(self):
         type(self).requests.append(self.path)
         action = self.plan.pop(0) if self.plan else "ok"
         if action == "slow":
@@ -129,8 +129,8 @@ def test_offline_without_local_copy_names_the_setting(data_root):
     assert "ne_10m_land" in str(err.value)
 
 
-def test_local_folder_geojson_and_countries():
-    folder = shared_data_path("naturalearth")
+def test_local_folder_geojson_and_countries(shared_data):
+    folder = shared_data("naturalearth")
     src = NaturalEarthSource(str(folder))
     land = src.land("110m")
     assert len(land) > 100 and land.attrs["source"].endswith("ne_110m_land.geojson")
@@ -139,11 +139,28 @@ def test_local_folder_geojson_and_countries():
     assert {"FRA", "NOR", "HRV", "SVN"} <= codes and "-99" not in codes
 
 
-def test_local_folder_shapefile(tmp_path):
+def test_region_countries_fall_back_to_a_coarser_scale(shared_data):
+    """The shared folder has no 1:10m countries: regions use its 1:50m ones."""
+    src = NaturalEarthSource(str(shared_data("naturalearth")))
+    assert src.countries_for_region("10m").attrs["source"].endswith(
+        "ne_50m_admin_0_countries.geojson")
+    assert src.countries_for_region("110m").attrs["source"].endswith(
+        "ne_110m_admin_0_countries.geojson")
+
+
+def test_local_folder_shapefile_and_zip(tmp_path):
+    """Natural Earth publishes zipped shapefiles: both the unpacked and the zipped form load."""
+    shp_dir, zip_dir = tmp_path / "shp", tmp_path / "zip"
+    shp_dir.mkdir()
+    zip_dir.mkdir()
     gdf = gpd.GeoDataFrame(geometry=[shapely.box(1, 1, 2, 2)], crs=4326)
-    gdf.to_file(tmp_path / f"{file_stem('land', '10m')}.shp")
-    land = NaturalEarthSource(str(tmp_path)).land("10m")
-    assert land.geometry.iloc[0].equals(shapely.box(1, 1, 2, 2))
+    gdf.to_file(shp_dir / f"{file_stem('land', '10m')}.shp")
+    with zipfile.ZipFile(zip_dir / "ne_10m_land.zip", "w") as zf:
+        for member in shp_dir.iterdir():
+            zf.write(member, member.name)
+    for folder in (shp_dir, zip_dir):
+        land = NaturalEarthSource(str(folder)).land("10m")
+        assert land.geometry.iloc[0].equals(shapely.box(1, 1, 2, 2))
 
 
 def test_embedded_default():

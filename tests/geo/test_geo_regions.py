@@ -82,9 +82,11 @@ def test_geojson_region(tmp_path):
     assert region.spec == f"geojson:{path}"
 
 
+OUT_OF_RANGE = '{"type": "Polygon", "coordinates": [[[0, 0], [400, 0], [400, 1], [0, 0]]]}'
+
+
 @pytest.mark.parametrize("content", [None, "{not json", '{"type": "Point", "coordinates": [1, 2]}',
-                                     '{"type": "Polygon", "coordinates": [[[0, 0], [400, 0], '
-                                     '[400, 1], [0, 0]]]}'])
+                                     OUT_OF_RANGE])
 def test_unreadable_geojson_names_the_file(tmp_path, content):
     path = tmp_path / "region.geojson"
     if content is not None:

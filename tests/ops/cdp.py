@@ -6,6 +6,7 @@ Kept to what the UI test needs; every wait has a deadline."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import subprocess
@@ -27,10 +28,10 @@ class BrowserError(RuntimeError):
 
 class Chromium:
     def __init__(self, executable: str, user_data_dir: Path, port: int, log: Path):
-        self._log = open(log, "wb")
+        self._log = open(log, "wb")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
             [executable, *FLAGS, f"--user-data-dir={user_data_dir}",
-             f"--remote-debugging-address=127.0.0.1", f"--remote-debugging-port={port}",
+             "--remote-debugging-address=127.0.0.1", f"--remote-debugging-port={port}",
              "about:blank"], stdout=self._log, stderr=subprocess.STDOUT)
         self._ids = itertools.count(1)
         self.ws = websocket.create_connection(self._page_ws_url(port, 60.0), timeout=60,
@@ -67,10 +68,20 @@ class Chromium:
     def goto(self, url: str) -> None:
         self.call("Page.navigate", url=url)
 
+    def js(self, expression: str):
+        """Evaluate JavaScript in the page (promises awaited); returns its JSON value."""
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True,
+                           awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise BrowserError(f"script failed: {result['exceptionDetails']}")
+        return result.get("result", {}).get("value")
+
     def text(self) -> str:
-        result = self.call("Runtime.evaluate", expression="document.body ? "
-                           "document.body.innerText : ''", returnByValue=True)
-        return result.get("result", {}).get("value") or ""
+        return self.js("document.body ? document.body.innerText : ''") or ""
+
+    def viewport(self, width: int, height: int) -> None:
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                  deviceScaleFactor=1, mobile=False)
 
     def wait_for_text(self, needles: list[str], timeout: float = 60.0) -> str:
         """Wait until every string in ``needles`` is in the page's rendered text."""
@@ -91,10 +102,8 @@ class Chromium:
         return path
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(BrowserError, OSError, websocket.WebSocketException):
             self.call("Browser.close")
-        except Exception:  # noqa: BLE001 - closing anyway
-            pass
         try:
             self.ws.close()
         finally:

@@ -17,7 +17,6 @@ import logging
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,15 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from ops_data import free_port
 
 APT_TIMEOUT_S = 300
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def apt_install(*packages: str) -> str | None:
@@ -128,7 +122,7 @@ def postgres():
         for p in (sock, base / "pw"):
             shutil.chown(p, "postgres")
     port = free_port()
-    run = dict(capture_output=True, text=True, timeout=120)
+    run = {"capture_output": True, "text": True, "timeout": 120}
     subprocess.run(_as_postgres_user(
         [f"{bindir}/initdb", "-D", str(data), "-U", "geoscout", f"--pwfile={base / 'pw'}",
          "-A", "scram-sha-256", "-E", "UTF8", "--no-sync"]), check=True, **run)
@@ -136,7 +130,7 @@ def postgres():
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
     started = subprocess.run(_as_postgres_user(
         [f"{bindir}/pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", opts,
-         "start"]), **run)
+         "start"]), check=False, **run)
     if started.returncode != 0:
         text = log.read_text() if log.exists() else started.stderr
         shutil.rmtree(base, ignore_errors=True)
@@ -148,11 +142,17 @@ def postgres():
         yield Postgres("127.0.0.1", port, "geoscout", password, "dagster_ops_test")
     finally:
         subprocess.run(_as_postgres_user(
-            [f"{bindir}/pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop"]), **run)
+            [f"{bindir}/pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop"]), check=False,
+            **run)
         shutil.rmtree(base, ignore_errors=True)
 
 
 # --- S3-compatible server --------------------------------------------------------------------
+
+# moto accepts any credentials; clients read them from the environment as in production.
+S3_ENV = {"AWS_ACCESS_KEY_ID": "geoscout-test", "AWS_SECRET_ACCESS_KEY": "not-a-secret",
+          "AWS_DEFAULT_REGION": "us-east-1"}
+
 
 @dataclass(frozen=True)
 class S3Server:
@@ -165,11 +165,6 @@ def s3_server():
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                            "AWS_DEFAULT_REGION")}
-    # moto accepts any credentials; s3fs reads them from the environment as in production.
-    os.environ.update(AWS_ACCESS_KEY_ID="geoscout-test", AWS_SECRET_ACCESS_KEY="not-a-secret",
-                      AWS_DEFAULT_REGION="us-east-1")
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -177,15 +172,21 @@ def s3_server():
     try:
         import boto3
 
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="geoscout-ops")
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
+                     aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
+                     region_name=S3_ENV["AWS_DEFAULT_REGION"]).create_bucket(Bucket="geoscout-ops")
         yield S3Server(endpoint, "geoscout-ops")
     finally:
         server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """Credentials and endpoint in the environment, as a deployment sets them; per test."""
+    for key, value in S3_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint_url)
+    return s3_server
 
 
 # --- Chromium --------------------------------------------------------------------------------
@@ -202,7 +203,7 @@ def chromium_path() -> str | None:
 def chromium():
     path = chromium_path()
     if path is None:
-        reason = apt_install("chromium")
+        reason = apt_install("chromium", "fonts-dejavu-core")
         path = chromium_path()
         if path is None:
             pytest.skip(f"Chromium is not installed: {reason}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,13 @@ class Built:
     manifest_sha256: str
     shards: dict[str, list[str]] = field(default_factory=dict)  # shard name -> image ids
     models: dict[str, list[str]] = field(default_factory=dict)  # model -> train image ids
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (for the servers the tests start)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def jpeg(seed: int, size: int = 32) -> bytes:

@@ -22,6 +22,8 @@ def k8s_env(monkeypatch):
     monkeypatch.setenv("GEOSCOUT_TRAIN_GPUS", "4")
     monkeypatch.setenv("GEOSCOUT_TRAIN_NODE_SELECTOR", "pool=gpu, accelerator=nvidia-l4")
     monkeypatch.setenv("GEOSCOUT_K8S_ENV_SECRETS", "geoscout-secrets")
+    monkeypatch.setenv("GEOSCOUT_DATA_PVC", "geoscout-data")
+    monkeypatch.setenv("GEOSCOUT_DATA_MOUNT", "/data")
 
 
 def test_project_definitions_load_on_kubernetes(k8s_env):
@@ -41,6 +43,10 @@ def test_project_definitions_load_on_kubernetes(k8s_env):
     assert config["max_concurrent"] == deployments.MAX_STEP_PODS_PER_RUN
     assert config["step_k8s_config"]["container_config"]["resources"] == (
         deployments.STEP_RESOURCES)
+    # Step pods (crawl, curate, the step that launches training) mount the shared data root.
+    assert config["volumes"] == [{"name": "geoscout-data",
+                                  "persistentVolumeClaim": {"claimName": "geoscout-data"}}]
+    assert config["volume_mounts"][0]["mount_path"] == "/data"
     client = defs.resources[deployments.TRAINING_CLIENT_KEY]
     assert isinstance(client, deployments.GpuPipesK8sClient)
     assert (client.image, client.gpus, client.namespace) == (IMAGE, 4, "geoscout")
@@ -75,8 +81,10 @@ def test_training_pod_requests_gpus(k8s_env):
     assert container.image == IMAGE and container.command == command
     assert container.resources.limits["nvidia.com/gpu"] == "4"
     assert container.working_dir == "/opt/geoscout"
-    assert {v.name for v in container.volume_mounts} == {"dshm"}
+    assert {(v.name, v.mount_path) for v in container.volume_mounts} == {
+        ("dshm", "/dev/shm"), ("geoscout-data", "/data")}
     assert pod.spec.volumes[0].empty_dir.medium == "Memory"
+    assert pod.spec.volumes[1].persistent_volume_claim.claim_name == "geoscout-data"
     assert pod.spec.node_selector == {"pool": "gpu", "accelerator": "nvidia-l4"}
     assert pod.spec.tolerations[0].key == "nvidia.com/gpu"
     assert pod.spec.restart_policy == "Never"
@@ -89,3 +97,26 @@ def test_cpu_only_pod_has_no_gpu_limit():
     assert "tolerations" not in spec
     with pytest.raises(InputError):
         deployments.gpu_pod_spec(-1)
+
+
+def test_definitions_load_with_the_helm_values_environment(monkeypatch):
+    """The code server's environment exactly as deploy/helm/values.yaml sets it."""
+    from pathlib import Path
+
+    import yaml
+
+    values = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "helm"
+                             / "values.yaml").read_text())
+    deployment = values["dagster-user-deployments"]["deployments"][0]
+    assert deployment["dagsterApiGrpcArgs"] == ["-m", "pipeline.definitions"]
+    env = {e["name"]: e["value"] for e in deployment["env"]}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert env["GEOSCOUT_PLATFORM"] == "k8s"
+    assert {m["mountPath"] for m in deployment["volumeMounts"]} == {env["GEOSCOUT_DATA_MOUNT"]}
+    defs = deployments.for_platform(build_definitions())  # GEOSCOUT_DEPLOYMENT from values
+    dg.Definitions.validate_loadable(defs)
+    client = defs.resources[deployments.TRAINING_CLIENT_KEY]
+    assert client.gpus == int(env["GEOSCOUT_TRAIN_GPUS"])
+    assert client.data_claim == env["GEOSCOUT_DATA_PVC"]
+    assert defs.resources["settings"].data_root == env["GEOSCOUT_DATA_ROOT"]

@@ -10,10 +10,10 @@ import json
 import tarfile
 import uuid
 
+import ops_data
 import pyarrow.parquet as pq
 import pytest
 
-import ops_data
 from geo_assets import lineage
 from geo_assets.manifest import MANIFEST_SCHEMA
 from geo_assets.storage import DataRoot
@@ -22,10 +22,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def s3_root(s3_server, monkeypatch):
-    # The endpoint as a deployment would set it (botocore reads it for every S3 client).
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint_url)
-    return DataRoot(f"s3://{s3_server.bucket}/{uuid.uuid4().hex[:8]}/data")
+def s3_root(s3_env):
+    # The endpoint comes from AWS_ENDPOINT_URL_S3 (botocore reads it for every S3 client).
+    return DataRoot(f"s3://{s3_env.bucket}/{uuid.uuid4().hex[:8]}/data")
 
 
 @pytest.fixture
@@ -33,16 +32,16 @@ def built(s3_root):
     return ops_data.build(s3_root)
 
 
-def test_images_manifests_and_shards_round_trip(built, s3_server):
+def test_images_manifests_and_shards_round_trip(built, s3_env):
     import boto3
 
     root = built.root
     assert root.uri("x") == f"{root.url}/x" and not root.is_local
     # The objects really are in the bucket (listed with a plain S3 client, not fsspec).
-    s3 = boto3.client("s3", endpoint_url=s3_server.endpoint_url)
+    s3 = boto3.client("s3", endpoint_url=s3_env.endpoint_url)
     prefix = root.base.split("/", 1)[1] + "/"
     keys = {o["Key"][len(prefix):] for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket=s3_server.bucket, Prefix=prefix) for o in page.get("Contents", [])}
+        Bucket=s3_env.bucket, Prefix=prefix) for o in page.get("Contents", [])}
     assert "manifests/image_manifest.parquet" in keys and "datasets/shards/index.json" in keys
     assert not any(".tmp" in k for k in keys)
 
@@ -77,7 +76,7 @@ def test_images_manifests_and_shards_round_trip(built, s3_server):
 def test_shards_stream_with_webdataset_from_the_bucket(built):
     import webdataset as wds
 
-    name = sorted(built.shards)[0]
+    name = min(built.shards)
     url = built.root.uri(f"datasets/shards/{name}.tar")
     with built.root.fs.open(url, "rb") as f:  # fsspec stream, as a training loader reads it
         samples = list(wds.tariterators.tar_file_expander([{"stream": f, "url": url}]))
@@ -105,10 +104,46 @@ def test_failed_write_leaves_no_object(s3_root):
     assert s3_root.read_bytes("manifests/whole.parquet") == b"whole"
 
 
-def test_endpoint_through_storage_options(s3_server, monkeypatch):
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    root = DataRoot(f"s3://{s3_server.bucket}/opts-{uuid.uuid4().hex[:8]}",
-                    storage_options={"endpoint_url": s3_server.endpoint_url})
+def test_endpoint_through_storage_options(s3_env, monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
+    root = DataRoot(f"s3://{s3_env.bucket}/opts-{uuid.uuid4().hex[:8]}",
+                    storage_options={"endpoint_url": s3_env.endpoint_url})
     root.write_bytes("grid/grid_cells.parquet", b"PAR1")
     assert root.read_bytes("grid/grid_cells.parquet") == b"PAR1"
     assert root.glob("grid/*") == ["grid/grid_cells.parquet"]
+
+
+def test_real_crawl_and_merge_into_the_bucket(s3_env, tmp_path):
+    """geo_assets.ingest crawls a demo-world cell into the bucket and into a local folder:
+    the same manifest bytes, every kept image stored once, the merge reads it back."""
+    import collections
+
+    import numpy as np
+
+    from geo_assets.cells import points_to_cells
+    from geo_assets.demo import world as demo_world
+    from geo_assets.ingest import IngestSettings, ingest_cell, merge_manifests
+    from pipeline.resources import MapillaryResource
+
+    world = demo_world.generate_world(0, "tiny")
+    lat = np.array([im.lat for im in world.images])
+    lon = np.array([im.lon for im in world.images])
+    cell = collections.Counter(points_to_cells(lat, lon, 6)).most_common(1)[0][0]
+    s3 = DataRoot(f"s3://{s3_env.bucket}/crawl-{uuid.uuid4().hex[:8]}")
+    local = DataRoot(str(tmp_path / "data"))
+    settings = IngestSettings(target_per_cell=200, workers=4)
+    with MapillaryResource(demo_seed=0, demo_preset="tiny").open_source() as source:
+        on_s3 = ingest_cell(source, cell, s3, settings)
+        on_disk = ingest_cell(source, cell, local, settings)
+    assert on_s3.summary()["version"] == on_disk.summary()["version"]  # same manifest bytes
+    assert not s3.glob("manifests/cells/*/*.journal.jsonl")
+    merged = merge_manifests(s3)
+    assert merged.path == s3.uri("manifests/image_manifest.parquet")
+    with s3.fs.open(s3.path("manifests/image_manifest.parquet"), "rb") as f:
+        table = pq.read_table(f).to_pylist()
+    kept = [r for r in table if r["kept"]]
+    assert len(table) == merged.n_rows and len(kept) == merged.n_kept > 0
+    stored = {rel.rsplit("/", 1)[1].split(".")[0] for rel in s3.glob("images/*/*/*")}
+    assert {r["sha256"] for r in kept} <= stored
+    for r in kept[:5]:
+        assert hashlib.sha256(s3.get_image(r["sha256"])).hexdigest() == r["sha256"]

@@ -42,6 +42,12 @@ def test_plan_requests_only_cells_past_the_cursor_and_not_done():
     assert plan.batches == [["c"], ["e"]]  # contiguous ranges only: d (done) splits them
 
 
+def test_plan_crawls_a_re_registered_cell_even_if_it_was_done_before():
+    plan = plan_cells(["a", "b"], ["a"], {"a", "b"}, CellsCursor(), 10, 1)
+    assert plan.new_cells == ["b"]
+    assert plan.batches == [["b"]]
+
+
 def test_plan_with_nothing_new_is_empty():
     plan = plan_cells(["a", "b"], ["a", "b"], set(), CellsCursor(requested=2), 10, 1)
     assert plan.new_cells == [] and plan.batches == []

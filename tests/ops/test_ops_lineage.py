@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+import ops_data
 import pytest
 
-import ops_data
 from geo_assets import lineage
 from geo_assets.errors import InputError
 from pipeline.cli import main
@@ -109,3 +109,19 @@ def test_shard_found_from_tar_headers_without_contents_table(built):
     built.root.local_path("datasets/shards/contents.parquet").unlink()
     for name, ids in built.shards.items():
         assert lineage.image_lineage(built.root, ids[-1]).shard == name
+
+
+def test_cli_default_root_matches_the_resources(monkeypatch, tmp_path):
+    from pipeline import lineage as cmd
+    from pipeline.resources import default_data_root
+
+    monkeypatch.delenv("GEOSCOUT_DATA_ROOT", raising=False)
+    assert cmd.default_data_root() == default_data_root()
+    monkeypatch.setenv("GEOSCOUT_DATA_ROOT", str(tmp_path))
+    assert cmd.default_data_root() == default_data_root() == str(tmp_path)
+
+
+def test_damaged_card_is_a_clear_error(built):
+    built.root.write_bytes("models/run-b/model_card.json", b"{not json")
+    with pytest.raises(InputError, match="run-b/model_card.json is not valid JSON"):
+        lineage.model_lineage(built.root, "run-b")

@@ -1,0 +1,138 @@
+"""Shard building throughput: geoscout's shard writer against img2dataset, in one run.
+
+Both resize the same stored JPEGs (the 800 real 640x640 Croatia Street View photos in
+../shared/data/real, repeated ``--repeat`` times to amortise start-up) so that the shorter side
+is 256 px, JPEG quality 90, and write WebDataset tars, with 2 processes each. img2dataset runs
+from its own virtualenv under bench/out/ (created on first use; it pins old webdataset and
+pandas) on a ``file://`` URL list of the same files.
+
+    .venv/bin/python bench/shards.py [--repeat 4] [--target 3.0]
+
+Last line: ``RESULT shards speedup=<ours / img2dataset images/s> target=3.0``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from geo_assets.shards import ShardSettings, build_shards
+
+IMAGES = ROOT.parent / "shared" / "data" / "real" / "croatia_streetview"
+OUT = ROOT / "bench" / "out"
+VENV = OUT / "img2dataset-venv"
+
+
+def image_paths(repeat: int) -> list[Path]:
+    labels = pl.read_csv(IMAGES / "labels.csv")
+    return [IMAGES / f for f in labels["filename"]] * repeat
+
+
+def ensure_img2dataset() -> Path:
+    exe = VENV / "bin" / "img2dataset"
+    if not exe.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "img2dataset"], check=True)
+    return exe
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its waited-for descendants."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def run_ours(paths: list[Path], out: Path, workers: int) -> tuple[int, float, float]:
+    """(images, wall seconds, CPU seconds) of ``build_shards`` (pool start-up included)."""
+    shutil.rmtree(out, ignore_errors=True)
+    n = len(paths)
+    table = pl.DataFrame({
+        "image_id": [f"bench:{i}" for i in range(n)],
+        # a distinct fake digest per copy: the same file repeated is a new sample here
+        "sha256": [hashlib.sha256(f"{i}".encode()).hexdigest() for i in range(n)],
+        "source_path": [str(p) for p in paths], "lat_deg": [45.0] * n, "lon_deg": [16.0] * n,
+        "source": ["streetview"] * n, "group_id": [str(i // 4) for i in range(n)],
+        "license": ["test"] * n, "attribution": ["test"] * n, "split": ["train"] * n,
+        "fold": [0] * n, "cell_1": ["3"] * n, "label_1": [0] * n})
+    start, cpu = time.perf_counter(), cpu_seconds()
+    build = build_shards(table, [1], out, ShardSettings(image_size=256, jpeg_quality=90,
+                                                        shard_size=1000, workers=workers))
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    assert build.index["total_count"] == n, build.failed_image_ids[:3]
+    return n, seconds, cpu
+
+
+def run_img2dataset(exe: Path, paths: list[Path], out: Path,
+                    workers: int) -> tuple[int, float, float]:
+    """(images written, wall seconds, CPU seconds) of the img2dataset command."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    urls = out / "urls.txt"
+    urls.write_text("".join(f"file://{p}\n" for p in paths))
+    cmd = [str(exe), "--url_list", str(urls), "--input_format", "txt",
+           "--output_folder", str(out / "shards"), "--output_format", "webdataset",
+           "--image_size", "256", "--resize_mode", "keep_ratio", "--encode_quality", "90",
+           "--processes_count", str(workers), "--thread_count", "16",
+           "--number_sample_per_shard", "1000", "--timeout", "30", "--retries", "0"]
+    start, cpu = time.perf_counter(), cpu_seconds()
+    subprocess.run(cmd, check=True, capture_output=True,
+                   env={"PATH": str(VENV / "bin"), "NO_ALBUMENTATIONS_UPDATE": "1",
+                        "HOME": str(out)})
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    ok = sum(json.loads(p.read_text())["successes"]
+             for p in (out / "shards").glob("*_stats.json"))
+    if ok < len(paths):
+        print(f"img2dataset: only {ok} of {len(paths)} images succeeded")
+    return ok, seconds, cpu
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=4, help="copies of the 800 images (4)")
+    parser.add_argument("--workers", type=int, default=2, help="processes for both (2)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (2)")
+    parser.add_argument("--target", type=float, default=3.0, help="speed-up to reach (3.0)")
+    args = parser.parse_args(argv)
+    if not (IMAGES / "labels.csv").exists():
+        print(f"skipped: {IMAGES} is absent")
+        print(f"RESULT shards speedup=skipped target={args.target}")
+        return 0
+    paths = image_paths(args.repeat)
+    exe = ensure_img2dataset()
+    totals = {"img2dataset": [0, 0.0, 0.0], "geoscout": [0, 0.0, 0.0]}
+    for _ in range(args.rounds):  # interleaved, so that a change in machine load hits both
+        runs = {"img2dataset": run_img2dataset(exe, paths, OUT / "bench_shards_img2dataset",
+                                               args.workers),
+                "geoscout": run_ours(paths, OUT / "bench_shards_ours", args.workers)}
+        for name, run in runs.items():
+            totals[name] = [a + b for a, b in zip(totals[name], run)]
+    print(f"{len(paths)} images of 640x640 -> shorter side 256, {args.workers} processes, "
+          f"{args.rounds} rounds, load average {os.getloadavg()[0]:.1f}")
+    rate = {}
+    for name, (n, wall, cpu) in totals.items():
+        rate[name] = n / wall
+        print(f"{name:12s} {rate[name]:8.1f} images/s   {1000 * cpu / n:6.2f} CPU ms/image")
+    cpu_ratio = (totals["img2dataset"][2] / totals["img2dataset"][0]) / (
+        totals["geoscout"][2] / totals["geoscout"][0])
+    print(f"CPU time per image: img2dataset / geoscout = {cpu_ratio:.2f}")
+    print(f"RESULT shards speedup={rate['geoscout'] / rate['img2dataset']:.2f} "
+          f"target={args.target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
