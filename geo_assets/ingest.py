@@ -313,6 +313,30 @@ def _in_cell(cands: list[Candidate], cell_id: str) -> np.ndarray:
     return points_to_cells(lat, lon, len(cell_id)) == cell_id
 
 
+VALIDATION_REASONS = {str(r) for r in (DropReason.NOT_AN_IMAGE, DropReason.CORRUPT,
+                                       DropReason.DECOMPRESSION_BOMB, DropReason.TOO_SMALL)}
+
+
+def previous_outcomes(root: DataRoot, manifest_rel: str) -> dict[str, dict]:
+    """Per-image outcomes recorded by an earlier complete run of the cell (for ``force``
+    re-crawls): stored images and validation rejections need no new download."""
+    if not root.exists(manifest_rel):
+        return {}
+    import pyarrow.parquet as pq
+
+    with root.fs.open(root.path(manifest_rel), "rb") as f:
+        rows = pq.read_table(f).to_pylist()
+    out = {}
+    for row in rows:
+        stored = row["sha256"] is not None
+        if stored or row["drop_reason"] in VALIDATION_REASONS:
+            entry = {k: row.get(k) for k in Outcome.__dataclass_fields__ if k != "resumed"}
+            entry["drop_reason"] = None if stored else row["drop_reason"]
+            entry["error"] = None if stored else row["error"]
+            out[row["image_id"]] = entry
+    return out
+
+
 def _journal_path(root: DataRoot, source: str, cell_id: str) -> Path | None:
     if not root.is_local:
         return None
@@ -347,13 +371,14 @@ def ingest_cell(source: ImageSource, cell_id: str, root: DataRoot, settings: Ing
     if progress is not None:
         progress(0, len(cands), stage="listed", cell_id=cell_id)
     journal = Journal(_journal_path(root, name, cell_id))
+    manifest_rel = cell_manifest_relpath(name, cell_id)
+    journal.entries = {**previous_outcomes(root, manifest_rel), **journal.entries}
     inside = [c for c, ok in zip(cands, _in_cell(cands, cell_id)) if ok]
     outcomes = download_all(source, inside, root, journal, settings, progress, cell_id)
     t_fetch = time.monotonic()
     _check_failures(outcomes, settings, name, cell_id)
     rows = build_rows(cands, outcomes, cell_id, settings.filters)
     data = table_to_parquet_bytes(rows_to_table(rows))
-    manifest_rel = cell_manifest_relpath(name, cell_id)
     root.write_bytes(manifest_rel, data)
     timings = {"list_s": t_list - t0, "fetch_s": t_fetch - t_list,
                "total_s": time.monotonic() - t0}

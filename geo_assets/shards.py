@@ -335,15 +335,16 @@ def read_index(out_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _previous_contents(out_dir: Path, settings: ShardSettings) -> tuple[pl.DataFrame | None,
-                                                                          dict | None]:
+def _previous_contents(out_dir: Path, settings: ShardSettings,
+                       incremental: bool) -> tuple[pl.DataFrame | None, dict | None]:
+    """The last build's contents, when it can be reused, and its index (None if none)."""
     index = read_index(out_dir)
     contents = out_dir / "contents.parquet"
     if index is None or not contents.exists():
-        return None, None
+        return None, index
     same = (index.get("image_size") == settings.image_size
             and index.get("jpeg_quality") == settings.jpeg_quality)
-    return (pl.read_parquet(contents) if same else None), index
+    return (pl.read_parquet(contents) if same and incremental else None), index
 
 
 def _plan_images(out_dir: Path, plan: ShardPlan,
@@ -356,14 +357,16 @@ def _plan_images(out_dir: Path, plan: ShardPlan,
 
 
 def build_shards(table: pl.DataFrame, levels: list[int], out_dir: Path,
-                 settings: ShardSettings) -> ShardBuild:
-    """Write (or update) the shards for ``table`` (see ``sample_records`` for its columns)."""
+                 settings: ShardSettings, incremental: bool = True) -> ShardBuild:
+    """Write (or update) the shards for ``table`` (see ``sample_records`` for its columns).
+
+    ``incremental=False`` (or changed image size / quality) rewrites every shard."""
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     records = build_order(sample_records(table, levels), settings.seed)
-    previous, old_index = _previous_contents(out_dir, settings)
+    previous, old_index = _previous_contents(out_dir, settings, incremental)
     plans, kept, drop = plan_shards(records, previous, settings)
-    if previous is None and old_index is not None:  # settings changed: everything is redone
+    if previous is None and old_index is not None:  # a full rebuild: drop the rest
         drop = sorted({s["name"] for s in old_index["shards"]} - {p.name for p in plans})
     fresh = resize_many([p for plan in plans if not plan.rewrite
                          for p in plan.rows["source_path"].to_list()], settings)

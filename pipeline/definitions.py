@@ -11,14 +11,20 @@ import os
 
 import dagster as dg
 
-from pipeline import constants, jobs, schedules, sensors
-from pipeline.assets import grid, ingest
+from pipeline import constants, deployments, jobs, schedules, sensors
+from pipeline.assets import dataset, evaluate, grid, ingest, train
 from pipeline.resources import (
+    DatasetSettings,
     GeoscoutSettings,
     LocalFolderResource,
     MapillaryResource,
     StreetViewResource,
+    training_resources,
 )
+
+# Stage modules and their groups, in graph order.
+STAGES = [(grid, constants.GRID), (ingest, constants.INGEST), (dataset, constants.DATASET),
+          (train, constants.TRAIN), (evaluate, constants.EVAL)]
 
 DEMO_SEED = 0
 DEMO_PRESET = "demo"
@@ -49,6 +55,8 @@ def demo_resources(seed: int = DEMO_SEED, preset: str = DEMO_PRESET,
                                          max_lookups_per_cell=60,
                                          store_images_acknowledged=True),
         "local_folder": LocalFolderResource(),
+        "dataset": DatasetSettings(),
+        **training_resources(),
     }
 
 
@@ -66,6 +74,8 @@ def production_resources() -> dict[str, object]:
             api_key=dg.EnvVar("GOOGLE_MAPS_API_KEY") if "streetview" in sources else None,
             store_images_acknowledged=os.environ.get("GEOSCOUT_STREETVIEW_ACKNOWLEDGED") == "1"),
         "local_folder": LocalFolderResource(folder=os.environ.get("GEOSCOUT_LOCAL_FOLDER")),
+        "dataset": DatasetSettings(),
+        **training_resources(),
     }
 
 
@@ -80,14 +90,16 @@ def build_definitions(deployment: str | None = None,
             raise ValueError(f"GEOSCOUT_DEPLOYMENT={deployment!r} is not one of "
                              f"{sorted(RESOURCES_BY_DEPLOYMENT)}")
         resources = RESOURCES_BY_DEPLOYMENT[deployment]()
-    stages = [(grid, constants.GRID), (ingest, constants.INGEST)]
-    assets = [a for module, group in stages
+    assets = [_refresh_datasets(a) if group == constants.DATASET else a
+              for module, group in STAGES
               for a in dg.load_assets_from_modules([module], group_name=group)]
+    training_job = jobs.training_job()
     return dg.Definitions(
         assets=assets,
-        asset_checks=dg.load_asset_checks_from_modules([m for m, _ in stages]),
-        jobs=[jobs.grid_job, jobs.ingest_cells_job, jobs.dataset_job],
-        schedules=[schedules.make_grid_refresh_schedule(jobs.grid_job)],
+        asset_checks=dg.load_asset_checks_from_modules([m for m, _ in STAGES]),
+        jobs=[jobs.grid_job, jobs.ingest_cells_job, jobs.dataset_job, training_job],
+        schedules=[schedules.make_grid_refresh_schedule(jobs.grid_job),
+                   schedules.make_training_schedule(training_job)],
         sensors=[
             sensors.make_crawl_cells_sensor(jobs.ingest_cells_job,
                                             [a.key for a in ingest.CELL_ASSETS]),
@@ -97,4 +109,11 @@ def build_definitions(deployment: str | None = None,
     )
 
 
-defs = build_definitions()
+def _refresh_datasets(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
+    """Datasets follow the manifest: eager() wherever the stage set no condition itself."""
+    return assets_def.map_asset_specs(
+        lambda spec: spec if spec.automation_condition else spec.replace_attributes(
+            automation_condition=dg.AutomationCondition.eager()))
+
+
+defs = deployments.for_platform(build_definitions())

@@ -1,6 +1,6 @@
 """``geoscout demo``: the whole graph on the built-in demo world, through Dagster.
 
-    geoscout demo [--seed 0] [--preset demo|tiny] [--data-root DIR] [--fresh] [-v]
+    geoscout demo [--seed 0] [--preset demo|tiny] [--data-root DIR] [--fresh] [-q]
 
 Runs on the real Dagster instance (``$DAGSTER_HOME``, the project's ``.dagster_home`` by
 default), so every run shows in ``dagster dev`` afterwards: grid -> crawl-cell partitions
@@ -20,6 +20,7 @@ from typing import Self
 
 import dagster as dg
 
+from geo_assets.errors import DataUnavailableError, GeoscoutError
 from pipeline import constants
 from pipeline.partitions import crawl_cells
 from pipeline.resources import default_data_root, demo_servers
@@ -41,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="delete the data root and the registered crawl cells first")
     p.add_argument("--cells-per-run", type=int, default=None,
                    help="crawl cells per ingestion run (default: the demo setting, 64)")
-    p.add_argument("-v", "--verbose", action="store_true", help="show Dagster's INFO logs")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="only this command's stage lines, not the assets' progress logs")
     return p
 
 
@@ -80,7 +82,7 @@ def _execute(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance,
         failure = next((e for e in result.all_events if e.event_type_value == "STEP_FAILURE"),
                        None)
         detail = failure.event_specific_data.error.message.strip() if failure else "see UI"
-        raise RuntimeError(f"{job_name} (run {result.run_id}) failed: {detail}")
+        raise GeoscoutError(f"{job_name} (run {result.run_id}) failed: {detail}")
     return result
 
 
@@ -99,8 +101,9 @@ def _register_cells(defs: dg.Definitions, instance: dg.DagsterInstance, settings
     sensor = defs.resolve_sensor_def("crawl_cells_sensor")
     with dg.build_sensor_context(instance=instance, resources={"settings": settings}) as ctx:
         result = sensor(ctx)
-    if isinstance(result, dg.SkipReason):
-        raise RuntimeError(f"crawl_cells_sensor skipped: {result.skip_message}")
+    skipped = getattr(result, "skip_message", None)  # a SkipReason: no grid, level too deep
+    if skipped:
+        raise DataUnavailableError(f"crawl_cells_sensor skipped: {skipped}")
     for request in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(crawl_cells.name, list(request.partition_keys))
         clock.say(f"registered {len(request.partition_keys)} crawl cells at level "
@@ -122,7 +125,7 @@ class _ServerProcess:
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line.startswith("demo server: "):
             self.close()
-            raise RuntimeError(f"the demo server did not start (said {line.strip()!r})")
+            raise GeoscoutError(f"the demo server did not start (said {line.strip()!r})")
         self.url = line.split()[2]
 
     def close(self) -> None:
@@ -143,19 +146,25 @@ def _headline(instance: dg.DagsterInstance) -> None:
     event = instance.get_latest_materialization_event(EVALUATION_REPORT)
     if event is None or event.asset_materialization is None:
         return
-    print("\nEvaluation report")
-    for name, value in event.asset_materialization.metadata.items():
+    metadata = event.asset_materialization.metadata
+    report = metadata.get("report_path")
+    print(f"\nReport: {report.value if report is not None else '(no report_path metadata)'}")
+    print("Headline metrics (test split)")
+    for name, value in metadata.items():
         raw = value.value
-        if isinstance(raw, (int, float, str)) and not isinstance(raw, bool):
-            print(f"  {name}: {raw:.4g}" if isinstance(raw, float) else f"  {name}: {raw}")
+        if isinstance(raw, float):
+            print(f"  {name:28s} {raw:.4g}")
+        elif isinstance(raw, int) and not isinstance(raw, bool):
+            print(f"  {name:28s} {raw}")
 
 
 def run_demo(seed: int, preset: str, data_root: str, fresh: bool,
-             cells_per_run: int | None, verbose: bool) -> int:
+             cells_per_run: int | None, quiet: bool) -> int:
     from pipeline.definitions import build_definitions, demo_resources
+    from pipeline.deployments import apply_pool_limits
 
     clock = _Clock()
-    level = "INFO" if verbose else "WARNING"
+    level = "WARNING" if quiet else "INFO"
     resources = demo_resources(seed, preset, data_root)
     settings = resources["settings"]
     if cells_per_run:
@@ -164,6 +173,7 @@ def run_demo(seed: int, preset: str, data_root: str, fresh: bool,
     defs = build_definitions(resources=resources)
     groups = _groups(defs)
     instance = dg.DagsterInstance.get()
+    apply_pool_limits(instance)
     clock.say(f"demo world seed={seed} preset={preset}; data root {data_root}; "
               f"Dagster instance {instance.root_directory}")
     if fresh or (instance.get_dynamic_partitions(crawl_cells.name)
@@ -214,4 +224,4 @@ def run_demo(seed: int, preset: str, data_root: str, fresh: bool,
 def cli(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     return run_demo(args.seed, args.preset, args.data_root or default_data_root(), args.fresh,
-                    args.cells_per_run, args.verbose)
+                    args.cells_per_run, args.quiet)

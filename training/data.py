@@ -312,12 +312,25 @@ class WorkerSeed:
         return wds.utils.make_seed(self.seed, self.epoch, rank, worker)
 
 
-def _seeded_shuffle(bufsize: int, seeder: WorkerSeed):
-    import random
+def _seeded_shuffle(bufsize: int, seeder: WorkerSeed, initial: int = 100):
+    """Buffer shuffle (as webdataset's) whose RNG is seeded when the worker starts reading."""
 
     def stage(src):
         rng = random.Random(seeder())
-        yield from wds.filters._shuffle(src, bufsize, min(bufsize, 100), rng=rng)
+        src = iter(src)
+        buf: list = []
+        for sample in src:
+            buf.append(sample)
+            if len(buf) < bufsize:  # grow the buffer two samples per yield up to bufsize
+                extra = next(src, None)
+                if extra is not None:
+                    buf.append(extra)
+            if len(buf) >= min(initial, bufsize):
+                i = rng.randrange(len(buf))
+                buf[i], buf[-1] = buf[-1], buf[i]
+                yield buf.pop()
+        rng.shuffle(buf)
+        yield from buf
     return stage
 
 

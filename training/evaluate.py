@@ -123,7 +123,17 @@ def headline(metrics: dict) -> dict:
             "geoguessr": dist.get("geoguessr"), "acc_2500km": dist.get("acc_2500km"),
             "acc_750km": dist.get("acc_750km"),
             "ece_coarsest_before": coarse["flat_raw"]["ece"],
-            "ece_coarsest_after": coarse["flat"]["ece"]}
+            "ece_coarsest_after": coarse["flat"]["ece"], **baselines(metrics, levels[0])}
+
+
+def baselines(metrics: dict, level: str) -> dict:
+    """Chance (1 / classes) and majority-class top-1 at a level, to read top-1 against."""
+    scores = metrics["per_class"].get(level)
+    if not scores:
+        return {}
+    support = scores["support"]
+    return {"chance_top1_coarsest": 1.0 / len(support),
+            "majority_top1_coarsest": max(support) / max(sum(support), 1)}
 
 
 def gradcam_overlays(bundle: ModelBundle, state: EvalState, device: torch.device, count: int):

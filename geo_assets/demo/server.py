@@ -6,12 +6,18 @@ One port, path prefixes (``base`` is ``DemoServer.url``)::
     {base}/mapillary/image_ids?sequence_id=...
     {base}/mapillary/{image_id}?fields=...
     {base}/cdn/mly/{image_id}/{256|1024|2048|original}.jpg?exp=...&sig=...   (signed, expiring)
-    {base}/mapillary-tiles/maps/vtp/mly1_public/2/{z}/{x}/{y}                (coverage tiles)
+    {base}/mapillary-tiles/maps/vtp/mly1_public/2/{z}/{x}/{y}[?access_token=]  (coverage)
     {base}/google/maps/api/streetview/metadata?location=lat,lng&radius=50&source=outdoor&key=
     {base}/google/maps/api/streetview?pano=...|location=...&size=WxH&heading=&pitch=&fov=&key=
 
-Faults are injected per ``FaultConfig``; ``counters`` says what was served. Run it with
-``geoscout demo-server`` or use it as a context manager in tests.
+The Mapillary token goes in ``Authorization: OAuth <token>`` or ``access_token``; the Google
+key in ``key`` (and ``signature`` when a signing secret is set). Faults are injected per
+``FaultConfig``; ``counters`` says what was served. Run it with ``geoscout demo-server``, or::
+
+    with DemoServer(generate_world(0, "tiny")) as server:
+        requests.get(f"{server.url}/mapillary/images", timeout=10,
+                     headers={"Authorization": "OAuth demo-token"},
+                     params={"bbox": "...", "fields": "id,geometry,thumb_1024_url"})
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from geo_assets.demo.signing import ThumbSigner
 from geo_assets.demo.streetview_api import ImageRequest, StreetViewAPI
 from geo_assets.demo.tiles import TILE_PREFIX, CoverageTiles
 from geo_assets.demo.world import DemoWorld, generate_world
+from geo_assets.errors import InputError
 
 SV_PREFIX = "/google/maps/api/streetview"
 VOLATILE_PARAMS = frozenset({"access_token", "key", "signature", "exp", "sig"})
@@ -102,13 +109,14 @@ class DemoServer:
     @property
     def counters(self) -> dict[str, int]:
         """Requests served per endpoint (``endpoint.<name>``), per status
-        (``status.<code>``) and per injected fault (``fault.<name>``)."""
+        (``status.<code>``) and per injected fault (``fault.<name>``); body bytes sent per
+        endpoint (``bytes.<name>``)."""
         with self._lock:
             return dict(self._counters)
 
-    def count(self, *names: str) -> None:
+    def count(self, counts: dict[str, int]) -> None:
         with self._lock:
-            self._counters.update(names)
+            self._counters.update(counts)
 
     # --- routing ----------------------------------------------------------------------------
 
@@ -120,6 +128,8 @@ class DemoServer:
         if path.startswith("/cdn/mly/"):
             return "cdn.thumbnail", self._thumbnail(path, params)
         if path.startswith(TILE_PREFIX):
+            if "access_token" in params and not self.mapillary.authorised(params, {}):
+                return "tiles", mly.invalid_token()  # no token is tolerated, a wrong one not
             return "tiles", self._fault_or("tiles", path, lambda: self.tiles.reply(path))
         if path == SV_PREFIX + "/metadata":
             return "streetview.metadata", self._fault_or(
@@ -258,12 +268,13 @@ class _Handler(BaseHTTPRequestHandler):
             endpoint = "error"
             reply = json_reply(500, {"error": {"message": f"internal error: {type(exc).__name__}",
                                                "type": "DemoServerError", "code": 1}})
-        names = [f"endpoint.{endpoint}"]
+        counts = {f"endpoint.{endpoint}": 1}
         if reply.fault:
-            names.append(f"fault.{reply.fault}")
+            counts[f"fault.{reply.fault}"] = 1
         if not reply.drop:
-            names.append(f"status.{reply.status}")
-        demo.count(*names)
+            counts[f"status.{reply.status}"] = 1
+            counts[f"bytes.{endpoint}"] = len(reply.body)
+        demo.count(counts)
         if reply.fault == "slow":
             time.sleep(demo.faults.config.slow_seconds)
         self._send(reply)
@@ -300,9 +311,26 @@ def _parser() -> argparse.ArgumentParser:
                    help="world size (default demo)")
     p.add_argument("--faults", default="", metavar="SPEC",
                    help="fault rates, e.g. 'rate_5xx=0.05,rate_429=0.02,seed=1' (default none)")
+    p.add_argument("--token", default="demo-token",
+                   help="Mapillary access token to accept (default demo-token)")
+    p.add_argument("--key", default="demo-key",
+                   help="Google API key to accept (default demo-key)")
     p.add_argument("--signing-secret", default=None,
                    help="require Street View URL signatures with this url-safe base64 secret")
     return p
+
+
+def _banner(server: DemoServer, seed: int) -> str:
+    summary = server.world.summary(levels=())
+    url = server.url
+    counts = (f"{summary['mapillary_images']} Mapillary images, "
+              f"{summary['streetview_panoramas']} Street View panoramas in "
+              f"{len(summary['countries'])} countries, seed {seed}")
+    return "\n".join([
+        f"demo server: {url}  ({counts})",
+        f"  Mapillary Graph API: {url}/mapillary   token: {server.mapillary.token}",
+        f"  Street View API:     {url}{SV_PREFIX}   key: {server.streetview.key}",
+        f"  coverage tiles:      {url}{TILE_PREFIX}{{z}}/{{x}}/{{y}}"])
 
 
 def cli(argv: list[str]) -> int:
@@ -311,22 +339,18 @@ def cli(argv: list[str]) -> int:
     try:
         faults = FaultConfig.from_spec(args.faults) if args.faults else None
     except ValueError as exc:
-        from geo_assets.errors import InputError
         raise InputError(f"--faults: {exc}") from exc
     world = generate_world(args.seed, args.preset)
     server = DemoServer(world, host=args.host, port=args.port, faults=faults,
+                        mapillary_token=args.token, google_key=args.key,
                         signing_secret=args.signing_secret)
-    url = server.start()
-    print(f"demo server: {url}  ({len(world.images)} Mapillary images, "
-          f"{len(world.panoramas)} Street View panoramas, seed {args.seed})")
-    print(f"  Mapillary Graph API: {url}/mapillary   token: {server.mapillary.token}")
-    print(f"  Street View API:     {url}{SV_PREFIX}   key: {server.streetview.key}")
-    print(f"  coverage tiles:      {url}{TILE_PREFIX}{{z}}/{{x}}/{{y}}", flush=True)
     try:
+        server.start()
+        print(_banner(server, args.seed), flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        print("stopping")
+        print("stopping", flush=True)
     finally:
         server.stop()
     return 0

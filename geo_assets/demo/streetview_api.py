@@ -132,6 +132,8 @@ class StreetViewAPI:
             heading = float(params.get("heading", "0")) % 360.0
             pitch = float(params.get("pitch", "0"))
             fov = float(params.get("fov", "90"))
+            if not math.isfinite(heading):
+                raise ValueError(heading)
         except ValueError:
             return text_reply(400, REJECTED + "Invalid request. Invalid or missing 'size', "
                               "'heading', 'pitch' or 'fov' parameter.")

@@ -141,6 +141,23 @@ class DemoWorld:
             best[group] = max(best.get(group, 0.0), n)
         return float(sum(best.values()) / weights.sum())
 
+    def summary(self, levels: tuple[int, ...] = (1, 3, 5, 8)) -> dict:
+        """Counts and accuracy ceilings, JSON-ready (for reports and the CLI)."""
+        artefacts: dict[str, int] = {}
+        for im in self.images:
+            if im.artefact:
+                artefacts[im.artefact] = artefacts.get(im.artefact, 0) + 1
+        return {
+            "seed": self.seed, "preset": self.preset,
+            "mapillary_images": len(self.images), "sequences": len(self.sequences),
+            "streetview_panoramas": len(self.panoramas),
+            "countries": sorted({im.country for im in self.images}),
+            "continents": sorted({im.continent for im in self.images}),
+            "artefacts": artefacts,
+            "accuracy_ceiling": {str(level): round(self.accuracy_ceiling(level), 4)
+                                 for level in levels},
+        }
+
     def _signal_table(self, source: str | None):
         """(lat, lon, signal group, weight) arrays of the images a model would see."""
         if source not in (None, "mapillary", "streetview"):

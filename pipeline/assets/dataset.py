@@ -238,9 +238,7 @@ def shards(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
                         pl.read_parquet(out / "hierarchy" / "labels.parquet"),
                         lambda sha: str(root.local_path(DataRoot.image_relpath(sha))))
     sset = shard_settings(dataset)
-    if not dataset.incremental:
-        (out / "shards" / "index.json").unlink(missing_ok=True)
-    build = build_shards(table, levels, out / "shards", sset)
+    build = build_shards(table, levels, out / "shards", sset, dataset.incremental)
     meta = json.loads((out / "hierarchy" / "levels.json").read_text())
     descriptor = write_descriptor(
         out, levels=levels, num_classes=meta["num_classes"],

@@ -26,21 +26,28 @@ def _row(image_id, source, source_id, group_id, lat, lon, sha, kept, reason=None
             "attribution": "demo"}
 
 
-def demo_world_rows(root: DataRoot, seed: int = 0, size=(96, 72)) -> list[dict]:
-    """The tiny demo world as manifest rows, its images stored in ``root``."""
+def demo_world_rows(root: DataRoot | None, seed: int = 0, size=(96, 72)) -> list[dict]:
+    """The tiny demo world as manifest rows, its images stored in ``root`` (None: no images,
+    a stand-in digest)."""
     world = generate_world(seed, preset="tiny")
     rows = []
+
+    def store(item, heading=None) -> str:
+        if root is None:
+            return hashlib.sha256(f"{item}{heading}".encode()).hexdigest()
+        return root.put_image(render_image(world, item, *size, heading=heading))[0]
+
     for im in world.images:
         if im.artefact == "corrupt":
             rows.append(_row(f"mapillary:{im.image_id}", "mapillary", im.image_id,
                              im.sequence_id, im.lat, im.lon, None, False, "corrupt"))
             continue
-        sha, _ = root.put_image(render_image(world, im, *size))
+        sha = store(im)
         rows.append(_row(f"mapillary:{im.image_id}", "mapillary", im.image_id,
                          im.sequence_id, im.lat, im.lon, sha, True))
     for pano in world.panoramas:
         for h in HEADINGS:
-            sha, _ = root.put_image(render_image(world, pano, *size, heading=h))
+            sha = store(pano, h)
             sid = f"{pano.pano_id}_{h}"
             rows.append(_row(f"streetview:{sid}", "streetview", sid, pano.pano_id,
                              pano.lat, pano.lon, sha, True))

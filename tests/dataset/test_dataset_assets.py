@@ -15,6 +15,7 @@ from tests.dataset.helpers import demo_world_rows, write_manifest
 from training.data import load_dataset_descriptor, make_loader
 
 LEVELS = [1, 3, 5]
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
 
 
 def _resources(root: DataRoot, **overrides) -> dict:

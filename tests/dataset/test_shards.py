@@ -111,3 +111,13 @@ def test_bad_shard_input_is_named(croatia, tmp_path):
         build_shards(table.head(0), LEVELS, tmp_path, ShardSettings())
     with pytest.raises(InputError, match="image_size"):
         ShardSettings(image_size=4)
+
+
+def test_full_rebuild_removes_stale_shards(croatia, tmp_path):
+    table = _split_table(croatia.head(60))
+    build_shards(table, LEVELS, tmp_path, ShardSettings(shard_size=10, workers=1))
+    full = build_shards(table, LEVELS, tmp_path, ShardSettings(shard_size=100, workers=1),
+                        incremental=False)
+    on_disk = sorted(p.name.removesuffix(".tar") for p in tmp_path.glob("*.tar"))
+    assert on_disk == [s["name"] for s in full.index["shards"]] and len(on_disk) == 3
+    assert full.deleted and full.kept == []

@@ -20,11 +20,8 @@ from tests.dataset.helpers import croatia_table, demo_world_rows, streetscapes_t
 
 
 @pytest.fixture(scope="module")
-def demo_manifest(tmp_path_factory):
-    from geo_assets.storage import DataRoot
-
-    root = DataRoot(str(tmp_path_factory.mktemp("demo")))
-    rows = [r for r in demo_world_rows(root, size=(16, 12)) if r["kept"]]
+def demo_manifest():
+    rows = [r for r in demo_world_rows(None) if r["kept"]]
     return pl.DataFrame(rows).select("image_id", "source", "group_id", "lat_deg", "lon_deg")
 
 

@@ -86,16 +86,17 @@ def test_cli_serves_until_interrupted(tmp_path):
     code = "import sys; from geo_assets.demo.server import cli; sys.exit(cli(sys.argv[1:]))"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "--port", "0", "--preset", "tiny", "--seed", "1",
-         "--faults", "rate_5xx=0.0,seed=4"],
+         "--faults", "rate_5xx=0.0,seed=4", "--key", "k2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"})
     try:
         first = proc.stdout.readline()
         url = first.split()[2]
         assert url.startswith("http://127.0.0.1:")
-        assert "demo-token" in "".join(proc.stdout.readline() for _ in range(2))
+        banner = "".join(proc.stdout.readline() for _ in range(2))
+        assert "token: demo-token" in banner and "key: k2" in banner
         r = requests.get(url + "/google/maps/api/streetview/metadata", timeout=10,
-                         params={"location": "0,0", "key": "demo-key"})
+                         params={"location": "0,0", "key": "k2"})
         assert r.json()["status"] == "ZERO_RESULTS"
     finally:
         proc.send_signal(signal.SIGINT)
@@ -117,6 +118,7 @@ def test_geoscout_cli_dispatches_demo_server():
 
 
 PATHS = ["/mapillary/images", "/mapillary/image_ids", "/mapillary/123", "/mapillary/",
+         "/mapillary/@image",
          "/cdn/mly/1/256.jpg", "/cdn/mly/", "/mapillary-tiles/maps/vtp/mly1_public/2/1/1/1",
          "/mapillary-tiles/maps/vtp/mly1_public/2/", "/google/maps/api/streetview/metadata",
          "/google/maps/api/streetview"]
@@ -129,12 +131,17 @@ KEYS = ["bbox", "fields", "limit", "access_token", "sequence_id", "image_ids", "
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=st.sampled_from(PATHS),
        params=st.dictionaries(st.sampled_from(KEYS), st.text(max_size=30) | st.sampled_from(
-           ["\u00b2", "1,2,3,4", "640x640", "0.001,0.001,0.002,0.002", "-1", "1e999"]),
+           ["\u00b2", "1,2,3,4", "640x640", "0.001,0.001,0.002,0.002", "-1", "1e999",
+            "inf", "nan", "@pano", "@image", "@location"]),
            max_size=6))
-def test_no_query_makes_a_handler_raise(demo_server, path, params):
+def test_no_query_makes_a_handler_raise(demo_server, demo_world, path, params):
     """Any combination of known parameters with arbitrary values gets an answer."""
-    params = {"access_token": "demo-token", "key": "demo-key", **params}
+    pano, image = demo_world.panoramas[0], demo_world.images[0]
+    real = {"@pano": pano.pano_id, "@image": image.image_id,
+            "@location": f"{pano.lat},{pano.lon}"}
+    params = {"access_token": "demo-token", "key": "demo-key",
+              **{k: real.get(v, v) for k, v in params.items()}}
     query = "&".join(f"{k}={quote(v)}" for k, v in params.items())
-    endpoint, reply = demo_server.route(path, query, {})
+    endpoint, reply = demo_server.route(path.replace("@image", image.image_id), query, {})
     assert endpoint != "error"
     assert reply.status in (200, 400, 401, 403, 404)

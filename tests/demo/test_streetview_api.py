@@ -103,7 +103,8 @@ def test_no_imagery_is_a_grey_picture_or_404(demo_server):
 
 @pytest.mark.parametrize("params", [
     {"size": "641x640"}, {"size": "640x0"}, {"size": "big"}, {"size": "640x640", "fov": "121"},
-    {"size": "640x640", "pitch": "91"}, {"size": "640x640", "heading": "north"}, {},
+    {"size": "640x640", "pitch": "91"}, {"size": "640x640", "heading": "north"},
+    {"size": "640x640", "heading": "inf"}, {"size": "640x640", "fov": "nan"}, {},
 ])
 def test_bad_image_parameters_are_400(demo_server, demo_world, params):
     r = _image(demo_server.url, pano=demo_world.panoramas[0].pano_id, **params)

@@ -111,3 +111,12 @@ def test_tile_over_http_matches_the_builder(demo_server, demo_world):
     z, x, y = _tile_of(im.lat, im.lon, 14)
     r = requests.get(f"{demo_server.url}{TILE_PREFIX}{z}/{x}/{y}", timeout=10)
     assert len(r.content) > 0 and r.content == CoverageTiles(demo_world).tile(z, x, y)
+
+
+def test_tiles_take_the_token_like_the_real_service(demo_server, demo_world):
+    im = demo_world.images[3]
+    z, x, y = _tile_of(im.lat, im.lon, 14)
+    url = f"{demo_server.url}{TILE_PREFIX}{z}/{x}/{y}"
+    assert requests.get(url, params={"access_token": "demo-token"}, timeout=10).content
+    wrong = requests.get(url, params={"access_token": "nope"}, timeout=10)
+    assert wrong.status_code == 401 and wrong.json()["error"]["code"] == 190

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -147,3 +148,11 @@ def test_panoramas_stand_beside_mapillary_frames(demo):
     for p in demo.panoramas[::7]:
         metres = np.hypot(lat - p.lat, (lon - p.lon) * np.cos(np.radians(p.lat))) * 111_195.0
         assert metres.min() < 35
+
+
+def test_summary_is_json_ready(demo):
+    summary = json.loads(json.dumps(demo.summary(levels=(1, 5))))
+    assert summary["mapillary_images"] == len(demo.images)
+    assert summary["accuracy_ceiling"]["5"] == round(demo.accuracy_ceiling(5), 4)
+    assert set(summary["artefacts"]) == set(ARTEFACTS)
+    assert len(summary["countries"]) == len({c.iso_a3 for c in demo.countries})

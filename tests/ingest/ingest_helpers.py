@@ -64,7 +64,7 @@ class Scripted:
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    def __enter__(self) -> Scripted:
+    def __enter__(self):
         self.thread.start()
         return self
 

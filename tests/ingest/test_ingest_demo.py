@@ -32,7 +32,7 @@ FaultConfig = pytest.importorskip("geo_assets.demo.faults").FaultConfig
 SETTINGS = IngestSettings(target_per_cell=1000, workers=4)
 FAULTS = FaultConfig(seed=3, rate_5xx=0.10, rate_429=0.05, rate_truncated_jpeg=0.02,
                      rate_drop_connection=0.02, rate_slow=0.02, slow_seconds=0.2,
-                     rate_rate_limit_403=0.01, rate_query_timeout_400=0.01, rate_non_image=0.01,
+                     rate_rate_limit_403=0.01, rate_query_timeout_400=0.01, rate_non_image=0.02,
                      retry_after_s=0)
 
 
@@ -94,13 +94,15 @@ def test_clean_crawl_records_every_image_of_the_cell(world, clean_run, cells):
 
 def test_faults_every_good_image_fetched_once_and_same_manifest(server, world, clean_run,
                                                                 cells, tmp_path):
-    ref_root, ref = clean_run
+    _, ref = clean_run
     root = DataRoot(str(tmp_path / "faulty"))
     with demo_server.DemoServer(world, faults=FAULTS) as faulty:
         source = CountingSource(demo_mapillary_source(faulty))
         results = {c: ingest_cell(source, c, root, SETTINGS) for c in cells}
         counters = faulty.counters
     assert sum(v for k, v in counters.items() if k.startswith("fault.")) > 20
+    for fault in ("5xx", "429", "drop_connection", "truncated_jpeg", "non_image"):
+        assert counters.get(f"fault.{fault}", 0) > 0, fault  # each kind of fault was met
     seen: set[str] = set()
     for cell in cells:
         table = read(root, results[cell].manifest_relpath)
@@ -226,9 +228,9 @@ def test_transient_outage_raises_and_the_cell_is_retried_later(world, cells, tmp
 def test_quota_exhaustion_is_reported(world, cells, tmp_path):
     root = DataRoot(str(tmp_path))
     faults = FaultConfig(rate_429=1.0, retry_after_s=3600)
-    with demo_server.DemoServer(world, faults=faults) as limited:
-        with pytest.raises(QuotaExceededError, match="quota"):
-            ingest_cell(demo_mapillary_source(limited), cells[0], root, SETTINGS)
+    with (demo_server.DemoServer(world, faults=faults) as limited,
+          pytest.raises(QuotaExceededError, match="quota")):
+        ingest_cell(demo_mapillary_source(limited), cells[0], root, SETTINGS)
     assert not root.exists(cell_stats_relpath("mapillary", cells[0]))
 
 
@@ -279,3 +281,14 @@ def test_no_secret_reaches_manifest_stats_or_logs(world, tmp_path, caplog):
         assert key.encode() not in blob and secret.encode() not in blob
         assert not leak.search(blob) and b"/cdn/" not in blob
     assert b"signature=REDACTED" in caplog.text.encode()  # urllib3's own log was scrubbed
+
+
+def test_forced_recrawl_downloads_nothing_already_stored(server, clean_run, cells):
+    from dataclasses import replace
+
+    root, results = clean_run
+    again = ingest_cell(demo_mapillary_source(server), cells[1], root,
+                        replace(SETTINGS, force=True))
+    assert not again.skipped and again.stats["downloaded"] == 0
+    assert again.stats["resumed"] == again.n_rows - again.drop_reasons.get("out_of_cell", 0)
+    assert again.version == results[cells[1]].version

@@ -8,10 +8,10 @@ import csv
 import numpy as np
 import polars as pl
 import pytest
+from conftest import shared_data_path
 from ingest_helpers import jpeg_bytes
 from PIL import Image
 
-from conftest import shared_data_path
 from geo_assets.cells import points_to_cells
 from geo_assets.clients.base import ListRequest
 from geo_assets.clients.local_folder import LocalFolderSource, exif_location
@@ -106,6 +106,6 @@ def test_bad_sidecar_says_what_is_missing(tmp_path):
     with open(sidecar, "w", newline="") as f:
         csv.writer(f).writerows([["name", "y", "x"], ["a.jpg", 1, 2]])
     with pytest.raises(InputError, match="file .*lat, lon"):
-        LocalFolderSource(tmp_path, sidecar).photos
+        _ = LocalFolderSource(tmp_path, sidecar).photos
     with pytest.raises(InputError, match="does not exist"):
         LocalFolderSource(tmp_path / "nope").preflight()

@@ -15,6 +15,9 @@ CELL_ASSETS = ["local_images", "mapillary_images", "streetview_images"]
 EXPECTED_ASSET_KEYS = sorted([
     "grid_cells", "land_polygons",
     *CELL_ASSETS, "image_manifest",
+    "splits", "hierarchy", "shards",
+    "dataset_level_1", "dataset_level_3", "dataset_level_5", "dataset_level_8",
+    "trained_model", "evaluation_report",
 ])
 
 
@@ -28,10 +31,12 @@ def test_asset_keys_snapshot():
 
 
 def test_named_jobs_schedules_sensors():
-    for name in ("grid_job", "ingest_cells_job", "dataset_job"):
+    for name in ("grid_job", "ingest_cells_job", "dataset_job", "training_job"):
         assert defs.resolve_job_def(name).name == name
-    assert defs.resolve_schedule_def("grid_refresh_schedule").default_status == (
-        dg.DefaultScheduleStatus.STOPPED)
+    for name in ("grid_refresh_schedule", "training_schedule"):
+        assert defs.resolve_schedule_def(name).default_status == (
+            dg.DefaultScheduleStatus.STOPPED)
+    assert defs.resolve_job_def("training_job").tags == constants.GPU_TAG
     assert defs.resolve_sensor_def("crawl_cells_sensor").job_name == "ingest_cells_job"
     auto = defs.resolve_sensor_def("geoscout_automation")
     assert auto.default_status == dg.DefaultSensorStatus.RUNNING
@@ -54,12 +59,17 @@ def test_per_cell_assets_batch_retry_and_pool():
         assert op.pool == pools[name]
 
 
-def test_training_is_never_automated():
+def test_manifest_and_datasets_refresh_training_is_never_automated():
     graph = defs.resolve_asset_graph()
+    groups: dict[str, list] = {}
     for key in graph.get_all_asset_keys():
-        node = graph.get(key)
-        if node.group_name in (constants.TRAIN, constants.EVAL):
-            assert node.automation_condition is None, key
+        groups.setdefault(graph.get(key).group_name, []).append(graph.get(key))
+    assert groups[constants.TRAIN] and groups[constants.EVAL]
+    for node in groups[constants.TRAIN] + groups[constants.EVAL]:
+        assert node.automation_condition is None, node.key
+    for node in groups[constants.DATASET]:
+        assert node.automation_condition is not None, node.key
+    assert graph.get(dg.AssetKey("image_manifest")).automation_condition is not None
     auto = defs.resolve_sensor_def("geoscout_automation")
     selected = auto.asset_selection.resolve(graph)
     assert not any(graph.get(k).group_name in (constants.TRAIN, constants.EVAL)
