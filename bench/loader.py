@@ -8,15 +8,18 @@ standard torchvision recipe (PIL decode, RandomResizedCrop, ToTensor, Normalize)
 
     .venv/bin/python bench/loader.py [--images 2400] [--workers 2] [--target 2.0]
 
-Last line: ``RESULT loader speedup=<ours / ImageFolder images/s> target=2.0``.
+Last line: ``RESULT loader speedup=<median over paired rounds of ours / ImageFolder images/s>
+target=2.0``; CPU time per image is printed too (independent of other load).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,7 +31,7 @@ import torch
 import webdataset as wds
 from torchvision import datasets, transforms
 
-from bench.shards import IMAGES, OUT, image_paths, run_ours
+from bench.shards import IMAGES, OUT, cpu_seconds, image_paths, run_ours
 from training.data import make_loader
 
 WORK = OUT / "bench_loader"
@@ -62,11 +65,14 @@ def imagefolder_loader(folder: Path, size: int, batch: int, workers: int):
                                        shuffle=True, num_workers=workers, drop_last=True)
 
 
-def rate(make, n_images: int) -> float:
-    """Images per second over ``n_images`` (restarting epochs), after one warm-up batch."""
+def rate(make, n_images: int) -> tuple[float, float]:
+    """(images per second, CPU ms per image) over ``n_images`` (restarting epochs), after one
+    warm-up batch; CPU time counts this process and its finished DataLoader workers."""
     seen, start = 0, None
+    cpu = cpu_seconds()
     while seen < n_images:
-        for batch in make():
+        loader = make()
+        for batch in loader:
             images = batch[0] if isinstance(batch, (list, tuple)) else batch["images"]
             if start is None:
                 start = time.perf_counter()
@@ -74,7 +80,10 @@ def rate(make, n_images: int) -> float:
             seen += images.shape[0]
             if seen >= n_images:
                 break
-    return seen / (time.perf_counter() - start)
+        del loader  # workers exit and are reaped: their CPU time is counted
+    wall = time.perf_counter() - start
+    gc.collect()
+    return seen / wall, 1000 * (cpu_seconds() - cpu) / seen
 
 
 def main(argv=None) -> int:
@@ -83,7 +92,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (2)")
     parser.add_argument("--batch-size", type=int, default=64, help="batch size (64)")
     parser.add_argument("--size", type=int, default=224, help="crop size (224)")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (2)")
+    parser.add_argument("--rounds", type=int, default=3, help="paired rounds (3; median)")
     parser.add_argument("--target", type=float, default=2.0, help="speed-up to reach (2.0)")
     args = parser.parse_args(argv)
     if not (IMAGES / "labels.csv").exists():
@@ -98,15 +107,21 @@ def main(argv=None) -> int:
     theirs_make = lambda: imagefolder_loader(folder, args.size, args.batch_size,
                                              args.workers)
     ours, theirs = [], []
-    for _ in range(args.rounds):  # interleaved: machine load changes hit both
+    for _ in range(args.rounds):  # paired and interleaved: machine load changes hit both
         theirs.append(rate(theirs_make, args.images))
         ours.append(rate(ours_make, args.images))
-    a, b = sum(ours) / len(ours), sum(theirs) / len(theirs)
+    ratios = [o[0] / t[0] for o, t in zip(ours, theirs)]
     print(f"{args.images} images x {args.rounds} rounds, {args.size} px crops, batch "
-          f"{args.batch_size}, {args.workers} workers, load average {os.getloadavg()[0]:.1f}")
-    print(f"ImageFolder + PIL: {b:8.1f} images/s  {[round(x) for x in theirs]}")
-    print(f"geoscout loader:   {a:8.1f} images/s  {[round(x) for x in ours]}")
-    print(f"RESULT loader speedup={a / b:.2f} target={args.target}")
+          f"{args.batch_size}, {args.workers} workers, load average "
+          f"{os.getloadavg()[0]:.1f} (2 cores)")
+    for name, runs in (("ImageFolder + PIL", theirs), ("geoscout loader", ours)):
+        print(f"{name:18s} {statistics.mean(r[0] for r in runs):8.1f} images/s "
+              f"{statistics.mean(r[1] for r in runs):6.2f} CPU ms/image  "
+              f"{[round(r[0]) for r in runs]}")
+    cpu_ratio = statistics.mean(r[1] for r in theirs) / statistics.mean(r[1] for r in ours)
+    print(f"per-round speed-ups {[round(r, 2) for r in ratios]}; CPU time per image "
+          f"ImageFolder / geoscout = {cpu_ratio:.2f}")
+    print(f"RESULT loader speedup={statistics.median(ratios):.2f} target={args.target}")
     return 0
 
 

@@ -261,9 +261,9 @@ def apply_filters(rows: list[dict], fs: filters.FilterSettings) -> None:
     r = [rows[i] for i in order]
     alive = np.array([x["drop_reason"] is None and x["sha256"] is not None for x in r], bool)
 
-    def drop(mask: np.ndarray, reason: DropReason, error: str | None = None) -> None:
+    def drop(mask: np.ndarray, reason: DropReason) -> None:
         for i in np.flatnonzero(mask & alive):
-            r[i]["drop_reason"], r[i]["error"] = str(reason), error
+            r[i]["drop_reason"] = str(reason)
         alive[mask] = False
 
     bright = filters.brightness_reasons(
@@ -514,14 +514,19 @@ def _cross_cell_dedup(frame, min_distance_m: float):
 
 
 def _versions(root: DataRoot, paths: list[str], frame):
+    """The per-cell version table: sha256 of each cell file, its rows and kept rows in the
+    merged manifest."""
+    import polars as pl
     import pyarrow as pa
 
+    counts = {(r["cell_id"], r["source"]): r for r in frame.group_by(["cell_id", "source"]).agg(
+        n_rows=pl.len(), n_kept=pl.col("kept").sum()).to_dicts()}
     rows = []
     for p in paths:
         source, name = p.split("/")[-2], p.split("/")[-1][: -len(".parquet")]
-        part = frame.filter((frame["cell_id"] == name) & (frame["source"] == source))
+        c = counts.get((name, source), {"n_rows": 0, "n_kept": 0})
         rows.append({"cell_id": name, "source": source,
-                     "version": sha256_hex(root.read_bytes(p)), "n_rows": part.height,
-                     "n_kept": int(part["kept"].sum()) if part.height else 0})
+                     "version": sha256_hex(root.read_bytes(p)), "n_rows": int(c["n_rows"]),
+                     "n_kept": int(c["n_kept"] or 0)})
     rows.sort(key=lambda r: (r["cell_id"], r["source"]))
     return pa.Table.from_pylist(rows, schema=CELL_VERSIONS_SCHEMA)

@@ -12,7 +12,7 @@ image resized so that its shorter side is ``image_size``) and ``json`` (the reco
 ``sample_record``). Tars use a fixed mtime, so the same input gives byte-identical shards.
 
 Resizing runs in a process pool, in chunks, using PIL's draft mode (libjpeg DCT scaling: a
-640 px JPEG is decoded straight at 320 px) before a bilinear resize; the main process writes the
+640 px JPEG is decoded straight at 320 px) before a box (area) resize; the main process writes the
 tars in order, so a shard's bytes do not depend on the pool's timing.
 
 Incremental builds: a shard whose samples and records are unchanged is kept as is; a shard
@@ -31,7 +31,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -57,6 +57,8 @@ class ShardSettings:
     seed: int = 0                # order of the samples within a build
     workers: int = 2             # resize processes (1: resize in this process)
     chunk_size: int = 32         # images per resize task
+    threads: int = 4             # threads per resize process: overlap reads (S3) and PIL,
+    #                              which releases the GIL while it decodes and encodes
 
     def __post_init__(self) -> None:
         if not 16 <= self.image_size <= 4096:
@@ -83,8 +85,8 @@ def resize_image(data: bytes, size: int, quality: int) -> bytes:
     """Image bytes -> JPEG bytes whose shorter side is ``size`` (EXIF orientation applied).
 
     PIL's draft mode lets libjpeg decode at 1/2, 1/4 or 1/8 scale (never below the target),
-    so a 1024 px image decodes straight at 256 px and needs no resize; what is left is a
-    bilinear (antialiased) reduction by less than 2x.
+    so a 1024 px image decodes straight at 256 px and needs no resize; what is left is an
+    area-averaging (box) reduction by less than 2x.
     """
     im = Image.open(io.BytesIO(data))
     w, h = im.size
@@ -95,8 +97,9 @@ def resize_image(data: bytes, size: int, quality: int) -> bytes:
     orientation = im.getexif().get(0x0112, 1)
     if im.mode != "RGB":
         im = im.convert("RGB")
-    if im.size != target:
-        im = im.resize(target, Image.Resampling.BILINEAR)
+    if im.size != target:  # area averaging down (as cv2.INTER_AREA), bicubic up
+        shrink = im.size[0] > target[0]
+        im = im.resize(target, Image.Resampling.BOX if shrink else Image.Resampling.BICUBIC)
     if orientation != 1:
         im = ImageOps.exif_transpose(im)
     out = io.BytesIO()
@@ -114,16 +117,28 @@ def _read_source(path: str) -> bytes:
         return f.read()
 
 
-def _resize_chunk(args: tuple[list[str], int, int]) -> list[tuple[bytes | None, str | None]]:
-    """Worker task: resize a chunk; failures come back as messages, never raise."""
-    paths, size, quality = args
-    out: list[tuple[bytes | None, str | None]] = []
-    for path in paths:
-        try:
-            out.append((resize_image(_read_source(path), size, quality), None))
-        except Exception as exc:  # noqa: BLE001 - reported per image in the shard stats
-            out.append((None, f"{type(exc).__name__}: {exc}"[:300]))
-    return out
+def _resize_one(path: str, size: int, quality: int) -> tuple[bytes | None, str | None]:
+    try:
+        return resize_image(_read_source(path), size, quality), None
+    except Exception as exc:  # noqa: BLE001 - reported per image in the shard stats
+        return None, f"{type(exc).__name__}: {exc}"[:300]
+
+
+_THREADS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _resize_chunk(args: tuple[list[str], int, int, int]) -> list[tuple[bytes | None,
+                                                                        str | None]]:
+    """Worker task: resize a chunk; failures come back as messages, never raise. With
+    ``threads`` > 1 the images of the chunk overlap (PIL releases the GIL while it decodes,
+    resizes and encodes; file reads overlap too)."""
+    paths, size, quality, threads = args
+    if threads <= 1:
+        return [_resize_one(p, size, quality) for p in paths]
+    pool = _THREADS.get(os.getpid())
+    if pool is None:  # one thread pool per worker process, made after the fork
+        pool = _THREADS[os.getpid()] = ThreadPoolExecutor(threads)
+    return list(pool.map(_resize_one, paths, [size] * len(paths), [quality] * len(paths)))
 
 
 def resize_many(paths: list[str], settings: ShardSettings) -> Iterator[tuple[bytes | None,
@@ -133,8 +148,8 @@ def resize_many(paths: list[str], settings: ShardSettings) -> Iterator[tuple[byt
     At most ``4 * workers`` chunks are in flight, so memory stays bounded however many images
     there are.
     """
-    chunks = [(paths[i:i + settings.chunk_size], settings.image_size, settings.jpeg_quality)
-              for i in range(0, len(paths), settings.chunk_size)]
+    chunks = [(paths[i:i + settings.chunk_size], settings.image_size, settings.jpeg_quality,
+               settings.threads) for i in range(0, len(paths), settings.chunk_size)]
     if settings.workers == 1 or len(chunks) <= 1:
         for chunk in chunks:
             yield from _resize_chunk(chunk)
@@ -225,7 +240,7 @@ def plan_shards(records: pl.DataFrame, previous: pl.DataFrame | None,
         return _new_plans(records, {}, settings.shard_size), [], []
     old = previous.select(CONTENT_COLUMNS)
     cur = old.join(records, on=["image_id", "split", "fold"], how="inner",
-                   suffix="_new")
+                   suffix="_new").filter(pl.col("key") == pl.col("key_new"))  # same bytes
     per_shard = old.group_by("shard").agg(n_old=pl.len()).join(
         cur.group_by("shard").agg(
             n_cur=pl.len(), same=(pl.col("record_sha256") == pl.col("record_sha256_new")).all()),

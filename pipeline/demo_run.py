@@ -10,6 +10,7 @@ Stages whose assets do not exist yet are skipped with a line saying so.
 """
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from typing import Self
 
 import dagster as dg
 
-from geo_assets.errors import DataUnavailableError, GeoscoutError
+from geo_assets.errors import DataUnavailableError, GeoscoutError, InputError
 from pipeline import constants
 from pipeline.partitions import crawl_cells
 from pipeline.resources import default_data_root, demo_servers
@@ -41,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true",
                    help="delete the data root and the registered crawl cells first")
     p.add_argument("--cells-per-run", type=int, default=None,
-                   help="crawl cells per ingestion run (default: the demo setting, 64)")
+                   help="crawl cells per ingestion run (default: the demo setting, 16)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="only this command's stage lines, not the assets' progress logs")
     return p
@@ -86,13 +87,12 @@ def _execute(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance,
     return result
 
 
-def _fresh(instance: dg.DagsterInstance, data_root: str, clock: _Clock) -> None:
-    if "://" not in data_root:
-        shutil.rmtree(data_root, ignore_errors=True)
+def _forget_cells(instance: dg.DagsterInstance, clock: _Clock) -> None:
     keys = instance.get_dynamic_partitions(crawl_cells.name)
     for key in keys:
         instance.delete_dynamic_partition(crawl_cells.name, key)
-    clock.say(f"fresh start: removed {data_root} and {len(keys)} crawl-cell partitions")
+    if keys:
+        clock.say(f"removed {len(keys)} registered crawl-cell partitions")
 
 
 def _register_cells(defs: dg.Definitions, instance: dg.DagsterInstance, settings,
@@ -109,7 +109,8 @@ def _register_cells(defs: dg.Definitions, instance: dg.DagsterInstance, settings
         clock.say(f"registered {len(request.partition_keys)} crawl cells at level "
                   f"{settings.crawl_level}")
     if not result.run_requests:
-        clock.say(f"crawl cells: every cell is crawled already ({result.skip_reason})")
+        reason = result.skip_reason.skip_message if result.skip_reason else "no new cells"
+        clock.say(f"crawl cells: nothing to crawl ({reason})")
     return list(result.run_requests)
 
 
@@ -140,6 +141,22 @@ class _ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+WORLD_MARKER = "demo_world.json"
+
+
+def _check_world(root, seed: int, preset: str) -> None:
+    """One data root holds one demo world: refuse to mix seeds or presets."""
+    want = {"seed": seed, "preset": preset}
+    if root.exists(WORLD_MARKER):
+        have = json.loads(root.read_bytes(WORLD_MARKER))
+        if have != want:
+            raise InputError(
+                f"data root {root.url} holds the demo world {have}, not {want}: add --fresh "
+                "to start over, or pass another --data-root")
+    else:
+        root.write_bytes(WORLD_MARKER, json.dumps(want).encode())
 
 
 def _headline(instance: dg.DagsterInstance) -> None:
@@ -176,9 +193,12 @@ def run_demo(seed: int, preset: str, data_root: str, fresh: bool,
     apply_pool_limits(instance)
     clock.say(f"demo world seed={seed} preset={preset}; data root {data_root}; "
               f"Dagster instance {instance.root_directory}")
-    if fresh or (instance.get_dynamic_partitions(crawl_cells.name)
-                 and not settings.root().exists("grid/grid_cells.parquet")):
-        _fresh(instance, data_root, clock)
+    if fresh and "://" not in data_root:
+        shutil.rmtree(data_root, ignore_errors=True)
+        clock.say(f"fresh start: removed {data_root}")
+    if fresh or not settings.root().exists("grid/grid_cells.parquet"):
+        _forget_cells(instance, clock)  # cells registered for data that is gone
+    _check_world(settings.root(), seed, preset)
 
     def stage(name: str, job_name: str, *needed: str) -> None:
         missing = [g for g in needed if not groups.get(g)]

@@ -31,6 +31,7 @@ from typing import Any
 import dagster as dg
 from dagster_k8s import PipesK8sClient, k8s_job_executor
 
+from geo_assets.errors import InputError
 from pipeline import constants
 
 PLATFORM_ENV = "GEOSCOUT_PLATFORM"
@@ -48,8 +49,6 @@ MAX_STEP_PODS_PER_RUN = 16
 def platform_name() -> str:
     name = os.environ.get(PLATFORM_ENV, "local").strip().lower() or "local"
     if name not in PLATFORMS:
-        from geo_assets.errors import InputError
-
         raise InputError(f"{PLATFORM_ENV}={name!r} is not a platform; use one of "
                          f"{', '.join(PLATFORMS)}")
     return name
@@ -71,9 +70,7 @@ def _parse_selector(text: str | None) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            from geo_assets.errors import InputError
-
-            raise InputError(f"node selector item {pair!r} is not key=value "
+                raise InputError(f"node selector item {pair!r} is not key=value "
                              "(GEOSCOUT_TRAIN_NODE_SELECTOR)")
         out[key.strip()] = value.strip()
     return out
@@ -95,8 +92,6 @@ def gpu_pod_spec(gpus: int, *, cpu: str = "8", memory: str = "48Gi", shm: str = 
     and a memory-backed /dev/shm (DataLoader workers and NCCL need more than the 64 MiB
     default). Image and command are set by ``PipesK8sClient.run``."""
     if gpus < 0:
-        from geo_assets.errors import InputError
-
         raise InputError(f"GPUs per training pod must be >= 0, got {gpus}")
     limits: dict[str, str] = {"cpu": cpu, "memory": memory}
     if gpus:
@@ -191,8 +186,6 @@ def build_k8s_definitions(base: dg.Definitions | None = None, *,
         base = build_definitions()
     image = image or os.environ.get("GEOSCOUT_IMAGE")
     if not image:
-        from geo_assets.errors import InputError
-
         raise InputError("GEOSCOUT_IMAGE is not set: the Kubernetes deployment needs the "
                          "user-code image (registry/geoscout:TAG) for training pods")
     namespace = os.environ.get("GEOSCOUT_K8S_NAMESPACE") or None
@@ -200,8 +193,11 @@ def build_k8s_definitions(base: dg.Definitions | None = None, *,
                if s.strip()]
     claim = os.environ.get("GEOSCOUT_DATA_PVC") or None
     mount = os.environ.get("GEOSCOUT_DATA_MOUNT", "/data")
+    gpus = os.environ.get("GEOSCOUT_TRAIN_GPUS", "1")
+    if not gpus.strip().isdigit():
+        raise InputError(f"GEOSCOUT_TRAIN_GPUS={gpus!r} is not a whole number of GPUs")
     client = GpuPipesK8sClient(
-        image, gpus=int(os.environ.get("GEOSCOUT_TRAIN_GPUS", "1")), namespace=namespace,
+        image, gpus=int(gpus), namespace=namespace,
         node_selector=_parse_selector(os.environ.get("GEOSCOUT_TRAIN_NODE_SELECTOR")),
         data_claim=claim, data_mount=mount)
     resources = {**(base.resources or {}), TRAINING_CLIENT_KEY: client}

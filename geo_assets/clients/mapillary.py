@@ -31,6 +31,7 @@ import requests
 from geo_assets.cells import cell_bounds
 from geo_assets.clients.base import Candidate, ListRequest
 from geo_assets.clients.http import (
+    CredentialError,
     HttpClient,
     HttpSettings,
     NotFoundError,
@@ -203,16 +204,70 @@ class MapillaryClient:
         return self.cdn.get_bytes(url, what=what)
 
 
+@dataclass(frozen=True)
+class BoxGrid:
+    """The cell cut into ``nx`` x ``ny`` search boxes with sides of at most ``side`` degrees.
+    Boxes are addressed by index ``ix * ny + iy`` and never all built at once (a level-5
+    cell holds 650,000 of them)."""
+
+    bbox: tuple[float, float, float, float]
+    nx: int
+    ny: int
+
+    @classmethod
+    def over(cls, bbox, side: float) -> BoxGrid:
+        min_lon, min_lat, max_lon, max_lat = bbox
+        nx = max(1, math.ceil((max_lon - min_lon) / side - 1e-9))
+        ny = max(1, math.ceil((max_lat - min_lat) / side - 1e-9))
+        return cls(tuple(float(v) for v in bbox), nx, ny)
+
+    @property
+    def size(self) -> int:
+        return self.nx * self.ny
+
+    def boxes(self, idx) -> np.ndarray:
+        """(N, 4) min_lon, min_lat, max_lon, max_lat of the boxes ``idx``."""
+        ix, iy = np.divmod(np.asarray(idx, dtype=np.int64), self.ny)
+        x0, y0, x1, y1 = self.bbox
+        dx, dy = (x1 - x0) / self.nx, (y1 - y0) / self.ny
+        return np.stack([x0 + ix * dx, y0 + iy * dy,
+                         np.where(ix + 1 == self.nx, x1, x0 + (ix + 1) * dx),
+                         np.where(iy + 1 == self.ny, y1, y0 + (iy + 1) * dy)], axis=-1)
+
+    def index_of(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        """Box index of points inside the bbox (points outside are left out)."""
+        x0, y0, x1, y1 = self.bbox
+        inside = (lon >= x0) & (lon < x1) & (lat >= y0) & (lat < y1)
+        ix = np.clip(((lon[inside] - x0) / (x1 - x0) * self.nx).astype(np.int64), 0, self.nx - 1)
+        iy = np.clip(((lat[inside] - y0) / (y1 - y0) * self.ny).astype(np.int64), 0, self.ny - 1)
+        return ix * self.ny + iy
+
+    def near(self, points: np.ndarray, margin: float) -> np.ndarray:
+        """Sorted indices of the boxes within ``margin`` degrees of any (lon, lat) point."""
+        found = [self.index_of(points[:, 0] + dx, points[:, 1] + dy)
+                 for dx in (-margin, 0.0, margin) for dy in (-margin, 0.0, margin)]
+        return np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
+
+    def stratified_sample(self, n: int, strata: int, rng: random.Random) -> np.ndarray:
+        """About ``n`` distinct box indices, the same number from each of strata x strata
+        blocks of the grid."""
+        per = max(1, math.ceil(n / strata**2))
+        xs = np.linspace(0, self.nx, strata + 1).astype(int)
+        ys = np.linspace(0, self.ny, strata + 1).astype(int)
+        out = set()
+        for a in range(strata):
+            for b in range(strata):
+                if xs[a + 1] > xs[a] and ys[b + 1] > ys[b]:
+                    for _ in range(per):
+                        ix = rng.randrange(xs[a], xs[a + 1])
+                        out.add(ix * self.ny + rng.randrange(ys[b], ys[b + 1]))
+        return np.array(sorted(out), dtype=np.int64)
+
+
 def search_boxes(bbox, side: float) -> np.ndarray:
-    """Cut ``bbox`` into boxes of at most ``side`` degrees: (N, 4) min_lon, min_lat, ..."""
-    min_lon, min_lat, max_lon, max_lat = bbox
-    nx = max(1, math.ceil((max_lon - min_lon) / side - 1e-9))
-    ny = max(1, math.ceil((max_lat - min_lat) / side - 1e-9))
-    xs = np.linspace(min_lon, max_lon, nx + 1)
-    ys = np.linspace(min_lat, max_lat, ny + 1)
-    gx, gy = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
-    gx, gy = gx.ravel(), gy.ravel()
-    return np.stack([xs[gx], ys[gy], xs[gx + 1], ys[gy + 1]], axis=1)
+    """Every search box of ``bbox`` as an (N, 4) array (small areas only)."""
+    grid = BoxGrid.over(bbox, side)
+    return grid.boxes(np.arange(grid.size))
 
 
 def spread_order(boxes: np.ndarray, bbox, strata: int, rng: random.Random) -> list[int]:
@@ -248,22 +303,6 @@ def densify(lonlat: np.ndarray, step: float) -> np.ndarray:
     seg = np.repeat(np.arange(len(n)), n)
     pts = a[seg] + (b[seg] - a[seg]) * t[:, None]
     return np.vstack([pts, lonlat[-1:]])
-
-
-def boxes_near(points: np.ndarray, bbox, boxes: np.ndarray, margin: float) -> np.ndarray:
-    """Indices of the boxes (a regular grid over ``bbox``) within ``margin`` of any point."""
-    nx = len(np.unique(boxes[:, 0]))
-    ny = len(np.unique(boxes[:, 1]))
-    width, height = bbox[2] - bbox[0], bbox[3] - bbox[1]
-    found = []
-    for dx in (-margin, 0.0, margin):
-        for dy in (-margin, 0.0, margin):
-            x, y = points[:, 0] + dx, points[:, 1] + dy
-            inside = (x >= bbox[0]) & (x < bbox[2]) & (y >= bbox[1]) & (y < bbox[3])
-            ix = np.clip(((x[inside] - bbox[0]) / width * nx).astype(int), 0, nx - 1)
-            iy = np.clip(((y[inside] - bbox[1]) / height * ny).astype(int), 0, ny - 1)
-            found.append(ix * ny + iy)
-    return np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=int)
 
 
 def auto_zoom(bbox) -> int:
@@ -312,14 +351,10 @@ class MapillarySource:
             for (x, y), data in zip(tiles, bodies):
                 if data:
                     parts.extend(self._tile_points(data, zoom, x, y))
-        except (TransientServiceError, InputError):
+        except (TransientServiceError, CredentialError, InputError):
             raise
-        except RemoteServiceError as exc:
-            if type(exc).__name__ == "CredentialError":
-                raise
-            return None
-        except (ValueError, IndexError, UnicodeDecodeError):
-            return None
+        except (RemoteServiceError, ValueError, IndexError, UnicodeDecodeError):
+            return None  # tiles refused or unreadable: fall back to sampled boxes
         return np.vstack(parts)
 
     def _tile_points(self, data: bytes, z: int, x: int, y: int) -> list[np.ndarray]:
@@ -332,19 +367,22 @@ class MapillarySource:
                            else pts)
         return out
 
-    def _boxes_to_search(self, request: ListRequest, bbox, boxes: np.ndarray) -> np.ndarray:
-        """Indices of boxes worth searching, and how they were found (in last_listing)."""
-        points = self.coverage_points(bbox) if self.settings.use_coverage_tiles else None
+    def _boxes_to_search(self, request: ListRequest, grid: BoxGrid,
+                         rng: random.Random) -> np.ndarray:
+        """Indices of boxes worth searching; how they were found goes into last_listing."""
+        points = self.coverage_points(grid.bbox) if self.settings.use_coverage_tiles else None
         if points is not None:
             self.last_listing["coverage"] = "tiles"
-            return boxes_near(points, bbox, boxes, self._margin)
+            return grid.near(points, self._margin)
         self.last_listing["coverage"] = "sampled"
-        idx = np.arange(len(boxes))
+        idx = grid.stratified_sample(4 * self.settings.max_search_requests,
+                                     self.settings.strata, rng)
         if request.land is not None:
             import shapely
 
-            polys = shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
-            idx = idx[shapely.intersects(polys, request.land)]
+            b = grid.boxes(idx)
+            idx = idx[shapely.intersects(shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3]),
+                                         request.land)]
         return idx
 
     # --- listing -----------------------------------------------------------------------------
@@ -363,12 +401,12 @@ class MapillarySource:
         return out
 
     def list_candidates(self, request: ListRequest) -> list[Candidate]:
-        bbox = cell_bounds(request.cell_id)
-        boxes = search_boxes(bbox, self.settings.box_deg)
+        grid = BoxGrid.over(cell_bounds(request.cell_id), self.settings.box_deg)
         rng = random.Random(f"{request.seed}:{request.cell_id}")
-        self.last_listing = {"boxes_total": len(boxes)}
-        idx = self._boxes_to_search(request, bbox, boxes)
-        order = [int(idx[i]) for i in spread_order(boxes[idx], bbox, self.settings.strata, rng)]
+        self.last_listing = {"boxes_total": grid.size}
+        idx = self._boxes_to_search(request, grid, rng)
+        boxes = grid.boxes(idx)
+        order = spread_order(boxes, grid.bbox, self.settings.strata, rng)
         budget = [self.settings.max_search_requests]
         visits = max(1, min(len(order), budget[0]))
         share = max(1, math.ceil(request.target / visits))

@@ -14,8 +14,13 @@ import dagster as dg
 import polars as pl
 
 from geo_assets import manifest_checks
-from geo_assets.clients.http import TransientServiceError
+from geo_assets.clients.http import (
+    CredentialError,
+    QuotaExceededError,
+    TransientServiceError,
+)
 from geo_assets.errors import InputError
+from geo_assets.ingest import IngestSettings, ingest_cell, merge_manifests
 from geo_assets.manifest import MERGED_PATH, Source
 from pipeline.constants import CELLS_PER_RUN, MAPILLARY_POOL, STREETVIEW_POOL
 from pipeline.partitions import crawl_cells
@@ -58,20 +63,20 @@ def _cell_asset_kwargs(source: Source, pool: str | None) -> dict:
 
 
 def _progress(context: dg.AssetExecutionContext, cell_id: str, every_s: float = 5.0):
-    last = [0.0]
+    """Download progress in the run log, at most every ``every_s`` seconds per cell."""
+    last = [time.monotonic()]
 
-    def report(done: int, total: int | None = None, **_: object) -> None:
+    def report(done: int, total: int | None = None, stage: str | None = None,
+               **_: object) -> None:
         now = time.monotonic()
-        if now - last[0] >= every_s or (total is not None and done >= total):
+        if stage is None and now - last[0] >= every_s:
             last[0] = now
-            context.log.info(f"cell {cell_id}: {done}/{total if total is not None else '?'}")
+            context.log.info(f"  cell {cell_id}: {done}/{total} images fetched")
 
     return report
 
 
-def _ingest_settings(settings: GeoscoutSettings):
-    from geo_assets.ingest import IngestSettings
-
+def _ingest_settings(settings: GeoscoutSettings) -> IngestSettings:
     return IngestSettings(target_per_cell=settings.images_per_cell,
                           workers=settings.download_workers)
 
@@ -81,9 +86,6 @@ def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
     """Run ``ingest_cell`` on every cell of this run. A bad credential or setting fails the
     run without retries; a cell that fails transiently is retried with the whole batch (the
     cells already done are skipped then), after the other cells have been crawled."""
-    from geo_assets.clients.http import CredentialError
-    from geo_assets.ingest import ingest_cell
-
     cells = sorted(context.partition_keys)
     if source.value not in settings.sources:
         context.log.info(f"{source.value} is not in settings.sources: nothing to crawl")
@@ -97,14 +99,19 @@ def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
                 raise InputError(f"{source.value} is in settings.sources but not configured")
             client.preflight()
             for i, cell_id in enumerate(cells, 1):
-                context.log.info(f"[{i}/{len(cells)}] {source.value} cell {cell_id}")
                 try:
                     res = ingest_cell(client, cell_id, root, ingest_settings,
                                       _progress(context, cell_id))
+                except QuotaExceededError:
+                    raise  # the other cells would hit it too: back off (RetryPolicy), retry
                 except TransientServiceError as exc:
                     failed[cell_id] = str(exc)
-                    context.log.warning(f"cell {cell_id} failed, retried later: {exc}")
+                    context.log.warning(f"[{i}/{len(cells)}] {source.value} cell {cell_id} "
+                                        f"failed, retried later: {exc}")
                     continue
+                context.log.info(
+                    f"[{i}/{len(cells)}] {source.value} cell {cell_id}: {res.n_rows} images, "
+                    f"{res.n_kept} kept" + (" (done before)" if res.skipped else ""))
                 rows.append(res.summary())
     except (InputError, CredentialError) as exc:  # retrying cannot help: say what to fix
         raise dg.Failure(str(exc), allow_retries=False) from exc
@@ -167,8 +174,6 @@ def image_manifest(context: dg.AssetExecutionContext,
                    settings: GeoscoutSettings) -> dg.MaterializeResult:
     """Every image of every cell and source in one Parquet table, kept or dropped with the
     reason; a per-cell version table next to it; its content hash is the data version."""
-    from geo_assets.ingest import merge_manifests
-
     merged = merge_manifests(settings.root())
     context.log.info(f"merged {merged.n_rows} rows from {merged.n_cells} cell manifests")
     return dg.MaterializeResult(

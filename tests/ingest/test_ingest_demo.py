@@ -292,3 +292,35 @@ def test_forced_recrawl_downloads_nothing_already_stored(server, clean_run, cell
     assert not again.skipped and again.stats["downloaded"] == 0
     assert again.stats["resumed"] == again.n_rows - again.drop_reasons.get("out_of_cell", 0)
     assert again.version == results[cells[1]].version
+
+
+def test_expired_thumbnail_links_are_refreshed(world, cells):
+    import time
+
+    from geo_assets.clients.base import ListRequest
+
+    with demo_server.DemoServer(world, thumb_ttl_s=0.5) as s:
+        source = demo_mapillary_source(s)
+        cand = source.list_candidates(ListRequest(cells[0], 5))[0]
+        time.sleep(1.6)  # the signed link from the listing has expired (whole seconds)
+        data = source.fetch(cand)
+        assert data[:2] == b"\xff\xd8"
+        assert s.counters.get("status.403", 0) == 1  # one refusal, then a fresh link
+
+
+def test_streetview_bad_key_is_a_credential_error(server, tmp_path):
+    client = StreetViewClient("wrong-key", base_url=server.url + "/google")
+    source = StreetViewSource(client, acknowledge_storage_terms=True)
+    with pytest.raises(CredentialError, match="REQUEST_DENIED") as err:
+        ingest_cell(source, "320013", DataRoot(str(tmp_path)), SETTINGS)
+    assert "wrong-key" not in str(err.value)
+
+
+def test_merge_of_nothing_is_an_empty_manifest(tmp_path):
+    from geo_assets.manifest import MANIFEST_SCHEMA
+
+    result = merge_manifests(DataRoot(str(tmp_path)))
+    assert result.n_rows == 0 and result.n_cells == 0
+    import pyarrow.parquet as pq
+
+    assert pq.read_schema(result.path).names == MANIFEST_SCHEMA.names

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from ops_data import free_port
+
+from .ops_data import free_port
 
 APT_TIMEOUT_S = 300
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"

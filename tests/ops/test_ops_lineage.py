@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
-import ops_data
 import pytest
 
 from geo_assets import lineage
 from geo_assets.errors import InputError
 from pipeline.cli import main
+
+from . import ops_data
 
 
 @pytest.fixture

@@ -10,13 +10,14 @@ import json
 import tarfile
 import uuid
 
-import ops_data
 import pyarrow.parquet as pq
 import pytest
 
 from geo_assets import lineage
 from geo_assets.manifest import MANIFEST_SCHEMA
 from geo_assets.storage import DataRoot
+
+from . import ops_data
 
 pytestmark = pytest.mark.slow
 

@@ -12,14 +12,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
-import ops_data
 import pytest
-import ui_defs
-from cdp import Chromium
-from ops_data import free_port
 
 from geo_assets.storage import DataRoot
 from pipeline.resources import GeoscoutSettings
+
+from . import ops_data, ui_defs
+from .cdp import Chromium
+from .ops_data import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

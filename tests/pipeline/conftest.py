@@ -67,10 +67,12 @@ def cell_region(cell_id: str, margin_deg: float = 0.0) -> str:
 
 def tiny_resources(data_root: str, region: str = "world", **settings) -> dict[str, object]:
     from pipeline.resources import (
+        DatasetSettings,
         GeoscoutSettings,
         LocalFolderResource,
         MapillaryResource,
         StreetViewResource,
+        training_resources,
     )
 
     return {
@@ -83,4 +85,6 @@ def tiny_resources(data_root: str, region: str = "world", **settings) -> dict[st
         "streetview": StreetViewResource(demo_seed=TINY_SEED, demo_preset="tiny",
                                          store_images_acknowledged=True, requests_per_s=0),
         "local_folder": LocalFolderResource(),
+        "dataset": DatasetSettings(),
+        **training_resources(),
     }

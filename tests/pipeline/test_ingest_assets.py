@@ -105,3 +105,24 @@ def test_several_cells_in_one_run(demo_server, covered_cells, tmp_path, n_cells)
         assert result.success
         assert instance.get_materialized_partitions(ingest.mapillary_images.key) == set(cells)
         assert len({r.run_id for r in instance.get_runs()}) == 1
+
+
+def test_a_rejected_token_fails_at_once_and_is_not_shown(demo_server, covered_cells, tmp_path):
+    from pipeline.resources import MapillaryResource
+
+    resources = tiny_resources(str(tmp_path / "data"))
+    wrong = "MLY|not-the-right-token-123"
+    resources["mapillary"] = MapillaryResource(
+        access_token=wrong, graph_url=f"{demo_server.url}/mapillary",
+        tiles_url=f"{demo_server.url}/mapillary-tiles")
+    with dg.instance_for_test() as instance:
+        result = _materialize(instance, resources, covered_cells[:1],
+                              selection=[ingest.mapillary_images])
+        assert not result.success
+        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        message = failure.event_specific_data.error.message
+        assert "MAPILLARY_TOKEN" in message
+        assert wrong not in message and "not-the-right-token" not in message
+        assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
+        logs = " ".join(str(r.user_message) for r in instance.all_logs(result.run_id))
+        assert "not-the-right-token" not in logs
