@@ -448,8 +448,9 @@ class MergeResult:
 
 def done_cell_manifests(root: DataRoot) -> list[str]:
     """Relative paths of cell manifests whose stats file exists (the cell is done)."""
-    paths = root.glob(f"{CELLS_DIR}/*/*.parquet")
-    return [p for p in paths if root.exists(p[: -len(".parquet")] + ".stats.json")]
+    done = set(root.glob(f"{CELLS_DIR}/*/*.stats.json"))
+    return [p for p in root.glob(f"{CELLS_DIR}/*/*.parquet")
+            if p[: -len(".parquet")] + ".stats.json" in done]
 
 
 def merge_manifests(root: DataRoot, *,

@@ -124,7 +124,7 @@ def _resize_one(path: str, size: int, quality: int) -> tuple[bytes | None, str |
         return None, f"{type(exc).__name__}: {exc}"[:300]
 
 
-_THREADS: dict[int, ThreadPoolExecutor] = {}
+_THREADS: dict[int, ThreadPoolExecutor] = {}  # per worker process (by pid): its thread pool
 
 
 def _resize_chunk(args: tuple[list[str], int, int, int]) -> list[tuple[bytes | None,
@@ -150,9 +150,9 @@ def resize_many(paths: list[str], settings: ShardSettings) -> Iterator[tuple[byt
     """
     chunks = [(paths[i:i + settings.chunk_size], settings.image_size, settings.jpeg_quality,
                settings.threads) for i in range(0, len(paths), settings.chunk_size)]
-    if settings.workers == 1 or len(chunks) <= 1:
-        for chunk in chunks:
-            yield from _resize_chunk(chunk)
+    if settings.workers == 1 or len(chunks) <= 1:  # in this process: no thread pool left over
+        for paths_, size, quality, _ in chunks:
+            yield from _resize_chunk((paths_, size, quality, 1))
         return
     window = 4 * settings.workers
     with ProcessPoolExecutor(settings.workers, mp_context=get_context("fork")) as pool:

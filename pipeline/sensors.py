@@ -79,11 +79,13 @@ def _chunks(keys: list[str], size: int) -> list[list[str]]:
     return [keys[i:i + size] for i in range(0, len(keys), max(1, size))]
 
 
-def batch_run_request(batch: Sequence[str]) -> dg.RunRequest:
-    """One run over a contiguous range of crawl cells; the run key names its exact cells."""
+def batch_run_request(batch: Sequence[str], since: int = 0) -> dg.RunRequest:
+    """One run over a contiguous range of crawl cells. The run key names its exact cells and
+    the cursor it was planned from: a retried tick asks for the same keys (Dagster launches
+    them once), while cells deleted and registered again get new keys."""
     digest = hashlib.sha256(",".join(batch).encode()).hexdigest()[:12]
     return dg.RunRequest(
-        run_key=f"crawl-cells-{batch[0]}-{batch[-1]}-{len(batch)}-{digest}",
+        run_key=f"crawl-cells-{since}-{batch[0]}-{batch[-1]}-{len(batch)}-{digest}",
         tags={RANGE_START_TAG: batch[0], RANGE_END_TAG: batch[-1],
               "geoscout/cells": str(len(batch))},
     )
@@ -129,7 +131,7 @@ def make_crawl_cells_sensor(
         context.log.info(f"{len(plan.new_cells)} new crawl cells; requesting "
                          f"{sum(map(len, plan.batches))} cells in {len(plan.batches)} runs")
         return dg.SensorResult(
-            run_requests=[batch_run_request(b) for b in plan.batches],
+            run_requests=[batch_run_request(b, cursor.requested) for b in plan.batches],
             dynamic_partitions_requests=(
                 [crawl_cells.build_add_request(plan.new_cells)] if plan.new_cells else []),
             cursor=plan.cursor.dumps(),

@@ -102,3 +102,28 @@ def test_dedup_is_deterministic_and_thorough_on_random_points():
     assert not KDTree(vec).query_pairs(filters.chord_for_distance(25.0))  # none too close
     for i in np.flatnonzero(dropped)[:200]:  # every drop has a kept point within reach
         assert haversine_m(lat[i], lon[i], lat[kept], lon[kept]).min() <= 25.0 + 1e-6
+
+
+def test_cell_filters_do_not_depend_on_input_order():
+    import random
+
+    from geo_assets.ingest import apply_filters
+
+    rng = np.random.default_rng(5)
+    rows = []
+    for i in range(400):
+        rows.append({
+            "image_id": f"mapillary:{i:04d}", "lat_deg": 45 + rng.uniform(0, 0.001),
+            "lon_deg": 16 + rng.uniform(0, 0.001), "group_id": f"s{i % 7}",
+            "captured_at": int(rng.integers(0, 50)) if i % 5 else None,
+            "brightness": float(rng.uniform(20, 250)), "phash": f"{rng.integers(0, 2**63):016x}",
+            "sha256": f"{i % 390:064x}", "drop_reason": None, "kept": False})
+    outcomes = []
+    for seed in (0, 1):
+        shuffled = [dict(r) for r in rows]
+        random.Random(seed).shuffle(shuffled)
+        apply_filters(shuffled, FilterSettings(max_per_sequence=5))
+        outcomes.append(sorted((r["image_id"], r["kept"], r["drop_reason"]) for r in shuffled))
+    assert outcomes[0] == outcomes[1]
+    reasons = {r for _, _, r in outcomes[0]}
+    assert {"too_dark", "too_bright", "duplicate_content", "duplicate_location"} <= reasons

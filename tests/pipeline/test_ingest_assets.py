@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dagster as dg
 import polars as pl
-import pytest
 
 from geo_assets.manifest import MERGED_PATH
 from geo_assets.storage import DataRoot
@@ -96,9 +95,8 @@ def test_streetview_refuses_to_store_images_without_acknowledgement(demo_server,
     assert not list((tmp_path / "data").rglob("*.jpg"))
 
 
-@pytest.mark.parametrize("n_cells", [3])
-def test_several_cells_in_one_run(demo_server, covered_cells, tmp_path, n_cells):
-    cells = sorted(covered_cells[:n_cells])
+def test_several_cells_in_one_run(demo_server, covered_cells, tmp_path):
+    cells = sorted(covered_cells[:3])
     with dg.instance_for_test() as instance:
         result = _materialize(instance, tiny_resources(str(tmp_path / "data")), cells,
                               selection=[ingest.mapillary_images])

@@ -16,6 +16,7 @@ from pipeline.sensors import (
     RANGE_END_TAG,
     RANGE_START_TAG,
     CellsCursor,
+    batch_run_request,
     make_crawl_cells_sensor,
     plan_cells,
 )
@@ -51,6 +52,14 @@ def test_plan_crawls_a_re_registered_cell_even_if_it_was_done_before():
 def test_plan_with_nothing_new_is_empty():
     plan = plan_cells(["a", "b"], ["a", "b"], set(), CellsCursor(requested=2), 10, 1)
     assert plan.new_cells == [] and plan.batches == []
+
+
+def test_run_keys_are_deterministic_per_tick_and_new_after_re_registration():
+    assert batch_run_request(["01", "02"]).run_key == batch_run_request(["01", "02"]).run_key
+    assert batch_run_request(["01", "02"]).run_key != batch_run_request(["01", "03"]).run_key
+    assert batch_run_request(["01", "02"], 0).run_key != batch_run_request(["01", "02"], 2).run_key
+    request = batch_run_request(["01", "02"])
+    assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == ("01", "02")
 
 
 def test_cursor_round_trips_as_json():
