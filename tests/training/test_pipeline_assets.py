@@ -18,7 +18,7 @@ def test_torchrun_two_processes_reports_once_then_evaluates(tiny_dataset):
     resources = {"settings": GeoscoutSettings(data_root=str(tiny_dataset)),
                  **training_resources(nproc_per_node=2, image_size=32, batch_size=8, epochs=2,
                                       workers=0, device="cpu", eval_batch_size=32,
-                                      extra_args=["--threads", "1"])}
+                                      threads=1)}
     with dg.instance_for_test() as instance:
         result = dg.materialize([trained_model, evaluation_report], resources=resources,
                                 instance=instance, selection=[trained_model, evaluation_report])
