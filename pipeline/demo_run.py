@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Self
@@ -159,6 +160,13 @@ def _check_world(root, seed: int, preset: str) -> None:
         root.write_bytes(WORLD_MARKER, json.dumps(want).encode())
 
 
+def _restore_server(seed: int, preset: str, previous: object | None) -> None:
+    if previous is None:
+        demo_servers.forget(seed, preset)
+    else:
+        demo_servers.use(seed, preset, previous)
+
+
 def _headline(instance: dg.DagsterInstance) -> None:
     event = instance.get_latest_materialization_event(EVALUATION_REPORT)
     if event is None or event.asset_materialization is None:
@@ -214,8 +222,9 @@ def run_demo(seed: int, preset: str, data_root: str, fresh: bool,
 
     with ExitStack() as stack:
         server = stack.enter_context(_ServerProcess(seed, preset))
+        previous = demo_servers.current(seed, preset)
         demo_servers.use(seed, preset, server)
-        stack.callback(demo_servers.forget, seed, preset)
+        stack.callback(_restore_server, seed, preset, previous)
         clock.say(f"demo server on {server.url}")
 
         stage("grid", "grid_job", constants.GRID)
@@ -243,5 +252,8 @@ def run_demo(seed: int, preset: str, data_root: str, fresh: bool,
 
 def cli(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    # Dagster's notices about beta/preview APIs (backfill policies, Pipes) are not news here.
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     return run_demo(args.seed, args.preset, args.data_root or default_data_root(), args.fresh,
                     args.cells_per_run, args.quiet)

@@ -99,6 +99,11 @@ class _DemoServers:
         with self._lock:
             self._servers.pop((seed, preset), None)
 
+    def current(self, seed: int, preset: str) -> object | None:
+        """The server registered for (seed, preset), without starting one."""
+        with self._lock:
+            return self._servers.get((seed, preset))
+
     def url(self, seed: int, preset: str) -> str:
         with self._lock:
             server = self._servers.get((seed, preset))

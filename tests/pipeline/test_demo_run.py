@@ -21,3 +21,23 @@ def test_unknown_preset_is_rejected(capsys):
     with pytest.raises(SystemExit):
         demo_run.cli(["--preset", "huge"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_geoscout_demo_tiny_runs_the_whole_graph(tmp_path, monkeypatch, capsys):
+    """The README's main job on the tiny world: grid to report, on a real instance."""
+    import dagster as dg
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    root = tmp_path / "data"
+    assert demo_run.cli(["--preset", "tiny", "--data-root", str(root), "-q"]) == 0
+    out = capsys.readouterr().out
+    report = root / "reports" / "default" / "report.html"
+    assert f"Report: {report}" in out and report.exists()
+    assert "top1_coarsest" in out and "skipped" not in out
+    with dg.DagsterInstance.get() as instance:
+        jobs = {r.job_name for r in instance.get_runs()}
+        assert jobs == {"grid_job", "ingest_cells_job", "dataset_job", "training_job"}
+        assert instance.get_latest_materialization_event(dg.AssetKey("evaluation_report"))
