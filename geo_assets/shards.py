@@ -37,7 +37,6 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import polars as pl
-import webdataset as wds
 from PIL import Image, ImageOps
 
 from geo_assets.errors import InputError
@@ -280,6 +279,8 @@ def write_tar(path: Path, samples: Iterator[tuple[str, bytes, str]]) -> int:
     count = 0
     try:
         with open(tmp, "wb") as f:
+            import webdataset as wds  # imports torch: keep it out of module import
+
             with wds.TarWriter(f, mtime=FIXED_MTIME, encoder=False) as writer:
                 for key, jpg, record in samples:
                     writer.write({"__key__": key, "jpg": jpg, "json": record.encode()})
@@ -301,6 +302,8 @@ def write_json_atomic(path: Path, payload: dict) -> None:
 
 def read_tar_images(path: Path) -> dict[str, bytes]:
     """key -> jpg bytes of an existing shard (used to rewrite it without resizing)."""
+    import webdataset as wds
+
     out: dict[str, bytes] = {}
     for sample in wds.DataPipeline(wds.SimpleShardList([str(path)]), wds.tarfile_to_samples()):
         out[sample["__key__"]] = sample["jpg"]
@@ -452,6 +455,8 @@ def write_descriptor(datasets_dir: Path, *, levels, num_classes: dict, manifest_
 
 def verify_shards(out_dir: Path, index: dict) -> dict:
     """Read every shard back with webdataset: counts, checksums, keys and JSON records."""
+    import webdataset as wds
+
     problems: list[str] = []
     image_ids: list[str] = []
     for entry in index["shards"]:

@@ -286,8 +286,8 @@ class TrainingSettings(dg.ConfigurableResource):
                                     description="Cache folder of torchvision weights.")
     image_size: int = Field(default=64, description="Input side in pixels.")
     batch_size: int = Field(default=64, description="Images per process and step.")
-    epochs: int = Field(default=15, description="Maximum epochs (early stopping may end sooner).")
-    patience: int = Field(default=4, description="Epochs without validation improvement "
+    epochs: int = Field(default=22, description="Maximum epochs (early stopping may end sooner).")
+    patience: int = Field(default=5, description="Epochs without validation improvement "
                           "before stopping (0: never).")
     lr: float = Field(default=3e-3, description="Peak learning rate (AdamW).")
     threads: int | None = Field(

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import requests
-from conftest import shared_data_path
+from tests.conftest import shared_data_path
 
 from geo_assets.clients.mapillary import LICENSE, classify_graph, parse_image
 from geo_assets.clients.streetview import StreetViewSource, classify_metadata, parse_date, sign_url

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from ingest_helpers import CountingSource, busiest_cells, demo_mapillary_source
+from tests.ingest.ingest_helpers import CountingSource, busiest_cells, demo_mapillary_source
 
 from geo_assets.cells import points_to_cells
 from geo_assets.clients.http import CredentialError, QuotaExceededError, TransientServiceError

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from ingest_helpers import Scripted
+from tests.ingest.ingest_helpers import Scripted
 
 from geo_assets.clients.http import (
     CredentialError,

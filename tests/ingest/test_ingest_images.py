@@ -6,8 +6,8 @@ import io
 import struct
 import zlib
 
-from conftest import shared_data_path
-from ingest_helpers import jpeg_bytes
+from tests.conftest import shared_data_path
+from tests.ingest.ingest_helpers import jpeg_bytes
 from PIL import Image
 
 from geo_assets.images import ImageSettings, inspect_image, phash_distance

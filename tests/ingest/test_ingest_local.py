@@ -8,8 +8,8 @@ import csv
 import numpy as np
 import polars as pl
 import pytest
-from conftest import shared_data_path
-from ingest_helpers import jpeg_bytes
+from tests.conftest import shared_data_path
+from tests.ingest.ingest_helpers import jpeg_bytes
 from PIL import Image
 
 from geo_assets.cells import points_to_cells

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from ingest_helpers import Scripted
+from tests.ingest.ingest_helpers import Scripted
 
 from geo_assets.clients.http import HttpSettings, RetryPolicy
 from geo_assets.clients.redact import RedactingFilter, Redactor, redact_text, redact_url
