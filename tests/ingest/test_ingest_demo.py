@@ -263,7 +263,8 @@ def test_no_secret_reaches_manifest_stats_or_logs(world, tmp_path, caplog):
     cell = str(points_to_cells(np.array([pano.lat]), np.array([pano.lon]), 6)[0])
     faults = FaultConfig(seed=1, rate_5xx=0.2, retry_after_s=0)
     with demo_server.DemoServer(world, google_key=key, signing_secret=secret,
-                                faults=faults) as s, caplog.at_level(logging.DEBUG):
+                                faults=faults) as s, caplog.at_level(logging.DEBUG), \
+            caplog.at_level(logging.DEBUG, logger="urllib3"):  # other tests raise its level
         client = StreetViewClient(key, signing_secret=secret, base_url=s.url + "/google")
         source = StreetViewSource(client, acknowledge_storage_terms=True)
         result = ingest_cell(source, cell, root, IngestSettings(target_per_cell=8))
