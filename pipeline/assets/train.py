@@ -38,6 +38,16 @@ def torchrun_command(nproc: int, train_args: list[str]) -> list[str]:
             f"--nproc_per_node={nproc}", "-m", "training.train", *train_args]
 
 
+def record_run_id(card_path, run_id: str) -> dict:
+    """Add the Dagster run that trained the model to its card (for ``geoscout lineage``)."""
+    from training.outputs import write_json_atomic
+
+    card = json.loads(card_path.read_text())
+    card["run_ids"] = {"dagster_run_id": run_id}
+    write_json_atomic(card_path, card)
+    return card
+
+
 def lineage_metadata(card: dict) -> dict:
     shards = [s["name"] for s in card.get("shards", [])]
     return {
@@ -48,6 +58,7 @@ def lineage_metadata(card: dict) -> dict:
         "train_image_ids": dg.MetadataValue.path(card["image_ids_file"]),
         "n_train_images": card.get("n_train_images", 0),
         "model_path": dg.MetadataValue.path(card["model_path"]),
+        "dagster_run_id": card.get("run_ids", {}).get("dagster_run_id", ""),
     }
 
 
@@ -67,6 +78,6 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainRunConfig,
     context.log.info(f"training with {nproc} process(es) into {out}")
     result = pipes_client.run(context=context, command=torchrun_command(nproc, args),
                         extras={"run_name": training.run_name}).get_materialize_result()
-    card = json.loads((out / "model_card.json").read_text())
+    card = record_run_id(out / "model_card.json", context.run_id)
     return dg.MaterializeResult(metadata={**(result.metadata or {}), **lineage_metadata(card)},
                                 data_version=result.data_version)

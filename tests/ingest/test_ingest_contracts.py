@@ -7,11 +7,11 @@ import json
 
 import pytest
 import requests
-from tests.conftest import shared_data_path
 
 from geo_assets.clients.mapillary import LICENSE, classify_graph, parse_image
 from geo_assets.clients.streetview import StreetViewSource, classify_metadata, parse_date, sign_url
 from geo_assets.clients.vector_tiles import decode_tile, tiles_covering
+from tests.conftest import shared_data_path
 
 
 def fake_response(status: int, body) -> requests.Response:

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from tests.ingest.ingest_helpers import CountingSource, busiest_cells, demo_mapillary_source
 
 from geo_assets.cells import points_to_cells
 from geo_assets.clients.http import CredentialError, QuotaExceededError, TransientServiceError
@@ -24,6 +23,7 @@ from geo_assets.errors import InputError
 from geo_assets.ingest import IngestSettings, ingest_cell, merge_manifests
 from geo_assets.manifest import cell_stats_relpath
 from geo_assets.storage import DataRoot
+from tests.ingest.ingest_helpers import CountingSource, busiest_cells, demo_mapillary_source
 
 demo_server = pytest.importorskip("geo_assets.demo.server")
 demo_world = pytest.importorskip("geo_assets.demo.world")

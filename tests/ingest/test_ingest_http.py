@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-from tests.ingest.ingest_helpers import Scripted
 
 from geo_assets.clients.http import (
     CredentialError,
@@ -19,6 +18,7 @@ from geo_assets.clients.http import (
     parse_retry_after,
 )
 from geo_assets.clients.mapillary import classify_graph
+from tests.ingest.ingest_helpers import Scripted
 
 OK = (200, {"data": []}, {"Content-Type": "application/json"})
 LIMIT_403 = (403, {"error": {"message": "Application request limit reached",

@@ -6,12 +6,12 @@ import io
 import struct
 import zlib
 
-from tests.conftest import shared_data_path
-from tests.ingest.ingest_helpers import jpeg_bytes
 from PIL import Image
 
 from geo_assets.images import ImageSettings, inspect_image, phash_distance
 from geo_assets.manifest import DropReason
+from tests.conftest import shared_data_path
+from tests.ingest.ingest_helpers import jpeg_bytes
 
 
 def real_jpeg() -> bytes:

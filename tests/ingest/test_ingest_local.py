@@ -8,8 +8,6 @@ import csv
 import numpy as np
 import polars as pl
 import pytest
-from tests.conftest import shared_data_path
-from tests.ingest.ingest_helpers import jpeg_bytes
 from PIL import Image
 
 from geo_assets.cells import points_to_cells
@@ -17,6 +15,8 @@ from geo_assets.clients.base import ListRequest
 from geo_assets.clients.local_folder import LocalFolderSource, exif_location
 from geo_assets.errors import InputError
 from geo_assets.ingest import IngestSettings, ingest_cell, merge_manifests
+from tests.conftest import shared_data_path
+from tests.ingest.ingest_helpers import jpeg_bytes
 
 
 def croatia():

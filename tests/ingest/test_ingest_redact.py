@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 
 import pytest
-from tests.ingest.ingest_helpers import Scripted
 
 from geo_assets.clients.http import HttpSettings, RetryPolicy
 from geo_assets.clients.redact import RedactingFilter, Redactor, redact_text, redact_url
 from geo_assets.clients.streetview import StreetViewClient, StreetViewSettings
 from geo_assets.errors import RemoteServiceError
+from tests.ingest.ingest_helpers import Scripted
 
 KEY = "AIzaSyD-secret-key-123"
 SECRET = "vNIXE0xscrmjlyV-12Nj_BvUPaw="

@@ -31,6 +31,8 @@ def test_torchrun_two_processes_reports_once_then_evaluates(tiny_dataset):
         assert meta["manifest_hash"].value == "tiny-manifest"
         assert set(meta["shards"].value) == {"train-1-000000", "train-1-000001",
                                              "train-0-000000", "train-0-000001"}
+        card = json.loads((tiny_dataset / "models" / "default" / "model_card.json").read_text())
+        assert card["run_ids"]["dagster_run_id"] == result.run_id == meta["dagster_run_id"].value
         ids = pq.read_table(meta["train_image_ids"].value).column("image_id").to_pylist()
         assert ids and all(i.startswith("local:train1-") for i in ids)  # fold 0 validates
         report = result.asset_materializations_for_node("evaluation_report")[0].metadata
