@@ -1,9 +1,13 @@
-"""A minimal Mapbox Vector Tile (protobuf, spec 2.1) encoder and decoder, no dependencies.
+"""A minimal Mapbox Vector Tile (protobuf, spec 2.1) encoder for the demo server.
 
 Enough for point and line layers: ``encode_tile({"layer": [feature, ...]})`` where a feature
 is ``{"id": int, "type": "Point" | "LineString", "parts": [[(x, y), ...]], "properties":
-{...}}`` in tile pixel coordinates, and ``decode_tile(bytes)`` returning the same structure
-per layer, with ``version`` and ``extent``.
+{...}}`` in tile pixel coordinates (y down). Decode with ``mapbox_vector_tile.decode(data,
+default_options={"y_coord_down": True})`` or ``geo_assets.clients.vector_tiles.decode_tile``.
+
+Hand-written rather than ``mapbox_vector_tile.encode`` because that drops zero-length lines,
+and a sequence whose images all fall in one tile pixel must still show up, so that a
+crawler following the tiles down finds its images.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import struct
 
 GEOM_TYPES = {"Point": 1, "LineString": 2, "Polygon": 3}
-GEOM_NAMES = {v: k for k, v in GEOM_TYPES.items()}
 MOVE_TO, LINE_TO = 1, 2
 
 
@@ -27,10 +30,6 @@ def _varint(n: int) -> bytes:
 
 def _zigzag(n: int) -> int:
     return (n << 1) ^ (n >> 63)
-
-
-def _unzigzag(n: int) -> int:
-    return (n >> 1) ^ -(n & 1)
 
 
 def _field(number: int, payload: bytes) -> bytes:
@@ -95,117 +94,3 @@ def encode_tile(layers: dict[str, list[dict]], extent: int = 4096) -> bytes:
     """Encode layers (skipping empty ones) as a vector tile."""
     return b"".join(_field(3, _layer(name, feats, extent))
                     for name, feats in layers.items() if feats)
-
-
-# --- decoding -------------------------------------------------------------------------------
-
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    shift = result = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _fields(buf: bytes):
-    """Yield (field number, wire type, value) of a protobuf message."""
-    pos = 0
-    while pos < len(buf):
-        key, pos = _read_varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _read_varint(buf, pos)
-        elif wire == 2:
-            n, pos = _read_varint(buf, pos)
-            value, pos = buf[pos:pos + n], pos + n
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            value, pos = buf[pos:pos + size], pos + size
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-        yield number, wire, value
-
-
-def _packed(buf: bytes) -> list[int]:
-    out, pos = [], 0
-    while pos < len(buf):
-        v, pos = _read_varint(buf, pos)
-        out.append(v)
-    return out
-
-
-def _decode_value(buf: bytes):
-    for number, _, v in _fields(buf):
-        if number == 1:
-            return v.decode()
-        if number == 2:
-            return struct.unpack("<f", v)[0]
-        if number == 3:
-            return struct.unpack("<d", v)[0]
-        if number in (4, 5):
-            return v - (1 << 64) if number == 4 and v >= 1 << 63 else v
-        if number == 6:
-            return _unzigzag(v)
-        if number == 7:
-            return bool(v)
-    return None
-
-
-def _decode_geometry(cmds: list[int]) -> list[list[tuple[int, int]]]:
-    parts: list[list[tuple[int, int]]] = []
-    x = y = i = 0
-    while i < len(cmds):
-        cmd, count = cmds[i] & 7, cmds[i] >> 3
-        i += 1
-        if cmd == 7:  # ClosePath
-            continue
-        for _ in range(count):
-            x += _unzigzag(cmds[i])
-            y += _unzigzag(cmds[i + 1])
-            i += 2
-            if cmd == MOVE_TO:
-                parts.append([])
-            parts[-1].append((x, y))
-    return parts
-
-
-def _decode_layer(buf: bytes) -> tuple[str, dict]:
-    name, keys, values, raw_features = "", [], [], []
-    layer = {"version": 1, "extent": 4096}
-    for number, _, v in _fields(buf):
-        if number == 1:
-            name = v.decode()
-        elif number == 2:
-            raw_features.append(v)
-        elif number == 3:
-            keys.append(v.decode())
-        elif number == 4:
-            values.append(_decode_value(v))
-        elif number == 5:
-            layer["extent"] = v
-        elif number == 15:
-            layer["version"] = v
-    features = []
-    for raw in raw_features:
-        f = {"id": None, "type": None, "parts": [], "properties": {}}
-        for number, _, v in _fields(raw):
-            if number == 1:
-                f["id"] = v
-            elif number == 2:
-                tags = _packed(v)
-                f["properties"] = {keys[k]: values[t] for k, t in zip(tags[::2], tags[1::2])}
-            elif number == 3:
-                f["type"] = GEOM_NAMES.get(v)
-            elif number == 4:
-                f["parts"] = _decode_geometry(_packed(v))
-        features.append(f)
-    layer["features"] = features
-    return name, layer
-
-
-def decode_tile(data: bytes) -> dict[str, dict]:
-    """layer name -> {"version", "extent", "features": [{id, type, parts, properties}]}."""
-    return dict(_decode_layer(v) for number, _, v in _fields(data) if number == 3)

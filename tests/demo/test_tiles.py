@@ -1,11 +1,11 @@
-"""Coverage vector tiles: the MVT codec and where the demo world's coverage shows up."""
+"""Coverage vector tiles: the MVT encoder and where the demo world's coverage shows up."""
 
 from __future__ import annotations
 
-import pytest
+import mapbox_vector_tile
 import requests
 
-from geo_assets.demo.mvt import decode_tile, encode_tile
+from geo_assets.demo.mvt import encode_tile
 from geo_assets.demo.tiles import TILE_PREFIX, CoverageTiles, mercator
 
 FEATURES = {
@@ -21,22 +21,34 @@ FEATURES = {
 }
 
 
+def decode_tile(data: bytes) -> dict:
+    """Tile pixel coordinates, y down: layer -> {"extent", "version", "features"}."""
+    return mapbox_vector_tile.decode(data, default_options={"y_coord_down": True})
+
+
 def test_encode_decode_round_trip():
     decoded = decode_tile(encode_tile(FEATURES))
     assert set(decoded) == {"image", "sequence"}
     for name, feats in FEATURES.items():
         assert decoded[name]["extent"] == 4096 and decoded[name]["version"] == 2
-        assert decoded[name]["features"] == feats
-
-
-def test_mapbox_vector_tile_reads_our_tiles():
-    mvt = pytest.importorskip("mapbox_vector_tile")
-    theirs = mvt.decode(encode_tile(FEATURES), default_options={"y_coord_down": True})
-    point = theirs["image"]["features"][0]
+        assert [(f["id"], f["properties"]) for f in decoded[name]["features"]] == [
+            (f["id"], f["properties"]) for f in feats]
+    point = decoded["image"]["features"][0]
     assert point["geometry"] == {"type": "Point", "coordinates": [10, 4000]}
-    assert point["properties"]["id"] == 123456789012345
-    line = theirs["sequence"]["features"][0]
-    assert line["geometry"]["coordinates"] == [[0, 0], [100, 50], [4096, 4200]]
+    line = decoded["sequence"]["features"][0]
+    assert line["geometry"] == {"type": "LineString",
+                                "coordinates": [[0, 0], [100, 50], [4096, 4200]]}
+
+
+def test_single_pixel_sequences_are_kept():
+    line = {"id": 1, "type": "LineString", "parts": [[(5, 6), (5, 6)]], "properties": {}}
+    (f,) = decode_tile(encode_tile({"sequence": [line]}))["sequence"]["features"]
+    assert f["geometry"] == {"type": "LineString", "coordinates": [[5, 6], [5, 6]]}
+
+
+def test_empty_layers_are_left_out():
+    assert encode_tile({"image": []}) == b""
+    assert set(decode_tile(encode_tile({"image": [], **FEATURES}))) == set(FEATURES)
 
 
 def _tile_of(lat, lon, z):
@@ -51,7 +63,8 @@ def test_every_image_is_in_its_z14_tile_at_its_position(demo_world):
         layer = decode_tile(tiles.tile(z, tx, ty))["image"]
         hit = [f for f in layer["features"] if f["properties"]["id"] == int(im.image_id)]
         assert len(hit) == 1
-        (px, py), = hit[0]["parts"][0]
+        assert hit[0]["geometry"]["type"] == "Point"
+        px, py = hit[0]["geometry"]["coordinates"]
         x, y = mercator(im.lat, im.lon)
         assert abs((tx + px / 4096) - x * 2**14) < 2 / 4096
         assert abs((ty + py / 4096) - y * 2**14) < 2 / 4096
@@ -76,7 +89,7 @@ def _z14_tiles_under(feature, z, tx, ty) -> set[tuple[int, int, int]]:
     """The z14 tiles that a feature of tile (z, tx, ty) passes through."""
     scale = 2 ** (14 - z)
     return {(14, int((tx + px / 4096) * scale), int((ty + py / 4096) * scale))
-            for part in feature["parts"] for px, py in part}
+            for px, py in feature["geometry"]["coordinates"]}
 
 
 def test_tiles_guide_a_crawler_to_all_coverage(demo_world):
@@ -84,7 +97,7 @@ def test_tiles_guide_a_crawler_to_all_coverage(demo_world):
     tiles = CoverageTiles(demo_world)
     z6 = {(6, px * 64 // 4096, py * 64 // 4096)
           for f in decode_tile(tiles.tile(0, 0, 0))["overview"]["features"]
-          for px, py in f["parts"][0]}
+          for px, py in [f["geometry"]["coordinates"]]}
     z14: set[tuple[int, int, int]] = set()
     for t in z6:
         for f in decode_tile(tiles.tile(*t))["sequence"]["features"]:
