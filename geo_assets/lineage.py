@@ -328,7 +328,7 @@ def _changed_cells(root: DataRoot, recorded: list[dict]) -> list[dict]:
     if not recorded or not root.exists(CELL_VERSIONS):
         return []
     with root.fs.open(root.path(CELL_VERSIONS), "rb") as f:
-        now = pq.read_table(f, columns=["cell_id", "source", "version"]).to_pylist()
+        now = pq.ParquetFile(f).read(columns=["cell_id", "source", "version"]).to_pylist()
     by_source = {(r["source"], r["cell_id"]): r["version"] for r in now}
     by_cell = {r["cell_id"]: r["version"] for r in now}
     changed = []
@@ -355,7 +355,7 @@ def model_lineage(root: DataRoot | str, model: str) -> ModelLineage:
     if where is not None:
         ids_root, ids_rel = where
         with ids_root.fs.open(ids_root.path(ids_rel), "rb") as f:
-            ids = pq.read_table(f, columns=["image_id"]).column("image_id").to_pylist()
+            ids = pq.ParquetFile(f).read(columns=["image_id"]).column("image_id").to_pylist()
         n_train = len(ids)
         for image_id in ids:
             src = str(image_id).split(":", 1)[0]

@@ -47,6 +47,16 @@ def cell_versions_ref(descriptor_path: Path) -> dict | None:
     return {"path": str(path), "sha256": sha256_file(path)} if path.exists() else None
 
 
+def cell_versions(descriptor_path: Path) -> list[dict]:
+    """The exact per-cell manifest versions the dataset was built from, as sorted rows
+    ``{cell_id, source, version}`` (Dagster keeps only the latest partition's version)."""
+    path = descriptor_path.parent.parent / "manifests" / "cell_versions.parquet"
+    if not path.exists():
+        return []
+    rows = pq.ParquetFile(path).read(columns=["cell_id", "source", "version"]).to_pylist()
+    return sorted(rows, key=lambda r: (r["source"], r["cell_id"]))
+
+
 def manifest_hash(descriptor_raw: dict) -> str:
     return str(descriptor_raw.get("manifest_hash", descriptor_raw.get("manifest_sha256", "")))
 
@@ -74,7 +84,8 @@ def write_outputs(rt, state, temperatures: list[float], val_metrics: list[dict],
         **info, "model_path": str(out / "model.pt"), "model_sha256": sha256_file(out / "model.pt"),
         "dataset": str(rt.info.path), "shards": shards, "config": rt.cfg.to_dict(),
         "split_settings": rt.info.raw.get("split_settings", rt.info.raw.get("splits")),
-        "cell_versions": cell_versions_ref(rt.info.path),
+        "cell_versions": cell_versions(rt.info.path),
+        "cell_versions_table": cell_versions_ref(rt.info.path),
         "image_ids_file": str(out / "train_image_ids.parquet"), "n_train_images": len(state.seen_ids),
         "epochs_run": state.epoch, "steps": state.global_step, "best_epoch": state.best_epoch,
         "stopped_early": state.stopped_early, "train_seconds": round(seconds, 1),
