@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +40,7 @@ import polars as pl
 from geo_assets.cells import MAX_LEVEL, points_to_rowcol, rowcol_to_ids
 from geo_assets.errors import InputError
 from geo_assets.splits import unit_vectors
+from geo_assets.storage import atomic_path
 
 CLASS_COLUMNS = ["class_index", "cell_id", "n_images", "n_train", "centroid_lat_deg",
                  "centroid_lon_deg", "parent_class_index", "cell_level", "is_remainder"]
@@ -278,12 +277,8 @@ def _cell_rowcol(cell_ids: pl.Series):
 # --- files -------------------------------------------------------------------------------------
 
 def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def image_cells(lat_deg, lon_deg, levels) -> dict[int, np.ndarray]:

@@ -28,7 +28,6 @@ import io
 import json
 import os
 import time
-import uuid
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -40,6 +39,7 @@ import polars as pl
 from PIL import Image, ImageOps
 
 from geo_assets.errors import InputError
+from geo_assets.storage import atomic_path
 
 KEY_HEX_DIGITS = 20
 FIXED_MTIME = 1_600_000_000  # any integer constant: byte-reproducible tars; an integer
@@ -275,29 +275,22 @@ def _sha256_file(path: Path) -> str:
 
 def write_tar(path: Path, samples: Iterator[tuple[str, bytes, str]]) -> int:
     """Write (key, jpg, json text) samples to ``path`` atomically; return the count."""
-    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
-    count = 0
-    try:
-        with open(tmp, "wb") as f:
-            import webdataset as wds  # imports torch: keep it out of module import
+    import webdataset as wds  # imports torch: keep it out of module import
 
-            with wds.TarWriter(f, mtime=FIXED_MTIME, encoder=False) as writer:
-                for key, jpg, record in samples:
-                    writer.write({"__key__": key, "jpg": jpg, "json": record.encode()})
-                    count += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    count = 0
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        with wds.TarWriter(f, mtime=FIXED_MTIME, encoder=False) as writer:
+            for key, jpg, record in samples:
+                writer.write({"__key__": key, "jpg": jpg, "json": record.encode()})
+                count += 1
+        f.flush()
+        os.fsync(f.fileno())
     return count
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=1, sort_keys=True))
 
 
 def read_tar_images(path: Path) -> dict[str, bytes]:
@@ -404,9 +397,8 @@ def build_shards(table: pl.DataFrame, levels: list[int], out_dir: Path,
     index = {"shards": sorted(entries, key=lambda e: e["name"]), "levels": list(levels),
              "image_size": settings.image_size, "jpeg_quality": settings.jpeg_quality,
              "total_count": int(sum(e["count"] for e in entries))}
-    tmp = out_dir / f"contents.parquet.tmp-{uuid.uuid4().hex}"
-    contents.write_parquet(tmp)
-    os.replace(tmp, out_dir / "contents.parquet")
+    with atomic_path(out_dir / "contents.parquet") as tmp:
+        contents.write_parquet(tmp)
     write_json_atomic(out_dir / "index.json", index)  # last: the build is complete
     for name in drop:
         for suffix in (".tar", ".stats.json"):

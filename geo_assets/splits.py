@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +35,7 @@ from scipy.spatial import cKDTree
 
 from geo_assets.cells import points_to_cells
 from geo_assets.errors import InputError
+from geo_assets.storage import atomic_path
 
 EARTH_RADIUS_KM = 6371.0
 TEST = "test"
@@ -311,12 +310,8 @@ def _settings_dict(settings: SplitSettings) -> dict:
 
 
 def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_previous(out_dir: Path, settings: SplitSettings) -> pl.DataFrame | None:

@@ -36,6 +36,28 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@contextmanager
+def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of ``final`` to write; it is renamed over ``final`` only
+    when the block finishes, and removed otherwise."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _synced(path: Path) -> Iterator[io.BufferedWriter]:
+    with open(path, "wb") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+
 @dataclass(frozen=True)
 class DataRoot:
     """A data root on a local path or any fsspec URL (``s3://bucket/prefix``)."""
@@ -83,13 +105,8 @@ class DataRoot:
         """Write ``data`` to ``relpath`` atomically; return the full path."""
         final = self.path(relpath)
         if self.is_local:
-            Path(final).parent.mkdir(parents=True, exist_ok=True)
-            tmp = f"{final}.tmp-{uuid.uuid4().hex}"
-            with open(tmp, "wb") as f:
+            with atomic_path(final) as tmp, _synced(tmp) as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
         else:  # object stores publish a PUT whole or not at all
             self.fs.pipe_file(final, data)
         return final
@@ -99,17 +116,8 @@ class DataRoot:
         """Open a file for writing that appears under ``relpath`` only when closed cleanly."""
         final = self.path(relpath)
         if self.is_local:
-            Path(final).parent.mkdir(parents=True, exist_ok=True)
-            tmp = f"{final}.tmp-{uuid.uuid4().hex}"
-            try:
-                with open(tmp, "wb") as f:
-                    yield f
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, final)
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+            with atomic_path(final) as tmp, _synced(tmp) as f:
+                yield f
         else:
             buf = io.BytesIO()
             yield buf

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from geo_assets.storage import atomic_path
 from training.bundle import save_bundle
 
 
@@ -23,15 +23,13 @@ def sha256_file(path: Path) -> str:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def write_image_ids(path: Path, ids: set[str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.table({"image_id": pa.array(sorted(ids), pa.string())}), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.table({"image_id": pa.array(sorted(ids), pa.string())}), tmp)
 
 
 def train_shards(desc) -> list[dict]:
