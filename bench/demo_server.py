@@ -14,22 +14,21 @@ from __future__ import annotations
 import argparse
 import http.client
 import multiprocessing as mp
+import sys
 import threading
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import serve_demo
+
 TARGET_PER_S = 500
 
 
-def serve(preset: str, queue, stop) -> None:
-    from geo_assets.demo.server import DemoServer
-    from geo_assets.demo.world import generate_world
-
-    with DemoServer(generate_world(0, preset)) as server:
-        queue.put(server.url)
-        stop.wait()
 
 
 def image_paths(base: str, n: int, preset: str) -> list[str]:
@@ -103,7 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     ctx = mp.get_context("spawn")
     queue, stop = ctx.Queue(), ctx.Event()
-    proc = ctx.Process(target=serve, args=(args.preset, queue, stop), daemon=True)
+    proc = ctx.Process(target=serve_demo, args=(args.preset, queue, stop), daemon=True)
     proc.start()
     try:
         base = queue.get(timeout=60)

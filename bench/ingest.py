@@ -34,9 +34,10 @@ from pathlib import Path
 import numpy as np
 import requests
 
-HERE = Path(__file__).resolve().parent
-OUT = HERE / "out"
-VENV = OUT / "img2dataset-venv"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import OUT, ensure_img2dataset, serve_demo
+
 TARGET = 1.0
 
 I2D_RUNNER = """
@@ -50,24 +51,8 @@ print("ELAPSED", time.perf_counter() - start)
 """
 
 
-def serve(preset: str, queue, stop) -> None:
-    from geo_assets.demo.server import DemoServer
-    from geo_assets.demo.world import generate_world
-
-    with DemoServer(generate_world(0, preset)) as server:
-        queue.put(server.url)
-        stop.wait()
 
 
-def ensure_img2dataset() -> Path:
-    python = VENV / "bin" / "python"
-    if python.exists() and subprocess.run([python, "-c", "import img2dataset"], check=False,
-                                          capture_output=True).returncode == 0:
-        return python
-    OUT.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    subprocess.run([python, "-m", "pip", "install", "-q", "img2dataset"], check=True)
-    return python
 
 
 def crawl_cells(preset: str, level: int) -> list[str]:
@@ -183,7 +168,7 @@ def main() -> None:
     python = ensure_img2dataset()
     ctx = mp.get_context("spawn")
     queue, stop = ctx.Queue(), ctx.Event()
-    server = ctx.Process(target=serve, args=(args.preset, queue, stop), daemon=True)
+    server = ctx.Process(target=serve_demo, args=(args.preset, queue, stop), daemon=True)
     server.start()
     try:
         base = queue.get(timeout=120)

@@ -31,7 +31,8 @@ import torch
 import webdataset as wds
 from torchvision import datasets, transforms
 
-from bench.shards import IMAGES, OUT, cpu_seconds, image_paths, run_ours
+from bench.common import OUT, cpu_seconds
+from bench.shards import IMAGES, image_paths, run_ours
 from training.data import make_loader
 
 WORK = OUT / "bench_loader"

@@ -19,7 +19,6 @@ import argparse
 import hashlib
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -32,11 +31,10 @@ import polars as pl
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import OUT, VENV, cpu_seconds, ensure_img2dataset
 from geo_assets.shards import ShardSettings, build_shards
 
 IMAGES = ROOT.parent / "shared" / "data" / "real" / "croatia_streetview"
-OUT = ROOT / "bench" / "out"
-VENV = OUT / "img2dataset-venv"
 
 
 def image_paths(repeat: int) -> list[Path]:
@@ -44,19 +42,8 @@ def image_paths(repeat: int) -> list[Path]:
     return [IMAGES / f for f in labels["filename"]] * repeat
 
 
-def ensure_img2dataset() -> Path:
-    exe = VENV / "bin" / "img2dataset"
-    if not exe.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "img2dataset"], check=True)
-    return exe
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process and of its waited-for descendants."""
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
-        resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def run_ours(paths: list[Path], out: Path, workers: int) -> tuple[int, float, float]:
@@ -115,7 +102,7 @@ def main(argv=None) -> int:
         print(f"RESULT shards speedup=skipped target={args.target}")
         return 0
     paths = image_paths(args.repeat)
-    exe = ensure_img2dataset()
+    exe = ensure_img2dataset().parent / "img2dataset"
     totals = {"img2dataset": [0, 0.0, 0.0], "geoscout": [0, 0.0, 0.0]}
     ratios = []
     for _ in range(args.rounds):  # paired and interleaved: a change in machine load hits both
