@@ -49,7 +49,6 @@ class ImageInfo:
 
 
 ORIENTATION_TAG = 0x0112
-EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 
 
 def _open(data: bytes, settings: ImageSettings) -> Image.Image | ImageInfo:

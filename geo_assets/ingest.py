@@ -162,6 +162,10 @@ class Outcome:
                    brightness=info.brightness, phash=info.phash,
                    drop_reason=None if info.ok else str(info.drop_reason), error=info.error)
 
+    def record(self) -> dict:
+        """The fields that go into the journal and the manifest row (all but ``resumed``)."""
+        return {k: v for k, v in asdict(self).items() if k != "resumed"}
+
 
 def _fetch_one(source: ImageSource, cand: Candidate, root: DataRoot,
                settings: IngestSettings) -> Outcome:
@@ -224,8 +228,7 @@ def download_all(source: ImageSource, cands: list[Candidate], root: DataRoot,
                     outcome = fut.result()
                     out[c.image_id] = outcome
                     if outcome.drop_reason != DropReason.FETCH_FAILED:
-                        entry = {k: v for k, v in asdict(outcome).items() if k != "resumed"}
-                        journal.append({"image_id": c.image_id, **entry})
+                        journal.append({"image_id": c.image_id, **outcome.record()})
                     finished += 1
                     if progress is not None:
                         progress(finished, total, stage="download", cell_id=cell_id)
@@ -297,7 +300,7 @@ def build_rows(cands: list[Candidate], outcomes: dict[str, Outcome], cell_id: st
             row.update(drop_reason=str(DropReason.OUT_OF_CELL), sha256=None, file_bytes=None,
                        width=None, height=None, brightness=None, phash=None)
         else:
-            row.update({k: v for k, v in asdict(o).items() if k != "resumed"})
+            row.update(o.record())
         rows.append(row)
     apply_filters(rows, fs)
     return rows
@@ -340,7 +343,7 @@ def previous_outcomes(root: DataRoot, manifest_rel: str) -> dict[str, dict]:
 def _journal_path(root: DataRoot, source: str, cell_id: str) -> Path | None:
     if not root.is_local:
         return None
-    return root.local_path(f"manifests/cells/{source}/{cell_id}.journal.jsonl")
+    return root.local_path(f"{CELLS_DIR}/{source}/{cell_id}.journal.jsonl")
 
 
 def _counters(source) -> Counter:
