@@ -80,11 +80,6 @@ def gather_objects(obj) -> list:
     return out
 
 
-def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 class RankFilter(logging.Filter):
     """Lets records through on rank 0 only, unless a record sets ``all_ranks=True``."""
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 EARTH_RADIUS_KM = 6371.0
@@ -48,5 +46,3 @@ def geoguessr_score(distance_km: torch.Tensor) -> torch.Tensor:
     """GeoGuessr points per image: 5000 * exp(-d / 1492.7)."""
     return 5000.0 * torch.exp(-distance_km / 1492.7)
 
-
-HALF_CIRCUMFERENCE_KM = math.pi * EARTH_RADIUS_KM

@@ -11,6 +11,7 @@ import hashlib
 import itertools
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -30,11 +31,20 @@ class LevelTable:
     def num_classes(self) -> int:
         return len(self.cell_ids)
 
-    def centroid_tensor(self) -> torch.Tensor:
+    # Built once per table (inference calls these every batch); callers get a copy.
+    @cached_property
+    def _centroids(self) -> torch.Tensor:
         return torch.tensor(self.centroids_deg, dtype=torch.float64)
 
-    def parent_tensor(self) -> torch.Tensor:
+    @cached_property
+    def _parents(self) -> torch.Tensor:
         return torch.tensor(self.parents, dtype=torch.long)
+
+    def centroid_tensor(self) -> torch.Tensor:
+        return self._centroids.clone()
+
+    def parent_tensor(self) -> torch.Tensor:
+        return self._parents.clone()
 
 
 @dataclass(frozen=True)

@@ -6,21 +6,20 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from geo_assets.storage import atomic_path
 from training.metrics import RADII_KM
 
 MAP_POINTS = 400
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=float))
 
 
 def save_figure(fig, path: Path) -> str:
@@ -168,9 +167,8 @@ def write_report(out_dir: Path, metrics: dict, rows: list[dict], overlays: list,
             f'<iframe src="{map_name}" width="100%" height="480"></iframe>'
             + "<h2>Figures</h2>" + images + "<h2>Per class</h2>" + per_class_table(metrics))
     path = out_dir / "report.html"
-    tmp = path.with_name(".report.html.tmp")
-    tmp.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>"
-                   f"{html.escape(title)}</title><style>{STYLE}</style></head>"
-                   f"<body>{body}</body></html>")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>"
+                       f"{html.escape(title)}</title><style>{STYLE}</style></head>"
+                       f"<body>{body}</body></html>")
     return path

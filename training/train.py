@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -286,7 +287,7 @@ def evaluate(model: nn.Module, loader, tables: ClassTables, device: torch.device
             batch = to_batch(raw, tables.level_ids).to(device)
             with amp_ctx():
                 logits = [x.float() for x in model(batch.images)]
-            for m, lp, k in zip(metrics, level_log_probs(logits), range(len(metrics))):
+            for k, (m, lp) in enumerate(zip(metrics, level_log_probs(logits))):
                 m.update(lp, batch.labels[:, k])
                 all_logits[k].append(logits[k].cpu())
             all_labels.append(batch.labels.cpu())
@@ -401,8 +402,6 @@ def configure_determinism(cfg: TrainConfig) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
-        import os
-
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True)
@@ -418,9 +417,7 @@ def build_runtime(cfg: TrainConfig, dist: DistInfo, info: data.DatasetDescriptor
     dtype, scaler, channels_last = precision_settings(cfg, dist.device)
     bare.to(dist.device, memory_format=torch.channels_last if channels_last
             else torch.contiguous_format)
-    tau = cfg.haversine_tau_km
-    criterion = HierarchicalLoss(tables, cfg.label_smoothing,
-                                 None if tau is None else (tau if tau == "auto" else float(tau)),
+    criterion = HierarchicalLoss(tables, cfg.label_smoothing, cfg.haversine_tau_km,
                                  list(cfg.level_weights) if cfg.level_weights else None)
     criterion.to(dist.device)
     samples = cfg.epoch_samples or info.count("train", folds)
