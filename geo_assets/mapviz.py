@@ -15,10 +15,9 @@ import io
 import folium
 import numpy as np
 import shapely
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.collections import PolyCollection
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+
+# matplotlib is imported inside the drawing functions: it is slow to import and only needed
+# when a figure is drawn, not when the Dagster definitions load.
 
 STATUS_COLOURS = {"land": "#2e7d32", "coastal": "#f9a825", "dropped": "#c62828"}
 LAND_COLOUR = "#d9d9d9"
@@ -30,6 +29,9 @@ def _rect_verts(bounds: np.ndarray) -> np.ndarray:
 
 
 def _new_axes(title: str, size_px: tuple[int, int], extent):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(size_px[0] / 100, size_px[1] / 100), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_axes((0.04, 0.06, 0.94, 0.86))
@@ -45,6 +47,8 @@ def _new_axes(title: str, size_px: tuple[int, int], extent):
 def _draw_land(ax, land) -> None:
     if land is None:
         return
+    from matplotlib.collections import PolyCollection
+
     parts = shapely.get_parts(np.asarray(getattr(land, "geometry", land), dtype=object))
     rings = [np.asarray(p.exterior.coords) for p in parts if p.geom_type == "Polygon"]
     ax.add_collection(PolyCollection(rings, facecolors=LAND_COLOUR, edgecolors="none"))
@@ -52,6 +56,8 @@ def _draw_land(ax, land) -> None:
 
 def _finish(fig, ax, legend: dict[str, str] | None) -> bytes:
     if legend:
+        from matplotlib.patches import Patch
+
         handles = [Patch(facecolor=c, label=k) for k, c in legend.items()]
         ax.legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.9)
     buf = io.BytesIO()
@@ -65,6 +71,8 @@ def boxes_png(bounds, colours, *, land=None, title: str = "",
     """PNG of lon/lat boxes filled with ``colours``, over optional grey land polygons."""
     fig, ax = _new_axes(title, size_px, extent)
     _draw_land(ax, land)
+    from matplotlib.collections import PolyCollection
+
     ax.add_collection(PolyCollection(_rect_verts(bounds), facecolors=list(colours),
                                      edgecolors="white", linewidths=0.1, alpha=0.75))
     return _finish(fig, ax, legend)

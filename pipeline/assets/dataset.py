@@ -16,13 +16,10 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import polars as pl
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from geo_assets import mapviz
 from geo_assets.cells import cells_bounds
 from geo_assets.errors import InputError
-from geo_assets.hierarchy import HierarchySettings, fit_hierarchy, write_hierarchy
 from geo_assets.manifest import MERGED_PATH
 from geo_assets.shards import (
     ShardSettings,
@@ -32,7 +29,6 @@ from geo_assets.shards import (
     verify_shards,
     write_descriptor,
 )
-from geo_assets.splits import SplitSettings, build_splits, find_leaks
 from geo_assets.storage import DataRoot
 from pipeline.resources import DatasetSettings, GeoscoutSettings
 
@@ -42,13 +38,20 @@ DEFAULT_LEVELS = (1, 3, 5, 8)
 
 # --- settings and inputs -----------------------------------------------------------------------
 
-def split_settings(ds: DatasetSettings) -> SplitSettings:
+# geo_assets.splits and geo_assets.hierarchy (scipy behind them) are imported inside the
+# functions that use them: slow to import, not needed to load the definitions.
+
+def split_settings(ds: DatasetSettings):
+    from geo_assets.splits import SplitSettings
+
     return SplitSettings(k_folds=ds.k_folds, test_fraction=ds.test_fraction,
                          min_distance_km=ds.min_distance_km, seed=ds.seed,
                          stratify_level=hierarchy_settings(ds).levels[0])
 
 
-def hierarchy_settings(ds: DatasetSettings) -> HierarchySettings:
+def hierarchy_settings(ds: DatasetSettings):
+    from geo_assets.hierarchy import HierarchySettings
+
     return HierarchySettings(levels=tuple(ds.levels), min_images=ds.min_images,
                              max_images=ds.max_images)
 
@@ -73,6 +76,20 @@ def kept_manifest(root: DataRoot) -> pl.DataFrame:
     return kept
 
 
+def with_split(frame: pl.DataFrame, out: Path) -> pl.DataFrame:
+    """``frame`` joined on ``image_id`` with each image's split from ``splits.parquet``."""
+    return frame.join(pl.read_parquet(out / "splits.parquet").select("image_id", "split"),
+                      on="image_id")
+
+
+def write_report(out: Path, name: str, data: bytes) -> Path:
+    """Write ``data`` to ``out/reports/<name>`` and return its path."""
+    path = out / "reports" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -85,7 +102,11 @@ def markdown_table(frame: pl.DataFrame) -> str:
 
 # --- figures -------------------------------------------------------------------------------------
 
-def _png(fig: Figure) -> bytes:
+# matplotlib is imported in the figure functions: slow to import, needed only when drawing.
+
+def _png(fig) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
@@ -93,6 +114,8 @@ def _png(fig: Figure) -> bytes:
 
 
 def class_histogram_png(tables: dict[int, pl.DataFrame]) -> bytes:
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(4 * len(tables), 3), layout="constrained")
     for i, (level, t) in enumerate(tables.items()):
         ax = fig.add_subplot(1, len(tables), i + 1)
@@ -104,6 +127,8 @@ def class_histogram_png(tables: dict[int, pl.DataFrame]) -> bytes:
 
 def leakage_png(test_to_train_km: np.ndarray, per_split: pl.DataFrame,
                 min_distance_km: float) -> bytes:
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(9, 3), layout="constrained")
     ax = fig.add_subplot(1, 2, 1)
     d = test_to_train_km[np.isfinite(test_to_train_km)]
@@ -141,12 +166,13 @@ def splits(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
            dataset: DatasetSettings) -> dg.MaterializeResult:
     root = settings.root()
     out = datasets_dir(root)
+    from geo_assets.splits import build_splits
+
     manifest = kept_manifest(root)
     sset = split_settings(dataset)
     result, report, figures = build_splits(manifest, sset, out, dataset.incremental)
     png = leakage_png(figures["test_to_train_km"], figures["per_split"], sset.min_distance_km)
-    (out / "reports").mkdir(exist_ok=True)
-    (out / "reports" / "leakage.png").write_bytes(png)
+    write_report(out, "leakage.png", png)
     context.log.info(f"splits: {result.splits.height} images, {report['excluded']} excluded")
     return dg.MaterializeResult(
         metadata={
@@ -170,6 +196,8 @@ def splits_no_leakage(settings: GeoscoutSettings,
     root = settings.root()
     table = pl.read_parquet(datasets_dir(root) / "splits.parquet").join(
         kept_manifest(root).select("image_id", "source", "lat_deg", "lon_deg"), on="image_id")
+    from geo_assets.splits import find_leaks
+
     leaks = find_leaks(table, dataset.min_distance_km)
     ok = leaks["groups_crossing"] == 0 and leaks["close_pairs_crossing"] == 0
     return dg.AssetCheckResult(passed=ok, metadata={
@@ -188,20 +216,17 @@ def hierarchy(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
               dataset: DatasetSettings) -> dg.MaterializeResult:
     root = settings.root()
     out = datasets_dir(root)
-    table = kept_manifest(root).join(pl.read_parquet(out / "splits.parquet")
-                                     .select("image_id", "split"), on="image_id")
+    from geo_assets.hierarchy import fit_hierarchy, write_hierarchy
+
+    table = with_split(kept_manifest(root), out)
     hset = hierarchy_settings(dataset)
     lat, lon = table["lat_deg"].to_numpy(), table["lon_deg"].to_numpy()
     fitted = fit_hierarchy(lat, lon, (table["split"] == "train").to_numpy(), hset)
     write_hierarchy(fitted, hset, table["image_id"], lat, lon, out / "hierarchy")
     png = class_histogram_png(fitted.tables)
-    reports = out / "reports"
-    reports.mkdir(exist_ok=True)
-    (reports / "class_histogram.png").write_bytes(png)
-    maps = {}
-    for level, t in fitted.tables.items():
-        maps[level] = reports / f"classes_level_{level}.html"
-        maps[level].write_bytes(classes_map_html(t, level))
+    write_report(out, "class_histogram.png", png)
+    maps = {level: write_report(out, f"classes_level_{level}.html", classes_map_html(t, level))
+            for level, t in fitted.tables.items()}
     return dg.MaterializeResult(
         metadata={"classes": dg.MetadataValue.json({str(k): t.height
                                                     for k, t in fitted.tables.items()}),
@@ -325,8 +350,7 @@ def level_summary(out: Path, level: int) -> dict:
         raise InputError(f"level {level} is not among the dataset's levels "
                          f"{descriptor['levels']}: set the dataset resource's levels")
     table = pl.read_parquet(out / descriptor["level_files"][str(level)])
-    labels = pl.read_parquet(out / descriptor["labels_file"]).join(
-        pl.read_parquet(out / "splits.parquet").select("image_id", "split"), on="image_id")
+    labels = with_split(pl.read_parquet(out / descriptor["labels_file"]), out)
     counts = labels.group_by("split", f"label_{level}").len()
     index = json.loads((out / descriptor["shard_index"]).read_text())
     return {"level": level, "label_map": descriptor["level_files"][str(level)],

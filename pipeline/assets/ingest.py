@@ -20,7 +20,6 @@ from geo_assets.clients.http import (
     TransientServiceError,
 )
 from geo_assets.errors import InputError
-from geo_assets.ingest import IngestSettings, ingest_cell, merge_manifests
 from geo_assets.manifest import MERGED_PATH, Source
 from pipeline.constants import CELLS_PER_RUN, MAPILLARY_POOL, STREETVIEW_POOL
 from pipeline.partitions import crawl_cells
@@ -76,7 +75,12 @@ def _progress(context: dg.AssetExecutionContext, cell_id: str, every_s: float = 
     return report
 
 
-def _ingest_settings(settings: GeoscoutSettings) -> IngestSettings:
+# geo_assets.ingest (and scipy behind it) is imported inside the asset bodies: it is slow to
+# import and not needed to load the definitions.
+
+def _ingest_settings(settings: GeoscoutSettings):
+    from geo_assets.ingest import IngestSettings
+
     return IngestSettings(target_per_cell=settings.images_per_cell,
                           workers=settings.download_workers)
 
@@ -86,6 +90,8 @@ def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
     """Run ``ingest_cell`` on every cell of this run. A bad credential or setting fails the
     run without retries; a cell that fails transiently is retried with the whole batch (the
     cells already done are skipped then), after the other cells have been crawled."""
+    from geo_assets.ingest import ingest_cell
+
     cells = sorted(context.partition_keys)
     if source.value not in settings.sources:
         context.log.info(f"{source.value} is not in settings.sources: nothing to crawl")
@@ -174,6 +180,8 @@ def image_manifest(context: dg.AssetExecutionContext,
                    settings: GeoscoutSettings) -> dg.MaterializeResult:
     """Every image of every cell and source in one Parquet table, kept or dropped with the
     reason; a per-cell version table next to it; its content hash is the data version."""
+    from geo_assets.ingest import merge_manifests
+
     merged = merge_manifests(settings.root())
     context.log.info(f"merged {merged.n_rows} rows from {merged.n_cells} cell manifests")
     return dg.MaterializeResult(

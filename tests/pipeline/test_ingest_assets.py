@@ -26,6 +26,12 @@ def _materialize(instance, resources, cells, selection=None):
         raise_on_error=False)
 
 
+def _failure_message(result):
+    """The error message of the run's first step failure."""
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    return failure.event_specific_data.error.message
+
+
 def test_one_cell_end_to_end(demo_server, covered_cells, tmp_path):
     cell = covered_cells[0]
     root = DataRoot(str(tmp_path / "data"))
@@ -87,8 +93,7 @@ def test_streetview_refuses_to_store_images_without_acknowledgement(demo_server,
         result = _materialize(instance, resources, covered_cells[:1],
                               selection=[ingest.streetview_images])
         assert not result.success
-        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-        message = failure.event_specific_data.error.message
+        message = _failure_message(result)
         assert "refusing to store Street View images" in message
         # a setting, not a transient fault: no retries were spent on it
         assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
@@ -117,8 +122,7 @@ def test_a_rejected_token_fails_at_once_and_is_not_shown(demo_server, covered_ce
         result = _materialize(instance, resources, covered_cells[:1],
                               selection=[ingest.mapillary_images])
         assert not result.success
-        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-        message = failure.event_specific_data.error.message
+        message = _failure_message(result)
         assert "MAPILLARY_TOKEN" in message
         assert wrong not in message and "not-the-right-token" not in message
         assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
