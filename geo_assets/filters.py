@@ -5,9 +5,8 @@ Every filter takes arrays in a fixed priority order (the caller sorts: earlier c
 then image id) and returns a boolean mask or drop decisions; earlier images win, so the
 result depends only on the inputs, never on crawl order or thread timing.
 
-Spatial dedup works on 3-D unit vectors with a ``scipy.spatial.KDTree``: the chord length
-between two unit vectors is a monotone function of the great-circle distance, so one
-Euclidean radius is right everywhere, across the antimeridian and at the poles. Images of one
+Spatial dedup works on 3-D unit vectors (``geo_assets.sphere``) with a
+``scipy.spatial.KDTree``: one chord radius is right everywhere. Images of one
 capture group taken at exactly the same point (Street View headings of one pano, the four
 views of a place) form one location and are kept or dropped together.
 """
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import KDTree
 
-EARTH_RADIUS_M = 6_371_008.8
+from geo_assets.sphere import km_to_chord, unit_vectors
 
 
 @dataclass(frozen=True)
@@ -29,26 +28,6 @@ class FilterSettings:
     min_distance_m: float = 10.0        # spatial dedup radius; 0 disables
     max_per_sequence: int = 20          # at most k images per capture group per cell; 0: no cap
     phash_max_distance: int = 4         # Hamming distance that counts as a near duplicate; <0 off
-
-
-def unit_vectors(lat_deg, lon_deg) -> np.ndarray:
-    """(N, 3) unit vectors on the sphere for latitudes/longitudes in degrees."""
-    lat = np.radians(np.asarray(lat_deg, dtype=np.float64))
-    lon = np.radians(np.asarray(lon_deg, dtype=np.float64))
-    cos_lat = np.cos(lat)
-    return np.stack([cos_lat * np.cos(lon), cos_lat * np.sin(lon), np.sin(lat)], axis=-1)
-
-
-def chord_for_distance(distance_m: float) -> float:
-    """Euclidean distance between unit vectors that are ``distance_m`` apart on the sphere."""
-    return 2.0 * np.sin(min(distance_m / EARTH_RADIUS_M, np.pi) / 2.0)
-
-
-def haversine_m(lat1, lon1, lat2, lon2) -> np.ndarray:
-    p1, p2 = np.radians(lat1), np.radians(lat2)
-    dp, dl = p2 - p1, np.radians(np.asarray(lon2) - np.asarray(lon1))
-    a = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
 
 
 def brightness_reasons(brightness: np.ndarray, settings: FilterSettings) -> np.ndarray:
@@ -68,7 +47,7 @@ def location_units(lat, lon, group) -> np.ndarray:
 
 
 def _neighbours(points: np.ndarray, radius_m: float) -> list[list[int]]:
-    pairs = KDTree(points).query_pairs(chord_for_distance(radius_m), output_type="ndarray")
+    pairs = KDTree(points).query_pairs(km_to_chord(radius_m / 1000.0), output_type="ndarray")
     adj: list[list[int]] = [[] for _ in range(len(points))]
     for i, j in pairs:
         adj[i].append(j)
@@ -97,7 +76,8 @@ def spatial_dedup(lat, lon, group, candidate: np.ndarray, min_distance_m: float,
     blocked = np.zeros(len(reps), dtype=bool)
     if blockers is not None and len(blockers[0]):
         tree = KDTree(unit_vectors(*blockers))
-        hits = tree.query_ball_point(pts, chord_for_distance(min_distance_m), return_length=True)
+        hits = tree.query_ball_point(pts, km_to_chord(min_distance_m / 1000.0),
+                                    return_length=True)
         blocked = np.asarray(hits) > 0
     adj = _neighbours(pts, min_distance_m)
     kept = np.zeros(len(reps), dtype=bool)

@@ -13,7 +13,6 @@ keep no geometry at all, and their children are land without any geometry work.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 
 import geopandas as gpd
@@ -21,8 +20,8 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from geo_assets import cells
-from geo_assets.errors import DataUnavailableError, InputError
+from geo_assets import cells, layout
+from geo_assets.errors import InputError
 from geo_assets.land import (
     LandIndex,
     box_geoms,
@@ -30,11 +29,12 @@ from geo_assets.land import (
     clip_pairs,
     clip_to_region,
     land_parts,
+    read_geoparquet,
+    write_geoparquet,
 )
 from geo_assets.regions import Region
 from geo_assets.storage import DataRoot
 
-GRID_RELPATH = "grid/grid_cells.parquet"
 LAND, COASTAL, DROPPED = "land", "coastal", "dropped"
 COLUMNS = ["cell_id", "level", "min_lon", "min_lat", "max_lon", "max_lat", "land_fraction",
            "area_km2", "status", "geometry"]
@@ -214,18 +214,13 @@ def morton(rows: np.ndarray, cols: np.ndarray, level: int) -> np.ndarray:
 # --- storage --------------------------------------------------------------------------------
 
 def write_grid(grid: gpd.GeoDataFrame, root: DataRoot) -> str:
-    """Write the grid as GeoParquet to ``grid/grid_cells.parquet`` atomically."""
-    buf = io.BytesIO()
-    grid.to_parquet(buf, index=False)
-    return root.write_bytes(GRID_RELPATH, buf.getvalue())
+    """Write the grid as GeoParquet to ``layout.GRID_CELLS`` atomically."""
+    return write_geoparquet(grid, root, layout.GRID_CELLS)
 
 
 def load_grid(root: DataRoot) -> gpd.GeoDataFrame:
     """The grid written by the ``grid_cells`` asset."""
-    if not root.exists(GRID_RELPATH):
-        raise DataUnavailableError(f"no grid at {root.uri(GRID_RELPATH)}: materialize the "
-                                   "grid_cells asset first")
-    return gpd.read_parquet(io.BytesIO(root.read_bytes(GRID_RELPATH)))
+    return read_geoparquet(root, layout.GRID_CELLS, "grid", "grid_cells")
 
 
 def crawl_cells(grid: pd.DataFrame, level: int) -> list[str]:

@@ -30,17 +30,17 @@ on the sphere), as latitude/longitude in degrees.
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from geo_assets import layout
 from geo_assets.cells import MAX_LEVEL, points_to_rowcol, rowcol_to_ids
 from geo_assets.errors import InputError
-from geo_assets.splits import unit_vectors
-from geo_assets.storage import atomic_path
+from geo_assets.sphere import unit_vectors
+from geo_assets.storage import atomic_path, write_json_atomic
 
 CLASS_COLUMNS = ["class_index", "cell_id", "n_images", "n_train", "centroid_lat_deg",
                  "centroid_lon_deg", "parent_class_index", "cell_level", "is_remainder"]
@@ -276,11 +276,6 @@ def _cell_rowcol(cell_ids: pl.Series):
 
 # --- files -------------------------------------------------------------------------------------
 
-def _atomic(path: Path, write) -> None:
-    with atomic_path(path) as tmp:
-        write(tmp)
-
-
 def image_cells(lat_deg, lon_deg, levels) -> dict[int, np.ndarray]:
     """Each image's own quadtree cell at every level (the sample JSON's ``cells``)."""
     rows, cols = points_to_rowcol(lat_deg, lon_deg, max(levels))
@@ -288,38 +283,37 @@ def image_cells(lat_deg, lon_deg, levels) -> dict[int, np.ndarray]:
             for lv in levels}
 
 
+def _children(h: Hierarchy, level: int, parent_level: int | None) -> dict:
+    """``children_<L>.json``: parent class -> classes, and each parent's remainder class."""
+    rem = h.tables[level].filter("is_remainder").select("parent_class_index", "class_index")
+    return {"level": level, "parent_level": parent_level,
+            "children": {str(p): c for p, c in h.children(level).items()},
+            "remainder": {str(p): int(c) for p, c in rem.iter_rows()}}
+
+
 def write_hierarchy(h: Hierarchy, settings: HierarchySettings, image_ids, lat_deg, lon_deg,
                     out_dir: Path) -> dict[str, str]:
-    """Write levels.json, level_<L>.parquet, children_<L>.json, labels.parquet atomically."""
+    """Write the level tables, children maps, labels and levels.json (names in ``layout``)
+    atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = {}
     cells = image_cells(lat_deg, lon_deg, h.levels)
     labels = pl.DataFrame({"image_id": pl.Series(image_ids, dtype=pl.String),
                            **{f"cell_{lv}": pl.Series(cells[lv], dtype=pl.String)
                               for lv in h.levels},
                            **{f"label_{lv}": h.labels[lv] for lv in h.levels}})
-    _atomic(out_dir / "labels.parquet", labels.write_parquet)
-    previous = None
-    for lv in h.levels:
-        _atomic(out_dir / f"level_{lv}.parquet", h.tables[lv].write_parquet)
-        rem = h.tables[lv].filter("is_remainder").select("parent_class_index", "class_index")
-        children = {"level": lv, "parent_level": previous,
-                    "children": {str(p): c for p, c in h.children(lv).items()},
-                    "remainder": {str(p): int(c) for p, c in rem.iter_rows()}}
-        _atomic(out_dir / f"children_{lv}.json",
-                lambda p, c=children: p.write_text(json.dumps(c, indent=1)))
-        files[str(lv)] = f"level_{lv}.parquet"
-        previous = lv
+    tables = {layout.LABELS_FILE: labels,
+              **{layout.level_table_file(lv): h.tables[lv] for lv in h.levels}}
+    for name, frame in tables.items():
+        with atomic_path(out_dir / name) as tmp:
+            frame.write_parquet(tmp)
+    for previous, lv in zip((None, *h.levels), h.levels):
+        write_json_atomic(out_dir / layout.children_file(lv), _children(h, lv, previous),
+                          sort_keys=False)
+    files = {str(lv): layout.level_table_file(lv) for lv in h.levels}
     meta = {"levels": list(h.levels), "min_images": settings.min_images,
             "max_images": settings.max_images,
             "mode": "fixed" if settings.max_images is None else "adaptive",
             "num_classes": {str(lv): h.tables[lv].height for lv in h.levels},
-            "level_files": files, "labels_file": "labels.parquet"}
-    _atomic(out_dir / "levels.json", lambda p: p.write_text(json.dumps(meta, indent=1)))
+            "level_files": files, "labels_file": layout.LABELS_FILE}
+    write_json_atomic(out_dir / layout.LEVELS_META_FILE, meta, sort_keys=False)
     return files
-
-
-def read_tables(out_dir: Path, levels) -> Hierarchy:
-    """The class tables written by ``write_hierarchy`` (labels left empty)."""
-    return Hierarchy(tuple(levels), {lv: pl.read_parquet(out_dir / f"level_{lv}.parquet")
-                                     for lv in levels}, {})

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geo_assets import filters
+from geo_assets import filters, layout
 from geo_assets.cells import check_cell_id, points_to_cells
 from geo_assets.clients.base import Candidate, ImageSource, ListRequest
 from geo_assets.clients.http import (
@@ -41,14 +41,9 @@ from geo_assets.clients.http import (
 )
 from geo_assets.images import ImageInfo, ImageSettings, inspect_image
 from geo_assets.manifest import (
-    CELL_VERSIONS_PATH,
     CELL_VERSIONS_SCHEMA,
-    CELLS_DIR,
-    MERGED_PATH,
     SCHEMA_VERSION,
     DropReason,
-    cell_manifest_relpath,
-    cell_stats_relpath,
     empty_manifest,
     rows_to_table,
     table_to_parquet_bytes,
@@ -191,7 +186,7 @@ def _resumed(entry: dict | None, root: DataRoot, ext: str) -> Outcome | None:
     if entry is None:
         return None
     fields = {k: entry.get(k) for k in Outcome.__dataclass_fields__ if k != "resumed"}
-    if entry.get("sha256") and not root.exists(root.image_relpath(entry["sha256"], ext)):
+    if entry.get("sha256") and not root.exists(layout.image(entry["sha256"], ext)):
         return None
     return Outcome(**fields, resumed=True)
 
@@ -343,7 +338,7 @@ def previous_outcomes(root: DataRoot, manifest_rel: str) -> dict[str, dict]:
 def _journal_path(root: DataRoot, source: str, cell_id: str) -> Path | None:
     if not root.is_local:
         return None
-    return root.local_path(f"{CELLS_DIR}/{source}/{cell_id}.journal.jsonl")
+    return root.local_path(layout.cell_journal(source, cell_id))
 
 
 def _counters(source) -> Counter:
@@ -363,7 +358,7 @@ def ingest_cell(source: ImageSource, cell_id: str, root: DataRoot, settings: Ing
     """Crawl one cell of one source into its manifest; see the module docstring."""
     check_cell_id(cell_id)
     name = str(source.name)
-    stats_rel = cell_stats_relpath(name, cell_id)
+    stats_rel = layout.cell_stats(name, cell_id)
     if not settings.force and root.exists(stats_rel):
         return CellResult.from_stats(json.loads(root.read_bytes(stats_rel)), skipped=True)
     source.preflight()
@@ -374,7 +369,7 @@ def ingest_cell(source: ImageSource, cell_id: str, root: DataRoot, settings: Ing
     if progress is not None:
         progress(0, len(cands), stage="listed", cell_id=cell_id)
     journal = Journal(_journal_path(root, name, cell_id))
-    manifest_rel = cell_manifest_relpath(name, cell_id)
+    manifest_rel = layout.cell_manifest(name, cell_id)
     journal.entries = {**previous_outcomes(root, manifest_rel), **journal.entries}
     inside = [c for c, ok in zip(cands, _in_cell(cands, cell_id)) if ok]
     outcomes = download_all(source, inside, root, journal, settings, progress, cell_id)
@@ -451,9 +446,9 @@ class MergeResult:
 
 def done_cell_manifests(root: DataRoot) -> list[str]:
     """Relative paths of cell manifests whose stats file exists (the cell is done)."""
-    done = set(root.glob(f"{CELLS_DIR}/*/*.stats.json"))
-    return [p for p in root.glob(f"{CELLS_DIR}/*/*.parquet")
-            if p[: -len(".parquet")] + ".stats.json" in done]
+    done = set(root.glob(f"{layout.CELLS_DIR}/*/*{layout.CELL_STATS_SUFFIX}"))
+    return [p for p in root.glob(f"{layout.CELLS_DIR}/*/*{layout.CELL_MANIFEST_SUFFIX}")
+            if p.removesuffix(layout.CELL_MANIFEST_SUFFIX) + layout.CELL_STATS_SUFFIX in done]
 
 
 def merge_manifests(root: DataRoot, *,
@@ -470,12 +465,13 @@ def merge_manifests(root: DataRoot, *,
     frame, n_cross = _cross_cell_dedup(frame, min_distance_m)
     frame = frame.sort("image_id")
     data = table_to_parquet_bytes(frame.to_arrow())
-    root.write_bytes(MERGED_PATH, data)
+    root.write_bytes(layout.IMAGE_MANIFEST, data)
     versions = _versions(root, paths, frame)
-    root.write_bytes(CELL_VERSIONS_PATH, table_to_parquet_bytes(versions, CELL_VERSIONS_SCHEMA))
-    return MergeResult(root.uri(MERGED_PATH), sha256_hex(data), root.uri(CELL_VERSIONS_PATH),
-                       frame.height, int(frame["kept"].sum()) if frame.height else 0,
-                       len(paths), n_cross, n_before - frame.height)
+    root.write_bytes(layout.CELL_VERSIONS, table_to_parquet_bytes(versions, CELL_VERSIONS_SCHEMA))
+    return MergeResult(root.uri(layout.IMAGE_MANIFEST), sha256_hex(data),
+                       root.uri(layout.CELL_VERSIONS), frame.height,
+                       int(frame["kept"].sum()) if frame.height else 0, len(paths), n_cross,
+                       n_before - frame.height)
 
 
 def _scan(root: DataRoot, paths: list[str]):
@@ -527,10 +523,11 @@ def _versions(root: DataRoot, paths: list[str], frame):
         n_rows=pl.len(), n_kept=pl.col("kept").sum()).to_dicts()}
     rows = []
     for p in paths:
-        source, name = p.split("/")[-2], p.split("/")[-1][: -len(".parquet")]
+        source, file = p.split("/")[-2:]
+        name = file.removesuffix(layout.CELL_MANIFEST_SUFFIX)
         c = counts.get((name, source), {"n_rows": 0, "n_kept": 0})
         rows.append({"cell_id": name, "source": source,
-                     "version": sha256_hex(root.read_bytes(p)), "n_rows": int(c["n_rows"]),
+                     "version": root.sha256(p), "n_rows": int(c["n_rows"]),
                      "n_kept": int(c["n_kept"] or 0)})
     rows.sort(key=lambda r: (r["cell_id"], r["source"]))
     return pa.Table.from_pylist(rows, schema=CELL_VERSIONS_SCHEMA)

@@ -2,27 +2,24 @@
 country a point is in. Geometry is lon/lat degrees (EPSG:4326), boxes are ``(N, 4)`` arrays
 of ``min_lon, min_lat, max_lon, max_lat``.
 
-Distances are on a sphere of radius 6371 km. A "buffer" around a box widens it by the
-buffer north-south and east-west, the east-west degrees taken at the box's poleward edge,
-where a degree of longitude is shortest (so the widening is never too small).
+Distances are on a sphere of radius ``sphere.EARTH_RADIUS_KM``. A "buffer" around a box
+widens it by the buffer north-south and east-west, the east-west degrees taken at the box's
+poleward edge, where a degree of longitude is shortest (so the widening is never too small).
 """
 
 from __future__ import annotations
 
 import io
-import math
 
 import geopandas as gpd
 import numpy as np
 import shapely
 
+from geo_assets import layout
 from geo_assets.errors import DataUnavailableError, InputError
 from geo_assets.regions import Region
+from geo_assets.sphere import EARTH_RADIUS_KM, KM_PER_DEG
 from geo_assets.storage import DataRoot
-
-EARTH_RADIUS_KM = 6371.0
-KM_PER_DEG = EARTH_RADIUS_KM * math.pi / 180.0  # 111.19 km per degree of latitude
-LAND_RELPATH = "land/land_polygons.parquet"  # the region's land, written by land_polygons
 
 
 def land_parts(land) -> np.ndarray:
@@ -211,16 +208,27 @@ def countries_at(lat, lon, countries: gpd.GeoDataFrame,
 
 # --- storage --------------------------------------------------------------------------------
 
-def write_land(parts: np.ndarray, root: DataRoot) -> str:
-    """Write land polygons as GeoParquet to ``land/land_polygons.parquet`` atomically."""
+def write_geoparquet(frame: gpd.GeoDataFrame, root: DataRoot, relpath: str) -> str:
+    """Write ``frame`` as GeoParquet to ``relpath`` atomically; return the full path."""
     buf = io.BytesIO()
-    gpd.GeoDataFrame(geometry=gpd.GeoSeries(parts, crs=4326)).to_parquet(buf, index=False)
-    return root.write_bytes(LAND_RELPATH, buf.getvalue())
+    frame.to_parquet(buf, index=False)
+    return root.write_bytes(relpath, buf.getvalue())
+
+
+def read_geoparquet(root: DataRoot, relpath: str, what: str, asset: str) -> gpd.GeoDataFrame:
+    """The GeoParquet file that ``asset`` writes; a clear error when it is missing."""
+    if not root.exists(relpath):
+        raise DataUnavailableError(f"no {what} at {root.uri(relpath)}: materialize the "
+                                   f"{asset} asset first")
+    return gpd.read_parquet(io.BytesIO(root.read_bytes(relpath)))
+
+
+def write_land(parts: np.ndarray, root: DataRoot) -> str:
+    """Write land polygons as GeoParquet to ``layout.LAND_POLYGONS`` atomically."""
+    land = gpd.GeoDataFrame(geometry=gpd.GeoSeries(parts, crs=4326))
+    return write_geoparquet(land, root, layout.LAND_POLYGONS)
 
 
 def load_land(root: DataRoot) -> gpd.GeoDataFrame:
     """The region's land polygons written by the ``land_polygons`` asset."""
-    if not root.exists(LAND_RELPATH):
-        raise DataUnavailableError(f"no land polygons at {root.uri(LAND_RELPATH)}: "
-                                   "materialize the land_polygons asset first")
-    return gpd.read_parquet(io.BytesIO(root.read_bytes(LAND_RELPATH)))
+    return read_geoparquet(root, layout.LAND_POLYGONS, "land polygons", "land_polygons")

@@ -1,22 +1,20 @@
 """Lineage: which datasets, splits, shards and models an image fed, and what fed a model.
 
-Plain functions over the files in the data root (see docs/architecture.md); no Dagster
+Plain functions over the files in the data root (paths in ``geo_assets.layout``); no Dagster
 import, so the CLI and tests can answer lineage questions without an instance. Sources:
 
-- ``manifests/image_manifest.parquet``: the image's row (source, cell, kept / drop reason);
-- ``manifests/cell_versions.parquet``: the version (sha256) of the per-cell manifest file;
-- ``datasets/dataset.json``, ``datasets/splits.parquet``, ``datasets/shards/index.json``:
+- the merged image manifest: the image's row (source, cell, kept / drop reason);
+- the cell versions table: the version (sha256) of each per-cell manifest file;
+- the dataset descriptor, splits and shard index (or contents table) under ``datasets/``:
   the current dataset version, the image's split and fold, and the shard that holds it;
-- ``models/<run>/model_card.json`` and ``models/<run>/train_image_ids.parquet``: every model
-  and the exact images it trained on.
+- every model folder's card and training image ids: every model and the exact images it
+  trained on.
 
-The model card keys read here are listed in ``CARD_KEYS``; each accepts a few spellings so a
-card written by an older training run still reads.
+Model cards are read with the key names of ``geo_assets.model_card`` only.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
 import tarfile
@@ -25,58 +23,19 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from geo_assets import layout
+from geo_assets import model_card as mc
 from geo_assets.errors import DataUnavailableError, InputError
+from geo_assets.shards import KEY_HEX_DIGITS
 from geo_assets.storage import DataRoot
-
-MANIFEST = "manifests/image_manifest.parquet"
-CELL_VERSIONS = "manifests/cell_versions.parquet"
-DATASET = "datasets/dataset.json"
-SPLITS = "datasets/splits.parquet"
-SHARD_INDEX = "datasets/shards/index.json"
-SHARD_DIR = "datasets/shards"
-SHARD_CONTENTS = "datasets/shards/contents.parquet"
-MODELS = "models"
-CARD = "model_card.json"
-TRAIN_IDS = "train_image_ids.parquet"
-
-# Canonical model card key -> spellings accepted (first match wins).
-CARD_KEYS: dict[str, tuple[str, ...]] = {
-    "manifest_sha256": ("manifest_hash", "manifest_sha256"),
-    "cell_versions": ("cell_versions", "per_cell_versions"),
-    "shards": ("shards", "shard_list"),
-    "split": ("split", "split_settings", "splits"),
-    "config": ("config", "train_config"),
-    "train_image_ids": ("train_image_ids", "image_ids_file", "train_image_ids_file"),
-    "run_ids": ("run_ids", "dagster_run_ids", "dagster_run_id"),
-    "levels": ("levels",),
-    "created_at": ("created_at",),
-}
 
 _ROW_FIELDS = ("source", "source_id", "group_id", "cell_id", "sha256", "kept", "drop_reason",
                "license", "attribution", "lat_deg", "lon_deg")
+_DESCRIPTOR_MANIFEST = "manifest_hash"  # the manifest's sha256 in the dataset descriptor
 
 
 def as_root(root: DataRoot | str) -> DataRoot:
     return root if isinstance(root, DataRoot) else DataRoot(str(root))
-
-
-def card_get(card: dict, key: str, default: Any = None) -> Any:
-    """Read a model card value by its canonical key (see ``CARD_KEYS``)."""
-    for name in CARD_KEYS.get(key, (key,)):
-        if name in card:
-            return card[name]
-    return default
-
-
-def file_sha256(root: DataRoot, relpath: str) -> str | None:
-    """SHA-256 of a file under the root, or None when it does not exist."""
-    if not root.exists(relpath):
-        return None
-    digest = hashlib.sha256()
-    with root.fs.open(root.path(relpath), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_json(root: DataRoot, relpath: str) -> dict | None:
@@ -116,13 +75,13 @@ class ModelRef:
     manifest_sha256: str | None = None
     created_at: str | None = None
     role: str | None = None          # "train" (trained on it) or "test" (evaluated on it)
-    run_ids: Any = None
+    dagster_run_id: str | None = None
 
 
 def list_models(root: DataRoot | str) -> list[str]:
-    """Names of the models under ``models/`` that have a model card, sorted."""
+    """Names of the models under the models folder that have a model card, sorted."""
     root = as_root(root)
-    cards = root.glob(f"{MODELS}/*/{CARD}")
+    cards = root.glob(f"{layout.MODELS_DIR}/*/{layout.MODEL_CARD_FILE}")
     return sorted(posixpath.basename(posixpath.dirname(c)) for c in cards)
 
 
@@ -131,47 +90,37 @@ def read_model_card(root: DataRoot | str, model: str) -> tuple[str, dict]:
 
     Returns (the model's folder relative to the root or as given, the card)."""
     root = as_root(root)
-    candidates = []
     name = model.rstrip("/")
-    if name.endswith(CARD):
+    if name.endswith(layout.MODEL_CARD_FILE):
         name = posixpath.dirname(name)
-    candidates.append(f"{MODELS}/{name}" if "/" not in name else name)
-    for rel in candidates:
-        card = _read_json(root, f"{rel}/{CARD}")
-        if card is not None:
-            return rel, card
-    # A folder outside the data root (an exported model, a local copy).
-    card = _read_json(DataRoot(name), CARD)
+    rel = layout.model_dir(name) if "/" not in name else name
+    card = _read_json(root, f"{rel}/{layout.MODEL_CARD_FILE}")
+    if card is not None:
+        return rel, card
+    card = _read_json(DataRoot(name), layout.MODEL_CARD_FILE)  # a folder outside the root
     if card is not None:
         return name, card
     known = ", ".join(list_models(root)) or "none"
-    raise InputError(f"model {model!r}: no {CARD} under {root.uri(MODELS)}/{name} or {name}; "
+    raise InputError(f"model {model!r}: no {layout.MODEL_CARD_FILE} under "
+                     f"{root.uri(layout.MODELS_DIR)}/{name} or {name}; "
                      f"models with a card: {known}")
 
 
 def _train_ids_location(root: DataRoot, folder: str, card: dict) -> tuple[DataRoot, str] | None:
-    """Where the model's ``train_image_ids.parquet`` is: in its folder under the root (the
-    card may name it by file name or by the absolute path it was written to), else at that
-    absolute path or URL."""
-    ref = card_get(card, "train_image_ids") or TRAIN_IDS
-    if isinstance(ref, dict):  # {"path": ..., "sha256": ...}
-        ref = ref.get("path") or TRAIN_IDS
-    ref = str(ref)
-    if root.exists(f"{folder}/{posixpath.basename(ref)}"):
-        return root, f"{folder}/{posixpath.basename(ref)}"
-    if "/" in ref:
-        head, name = posixpath.split(ref)
-        outside = DataRoot(head)
-        if outside.exists(name):
-            return outside, name
-    return None
+    """Where the model's training image ids are: next to its card, in the root or (for a
+    model folder outside the root) in that folder."""
+    name = card.get(mc.TRAIN_IMAGE_IDS) or layout.TRAIN_IDS_FILE
+    if root.exists(f"{folder}/{name}"):
+        return root, f"{folder}/{name}"
+    outside = DataRoot(folder)
+    return (outside, name) if outside.exists(name) else None
 
 
 def _model_ref(folder: str, card: dict, role: str | None = None) -> ModelRef:
-    return ModelRef(name=card.get("run_name") or posixpath.basename(folder), path=folder,
-                    manifest_sha256=card_get(card, "manifest_sha256"),
-                    created_at=card_get(card, "created_at"), role=role,
-                    run_ids=card_get(card, "run_ids"))
+    return ModelRef(name=card.get(mc.RUN_NAME) or posixpath.basename(folder), path=folder,
+                    manifest_sha256=card.get(mc.MANIFEST_SHA256),
+                    created_at=card.get(mc.CREATED_AT), role=role,
+                    dagster_run_id=card.get(mc.DAGSTER_RUN_ID))
 
 
 # --- image lineage -------------------------------------------------------------------------
@@ -191,38 +140,35 @@ class ImageLineage:
         return asdict(self)
 
 
-def _shard_file(name: str) -> str:
-    return name if name.endswith(".tar") else f"{name}.tar"
+def _tar_has_key(root: DataRoot, relpath: str, key: str) -> bool:
+    """Whether a shard tar holds a sample ``key``, reading its headers only."""
+    with root.fs.open(root.path(relpath), "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+        return any(member.name.split(".", 1)[0] == key for member in tar)
 
 
 def _find_in_shards(root: DataRoot, image_id: str, sha256: str | None,
-                    split: dict | None) -> str | None:
+                    split: dict) -> str | None:
     """Name of the shard that holds the image.
 
-    ``datasets/shards/contents.parquet`` (one row per sample) answers directly; without it,
-    the tar headers of the shards of the image's own split and fold are read (sample key =
-    first 20 hex digits of the sha256), skipping the image bytes."""
-    if root.exists(SHARD_CONTENTS):
-        rows = _filter_rows(root, SHARD_CONTENTS, "image_id", image_id, ["image_id", "shard"])
+    The shards' contents table (one row per sample) answers directly; without it, the tar
+    headers of the shards of the image's own split and fold are read (the sample key is the
+    start of the sha256), skipping the image bytes."""
+    contents = layout.in_datasets(layout.SHARD_CONTENTS)
+    if root.exists(contents):
+        rows = _filter_rows(root, contents, "image_id", image_id, ["image_id", "shard"])
         return rows[0]["shard"] if rows else None
-    index = _read_json(root, SHARD_INDEX)
-    if not index or not sha256 or not split:
+    index = _read_json(root, layout.in_datasets(layout.SHARD_INDEX))
+    if not index or not sha256:
         return None
-    key = sha256[:20]
     test = split.get("split") == "test"
     for shard in index.get("shards", []):
-        fold = shard.get("fold")
         if shard.get("split") != split.get("split"):
             continue
-        if not (test or str(fold) == str(split.get("fold"))):
+        if not (test or str(shard.get("fold")) == str(split.get("fold"))):
             continue
-        rel = f"{SHARD_DIR}/{_shard_file(shard['name'])}"
-        if not root.exists(rel):
-            continue
-        with root.fs.open(root.path(rel), "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
-            for member in tar:
-                if member.name.split(".", 1)[0] == key:
-                    return shard["name"]
+        rel = layout.in_datasets(f"{layout.SHARDS_DIR}/{layout.shard_file(shard['name'])}")
+        if root.exists(rel) and _tar_has_key(root, rel, sha256[:KEY_HEX_DIGITS]):
+            return shard["name"]
     return None
 
 
@@ -231,52 +177,71 @@ def _image_in_model(root: DataRoot, folder: str, card: dict, image_id: str) -> b
     return bool(where and _filter_rows(*where, "image_id", image_id, ["image_id"]))
 
 
-def image_lineage(root: DataRoot | str, image_id: str) -> ImageLineage:
-    """Everything geoscout knows about where an image went: its manifest row and cell
-    version, the current dataset version, its split and shard, and every model that trained
-    on it (from the models' ``train_image_ids.parquet``) or was evaluated on it."""
-    root = as_root(root)
-    if not root.exists(MANIFEST) and not list_models(root):
-        raise DataUnavailableError(
-            f"no manifest ({root.uri(MANIFEST)}) and no models under {root.uri(MODELS)}: "
-            "materialize image_manifest first, or point --data-root at the right root")
-    out = ImageLineage(image_id=image_id)
-    rows = _filter_rows(root, MANIFEST, "image_id", image_id)
-    if rows:
-        out.manifest = {k: rows[0].get(k) for k in _ROW_FIELDS if k in rows[0]}
-        cell, source = rows[0].get("cell_id"), rows[0].get("source")
-        versions = [r for r in _filter_rows(root, CELL_VERSIONS, "cell_id", cell)
-                    if r.get("source") == source]
-        out.cell_version = versions[0] if versions else None
-    descriptor = _read_json(root, DATASET)
+def _add_manifest(root: DataRoot, out: ImageLineage) -> None:
+    """The image's manifest row and its cell's version."""
+    rows = _filter_rows(root, layout.IMAGE_MANIFEST, "image_id", out.image_id)
+    if not rows:
+        return
+    out.manifest = {k: rows[0].get(k) for k in _ROW_FIELDS if k in rows[0]}
+    cell, source = rows[0].get("cell_id"), rows[0].get("source")
+    versions = [r for r in _filter_rows(root, layout.CELL_VERSIONS, "cell_id", cell)
+                if r.get("source") == source]
+    out.cell_version = versions[0] if versions else None
+
+
+def _add_dataset(root: DataRoot, out: ImageLineage) -> None:
+    """The current dataset version, and the image's split and shard in it."""
+    descriptor = _read_json(root, layout.in_datasets(layout.DESCRIPTOR))
     if descriptor is not None:
-        out.dataset = {"manifest_sha256": card_get(descriptor, "manifest_sha256"),
+        out.dataset = {"manifest_sha256": descriptor.get(_DESCRIPTOR_MANIFEST),
                        "created_at": descriptor.get("created_at"),
                        "levels": descriptor.get("levels")}
-    splits = _filter_rows(root, SPLITS, "image_id", image_id)
-    if splits:
-        out.split = {k: splits[0].get(k) for k in ("split", "fold", "group_id")}
-        if out.dataset and out.dataset.get("manifest_sha256"):
-            out.dataset_versions.append(out.dataset["manifest_sha256"])
-    if out.split:
-        out.shard = _find_in_shards(root, image_id, (out.manifest or {}).get("sha256"),
-                                    out.split)
+    splits = _filter_rows(root, layout.in_datasets(layout.SPLITS), "image_id", out.image_id)
+    if not splits:
+        return
+    out.split = {k: splits[0].get(k) for k in ("split", "fold", "group_id")}
+    if out.dataset and out.dataset.get("manifest_sha256"):
+        out.dataset_versions.append(out.dataset["manifest_sha256"])
+    out.shard = _find_in_shards(root, out.image_id, (out.manifest or {}).get("sha256"),
+                                out.split)
+
+
+def _add_models(root: DataRoot, out: ImageLineage) -> None:
+    """Models that trained on the image, or were evaluated on it (a test image of the
+    dataset version they were trained from)."""
     current = (out.dataset or {}).get("manifest_sha256")
+    is_test = bool(out.split and out.split.get("split") == "test")
     for name in list_models(root):
         folder, card = read_model_card(root, name)
-        if _image_in_model(root, folder, card, image_id):
+        mhash = card.get(mc.MANIFEST_SHA256)
+        if _image_in_model(root, folder, card, out.image_id):
             out.models.append(_model_ref(folder, card, "train"))
-        elif (out.split and out.split.get("split") == "test" and current
-              and card_get(card, "manifest_sha256") == current):
+        elif is_test and current and mhash == current:
             out.models.append(_model_ref(folder, card, "test"))
         else:
             continue
-        mhash = card_get(card, "manifest_sha256")
         if mhash and mhash not in out.dataset_versions:
             out.dataset_versions.append(mhash)
+
+
+def image_lineage(root: DataRoot | str, image_id: str) -> ImageLineage:
+    """Everything geoscout knows about where an image went: its manifest row and cell
+    version, the current dataset version, its split and shard, and every model that trained
+    on it (from the models' training image ids) or was evaluated on it."""
+    root = as_root(root)
+    if not root.exists(layout.IMAGE_MANIFEST) and not list_models(root):
+        raise DataUnavailableError(
+            f"no manifest ({root.uri(layout.IMAGE_MANIFEST)}) and no models under "
+            f"{root.uri(layout.MODELS_DIR)}: materialize image_manifest first, or point "
+            "--data-root at the right root")
+    out = ImageLineage(image_id=image_id)
+    _add_manifest(root, out)
+    _add_dataset(root, out)
+    _add_models(root, out)
     if not (out.manifest or out.split or out.models):
-        raise InputError(f"image {image_id!r} is not in {root.uri(MANIFEST)}, the splits or any "
-                         "model's training images; ids look like 'mapillary:123'")
+        raise InputError(f"image {image_id!r} is not in {root.uri(layout.IMAGE_MANIFEST)}, "
+                         "the splits or any model's training images; ids look like "
+                         "'mapillary:123'")
     return out
 
 
@@ -291,10 +256,10 @@ class ModelLineage:
     manifest_current: bool | None       # does the root's manifest still have this hash?
     cell_versions: list[dict]           # [{cell_id, source, version}], sorted
     cells_changed: list[dict]           # cells whose version today differs from the card's
-    shards: list[dict]                  # [{name, sha256?, ...}]
+    shards: list[dict]                  # [{name, split, fold, count, sha256}]
     split: Any
     config: Any
-    run_ids: Any
+    dagster_run_id: str | None
     n_train_images: int | None
     sources: dict[str, int]             # images per source among the training images
 
@@ -302,72 +267,51 @@ class ModelLineage:
         return asdict(self)
 
 
-def _normalise_cell_versions(value: Any) -> list[dict]:
-    """Cell versions as rows, from a list of rows or a {"source:cell" | cell: version} map."""
-    if not value:
-        return []
-    if isinstance(value, dict):
-        rows = []
-        for key, version in value.items():
-            source, _, cell = key.rpartition(":")
-            rows.append({"cell_id": cell, "source": source or None, "version": version})
-    else:
-        rows = [dict(r) for r in value]
-    return sorted(rows, key=lambda r: (str(r.get("source")), str(r.get("cell_id"))))
-
-
-def _normalise_shards(value: Any) -> list[dict]:
-    if not value:
-        return []
-    if isinstance(value, dict):
-        value = value.get("shards", [])
-    return [s if isinstance(s, dict) else {"name": str(s)} for s in value]
-
-
 def _changed_cells(root: DataRoot, recorded: list[dict]) -> list[dict]:
-    if not recorded or not root.exists(CELL_VERSIONS):
+    if not recorded or not root.exists(layout.CELL_VERSIONS):
         return []
-    with root.fs.open(root.path(CELL_VERSIONS), "rb") as f:
+    with root.fs.open(root.path(layout.CELL_VERSIONS), "rb") as f:
         now = pq.ParquetFile(f).read(columns=["cell_id", "source", "version"]).to_pylist()
-    by_source = {(r["source"], r["cell_id"]): r["version"] for r in now}
-    by_cell = {r["cell_id"]: r["version"] for r in now}
+    today = {(r["source"], r["cell_id"]): r["version"] for r in now}
     changed = []
     for row in recorded:
-        if row.get("source") is None:
-            today = by_cell.get(row.get("cell_id"))
-        else:
-            today = by_source.get((row.get("source"), row.get("cell_id")))
-        if today != row.get("version"):
-            changed.append({**row, "version_now": today})
+        version_now = today.get((row.get("source"), row.get("cell_id")))
+        if version_now != row.get("version"):
+            changed.append({**row, "version_now": version_now})
     return changed
+
+
+def _train_sources(root: DataRoot, folder: str, card: dict) -> tuple[int | None, dict]:
+    """The number of training images and their count per source (None, {} when the model
+    has no training image ids)."""
+    where = _train_ids_location(root, folder, card)
+    if where is None:
+        return None, {}
+    ids_root, ids_rel = where
+    with ids_root.fs.open(ids_root.path(ids_rel), "rb") as f:
+        ids = pq.ParquetFile(f).read(columns=["image_id"]).column("image_id").to_pylist()
+    sources: dict[str, int] = {}
+    for image_id in ids:
+        src = str(image_id).split(":", 1)[0]
+        sources[src] = sources.get(src, 0) + 1
+    return len(ids), dict(sorted(sources.items()))
 
 
 def model_lineage(root: DataRoot | str, model: str) -> ModelLineage:
     """What fed a model: manifest hash, per-cell versions (and which changed since),
-    shards, split settings, config, Dagster run ids, and its training images by source."""
+    shards, split settings, config, the Dagster run, and its training images by source."""
     root = as_root(root)
     folder, card = read_model_card(root, model)
-    mhash = card_get(card, "manifest_sha256")
-    current = file_sha256(root, MANIFEST) if mhash else None
-    cells = _normalise_cell_versions(card_get(card, "cell_versions"))
-    n_train, sources = None, {}
-    where = _train_ids_location(root, folder, card)
-    if where is not None:
-        ids_root, ids_rel = where
-        with ids_root.fs.open(ids_root.path(ids_rel), "rb") as f:
-            ids = pq.ParquetFile(f).read(columns=["image_id"]).column("image_id").to_pylist()
-        n_train = len(ids)
-        for image_id in ids:
-            src = str(image_id).split(":", 1)[0]
-            sources[src] = sources.get(src, 0) + 1
+    mhash = card.get(mc.MANIFEST_SHA256)
+    current = (root.sha256(layout.IMAGE_MANIFEST)
+               if mhash and root.exists(layout.IMAGE_MANIFEST) else None)
+    cells = sorted(card.get(mc.CELL_VERSIONS) or [],
+                   key=lambda r: (str(r.get("source")), str(r.get("cell_id"))))
+    n_train, sources = _train_sources(root, folder, card)
     return ModelLineage(
-        name=card.get("run_name") or posixpath.basename(folder), path=folder, card=card,
+        name=card.get(mc.RUN_NAME) or posixpath.basename(folder), path=folder, card=card,
         manifest_sha256=mhash, manifest_current=(None if current is None else current == mhash),
         cell_versions=cells, cells_changed=_changed_cells(root, cells),
-        shards=_normalise_shards(card_get(card, "shards")), split=card_get(card, "split"),
-        config=card_get(card, "config"), run_ids=card_get(card, "run_ids"),
-        n_train_images=n_train, sources=dict(sorted(sources.items())))
-
-
-def write_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True, default=str)
+        shards=list(card.get(mc.SHARDS) or []), split=card.get(mc.SPLIT),
+        config=card.get(mc.CONFIG), dagster_run_id=card.get(mc.DAGSTER_RUN_ID),
+        n_train_images=n_train, sources=sources)

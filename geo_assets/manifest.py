@@ -71,10 +71,6 @@ COLUMNS = MANIFEST_SCHEMA.names
 
 # --- I/O ---------------------------------------------------------------------------------
 
-CELLS_DIR = "manifests/cells"
-MERGED_PATH = "manifests/image_manifest.parquet"
-CELL_VERSIONS_PATH = "manifests/cell_versions.parquet"
-
 CELL_VERSIONS_SCHEMA = pa.schema([
     pa.field("cell_id", pa.string(), nullable=False),
     pa.field("source", pa.string(), nullable=False),
@@ -82,14 +78,6 @@ CELL_VERSIONS_SCHEMA = pa.schema([
     pa.field("n_rows", pa.int64(), nullable=False),
     pa.field("n_kept", pa.int64(), nullable=False),
 ])
-
-
-def cell_manifest_relpath(source: str, cell_id: str) -> str:
-    return f"{CELLS_DIR}/{source}/{cell_id}.parquet"
-
-
-def cell_stats_relpath(source: str, cell_id: str) -> str:
-    return f"{CELLS_DIR}/{source}/{cell_id}.stats.json"
 
 
 def rows_to_table(rows: list[dict]) -> pa.Table:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from geo_assets import layout
 from geo_assets.cells import points_to_cells
 from geo_assets.clients.redact import Redactor
 from geo_assets.manifest import DropReason
@@ -67,7 +68,7 @@ def _decode_error(root: DataRoot, sha256: str | None) -> str | None:
 
     if not sha256:
         return "kept without a file hash"
-    rel = DataRoot.image_relpath(sha256)
+    rel = layout.image(sha256)
     try:
         data = root.read_bytes(rel)
     except FileNotFoundError:

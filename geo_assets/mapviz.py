@@ -1,26 +1,36 @@
 """Maps for metadata and reports: a static PNG preview (matplotlib, no display needed) and an
 interactive HTML map (folium) of lon/lat boxes or points, each coloured by a category.
 
-Every stage that shows where things are uses these: the grid (cells by status), ingest
-(images by source), reports (errors by country). Inputs are plain arrays; ``colours`` are
-any matplotlib / CSS colour strings, one per box or point.
+Every stage that shows where things are uses these: the grid (cells by status, land),
+the hierarchy (classes per level), ingest (images by source), the evaluation report
+(predictions against truth). The generic helpers take plain arrays; ``colours`` are any
+matplotlib / CSS colour strings, one per box or point. Non-map figures live in ``plots``.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
+from typing import TYPE_CHECKING
 
-import folium
 import numpy as np
 import shapely
 
-# matplotlib is imported inside the drawing functions: it is slow to import and only needed
-# when a figure is drawn, not when the Dagster definitions load.
+from geo_assets.cells import cells_bounds
+from geo_assets.grid import COASTAL, DROPPED, LAND
+from geo_assets.plots import figure_png, new_figure
 
-STATUS_COLOURS = {"land": "#2e7d32", "coastal": "#f9a825", "dropped": "#c62828"}
+if TYPE_CHECKING:
+    import folium
+
+# matplotlib and folium are imported inside the drawing functions: they are slow to import
+# and only needed when a map is drawn, not when the Dagster definitions load.
+
+STATUS_COLOURS = {LAND: "#2e7d32", COASTAL: "#f9a825", DROPPED: "#c62828"}
 LAND_COLOUR = "#d9d9d9"
+CLASS_PALETTE = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d")
+TRUTH_COLOUR, PREDICTION_COLOUR = "green", "red"
+GRID_MAP_MAX_CELLS = 20_000  # cells drawn on the grid's HTML map / PNG (deepest level that fits)
+WORLD = (-180.0, -90.0, 180.0, 90.0)
 
 
 def _rect_verts(bounds: np.ndarray) -> np.ndarray:
@@ -28,12 +38,10 @@ def _rect_verts(bounds: np.ndarray) -> np.ndarray:
     return np.stack([b[:, [0, 1]], b[:, [2, 1]], b[:, [2, 3]], b[:, [0, 3]]], axis=1)
 
 
-def _new_axes(title: str, size_px: tuple[int, int], extent):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+# --- static PNG maps ---------------------------------------------------------------------------
 
-    fig = Figure(figsize=(size_px[0] / 100, size_px[1] / 100), dpi=100)
-    FigureCanvasAgg(fig)
+def _new_axes(title: str, size_px: tuple[int, int], extent):
+    fig = new_figure((size_px[0] / 100, size_px[1] / 100), dpi=100)
     ax = fig.add_axes((0.04, 0.06, 0.94, 0.86))
     ax.set_xlim(extent[0], extent[2])
     ax.set_ylim(extent[1], extent[3])
@@ -60,14 +68,12 @@ def _finish(fig, ax, legend: dict[str, str] | None) -> bytes:
 
         handles = [Patch(facecolor=c, label=k) for k, c in legend.items()]
         ax.legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.9)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def boxes_png(bounds, colours, *, land=None, title: str = "",
               legend: dict[str, str] | None = None, size_px=(1000, 520),
-              extent=(-180, -90, 180, 90)) -> bytes:
+              extent=WORLD) -> bytes:
     """PNG of lon/lat boxes filled with ``colours``, over optional grey land polygons."""
     fig, ax = _new_axes(title, size_px, extent)
     _draw_land(ax, land)
@@ -80,7 +86,7 @@ def boxes_png(bounds, colours, *, land=None, title: str = "",
 
 def points_png(lat, lon, colours, *, land=None, title: str = "",
                legend: dict[str, str] | None = None, size_px=(1000, 520),
-               extent=(-180, -90, 180, 90)) -> bytes:
+               extent=WORLD) -> bytes:
     """PNG of points (e.g. images) coloured by category, over optional grey land."""
     fig, ax = _new_axes(title, size_px, extent)
     _draw_land(ax, land)
@@ -88,10 +94,23 @@ def points_png(lat, lon, colours, *, land=None, title: str = "",
     return _finish(fig, ax, legend)
 
 
-def png_markdown(png: bytes, alt: str = "preview") -> str:
-    """Markdown with the PNG inlined, for ``dg.MetadataValue.md``."""
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+def land_png(land, region_bounds, *, title: str = "", size_px=(1000, 520)) -> bytes:
+    """PNG of land polygons, framed on a region's lon/lat bounds."""
+    fig, ax = _new_axes(title, size_px, extent_of([region_bounds]))
+    _draw_land(ax, land)
+    return _finish(fig, ax, None)
 
+
+def extent_of(bounds, pad_deg: float = 2.0) -> tuple[float, float, float, float]:
+    """A padded lon/lat extent around boxes, for the ``extent`` of the PNG helpers."""
+    b = np.asarray(bounds, dtype=np.float64).reshape(-1, 4)
+    if not len(b):
+        return WORLD
+    return (max(b[:, 0].min() - pad_deg, -180.0), max(b[:, 1].min() - pad_deg, -90.0),
+            min(b[:, 2].max() + pad_deg, 180.0), min(b[:, 3].max() + pad_deg, 90.0))
+
+
+# --- interactive HTML maps ---------------------------------------------------------------------
 
 def _legend_html(title: str, legend: dict[str, str] | None) -> str:
     rows = "".join(f'<div><span style="background:{c};width:12px;height:12px;'
@@ -103,6 +122,8 @@ def _legend_html(title: str, legend: dict[str, str] | None) -> str:
 
 
 def _base_map(title: str, legend: dict[str, str] | None) -> folium.Map:
+    import folium
+
     fmap = folium.Map(location=(20, 0), zoom_start=2, tiles="OpenStreetMap",
                       world_copy_jump=True)
     fmap.get_root().html.add_child(folium.Element(_legend_html(title, legend)))
@@ -112,6 +133,8 @@ def _base_map(title: str, legend: dict[str, str] | None) -> folium.Map:
 def boxes_map(bounds, colours, *, tooltips=None, title: str = "",
               legend: dict[str, str] | None = None) -> folium.Map:
     """Interactive map of lon/lat boxes; ``tooltips`` are plain text, one per box."""
+    import folium
+
     verts = _rect_verts(bounds)
     tips = [""] * len(verts) if tooltips is None else [str(t) for t in tooltips]
     features = [{"type": "Feature",
@@ -132,18 +155,11 @@ def boxes_map(bounds, colours, *, tooltips=None, title: str = "",
     return fmap
 
 
-def extent_of(bounds, pad_deg: float = 2.0) -> tuple[float, float, float, float]:
-    """A padded lon/lat extent around boxes, for the ``extent`` of the PNG helpers."""
-    b = np.asarray(bounds, dtype=np.float64).reshape(-1, 4)
-    if not len(b):
-        return (-180.0, -90.0, 180.0, 90.0)
-    return (max(b[:, 0].min() - pad_deg, -180.0), max(b[:, 1].min() - pad_deg, -90.0),
-            min(b[:, 2].max() + pad_deg, 180.0), min(b[:, 3].max() + pad_deg, 90.0))
-
-
 def points_map(lat, lon, colours, *, tooltips=None, title: str = "",
                legend: dict[str, str] | None = None) -> folium.Map:
     """Interactive map of points as small circles."""
+    import folium
+
     fmap = _base_map(title, legend)
     tips = [None] * len(lat) if tooltips is None else [str(t) for t in tooltips]
     for y, x, c, t in zip(np.asarray(lat), np.asarray(lon), colours, tips):
@@ -155,3 +171,75 @@ def points_map(lat, lon, colours, *, tooltips=None, title: str = "",
 def map_html(fmap: folium.Map) -> bytes:
     """The map as a standalone HTML page (write it with ``DataRoot.write_bytes``)."""
     return fmap.get_root().render().encode()
+
+
+# --- the maps of each stage ----------------------------------------------------------------------
+
+def grid_map_level(counts, crawl_level: int, max_cells: int = GRID_MAP_MAX_CELLS) -> int:
+    """The level to draw: the crawl level when its cells (kept and dropped) fit on a map, else
+    the deepest that does. ``counts``: ``level``, ``kept``, ``dropped`` per level."""
+    total = dict(zip(counts["level"], counts["kept"] + counts["dropped"]))
+    fitting = [lv for lv, n in total.items() if n <= max_cells] or [1]
+    return crawl_level if crawl_level in fitting else max(fitting)
+
+
+def _grid_level(cells, dropped, level: int):
+    """Cell ids, statuses, land fractions and bounds of one level, dropped cells included."""
+    kept = cells[cells["level"] == level]
+    gone = dropped[dropped["level"] == level]
+    ids = np.concatenate([kept["cell_id"].to_numpy(), gone["cell_id"].to_numpy()])
+    status = np.concatenate([kept["status"].to_numpy(),
+                             np.full(len(gone), DROPPED, dtype=object)])
+    fraction = np.concatenate([kept["land_fraction"].to_numpy(), np.zeros(len(gone))])
+    bounds = cells_bounds(ids) if len(ids) else np.zeros((0, 4))
+    title = f"grid level {level}: {len(kept)} cells kept, {len(gone)} dropped"
+    return ids, status, fraction, bounds, title
+
+
+def grid_png(cells, dropped, level: int, land=None) -> bytes:
+    """PNG of one grid level's cells (``cells``: ``cell_id``, ``level``, ``status``,
+    ``land_fraction``; ``dropped``: ``cell_id``, ``level``) coloured by status, over land."""
+    _, status, _, bounds, title = _grid_level(cells, dropped, level)
+    return boxes_png(bounds, [STATUS_COLOURS[s] for s in status], land=land, title=title,
+                     legend=STATUS_COLOURS, extent=extent_of(bounds))
+
+
+def grid_map_html(cells, dropped, level: int) -> bytes:
+    """HTML map of one grid level's cells coloured by status, with id, status and land
+    share in each tooltip (inputs as ``grid_png``)."""
+    ids, status, fraction, bounds, title = _grid_level(cells, dropped, level)
+    tips = [f"{i} {s} land {f:.0%}" for i, s, f in zip(ids, status, fraction)]
+    return map_html(boxes_map(bounds, [STATUS_COLOURS[s] for s in status], tooltips=tips,
+                              title=title, legend=STATUS_COLOURS))
+
+
+def classes_map_html(table, level: int) -> bytes:
+    """HTML map of one hierarchy level's classes (``table``: a level table with
+    ``cell_id``, ``cell_level``, ``class_index``, ``n_images``, ``n_train``), coarser cells
+    drawn first so that finer ones stay on top."""
+    t = table.sort("cell_level")
+    colours = [CLASS_PALETTE[i % len(CLASS_PALETTE)] for i in t["class_index"].to_list()]
+    tips = [f"class {c}: cell '{cell}' ({n} images, {k} train)" for c, cell, n, k in
+            t.select("class_index", "cell_id", "n_images", "n_train").rows()]
+    bounds = cells_bounds(np.asarray(t["cell_id"].to_list(), dtype=object))
+    return map_html(boxes_map(bounds, colours, tooltips=tips,
+                              title=f"classes at level {level}"))
+
+
+def predictions_map_html(true_lat, true_lon, pred_lat, pred_lon, tooltips) -> bytes:
+    """HTML map of predictions against truth: a grey line from each true place (green) to
+    its prediction (red); ``tooltips`` plain text, one per image."""
+    import folium
+
+    fmap = _base_map("predictions vs truth",
+                     {"truth": TRUTH_COLOUR, "prediction": PREDICTION_COLOUR})
+    for t_lat, t_lon, p_lat, p_lon, tip in zip(true_lat, true_lon, pred_lat, pred_lon,
+                                               tooltips):
+        truth, guess = (float(t_lat), float(t_lon)), (float(p_lat), float(p_lon))
+        tip = html.escape(str(tip))
+        folium.PolyLine([truth, guess], color="grey", weight=1, opacity=0.6).add_to(fmap)
+        folium.CircleMarker(truth, radius=3, color=TRUTH_COLOUR, fill=True,
+                            tooltip=tip).add_to(fmap)
+        folium.CircleMarker(guess, radius=3, color=PREDICTION_COLOUR, fill=True,
+                            tooltip=tip).add_to(fmap)
+    return map_html(fmap)

@@ -24,6 +24,7 @@ import numpy as np
 import requests
 import shapely
 
+from geo_assets import layout
 from geo_assets.errors import DataUnavailableError, InputError
 from geo_assets.storage import DataRoot, sha256_hex
 
@@ -178,15 +179,16 @@ def cached_download(root: DataRoot, relpath: str, url: str, opts: Download) -> b
     """File bytes from ``root/relpath`` when its recorded SHA-256 matches, else downloaded
     (once) and stored with ``relpath.sha256``. A cached file that no longer matches its
     checksum is treated as corrupt and fetched again."""
-    if root.exists(relpath) and root.exists(relpath + ".sha256"):
+    checksum = relpath + layout.CHECKSUM_SUFFIX
+    if root.exists(relpath) and root.exists(checksum):
         data = root.read_bytes(relpath)
-        recorded = root.read_bytes(relpath + ".sha256").decode().split()[0]
+        recorded = root.read_bytes(checksum).decode().split()[0]
         if sha256_hex(data) == recorded:
             return data
     data = fetch_once(url, opts)
     root.write_bytes(relpath, data)
     name = relpath.rsplit("/", 1)[-1]
-    root.write_bytes(relpath + ".sha256", f"{sha256_hex(data)}  {name}\n".encode())
+    root.write_bytes(checksum, f"{sha256_hex(data)}  {name}\n".encode())
     return data
 
 
@@ -246,7 +248,8 @@ class NaturalEarthSource:
             raise InputError(f"no data root to cache {stem}.zip in: set {SETTING} or data_root")
         url = download_url(kind, scale, self.base_url)
         try:
-            data = cached_download(self.cache, f"land/{stem}.zip", url, self.download)
+            data = cached_download(self.cache, layout.natural_earth_zip(stem), url,
+                                   self.download)
         except DataUnavailableError as exc:
             raise DataUnavailableError(
                 f"Natural Earth {stem} is not available offline and could not be downloaded "

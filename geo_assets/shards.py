@@ -1,6 +1,6 @@
 """WebDataset shards: resized JPEGs with one JSON record each, written atomically.
 
-Layout under a shard folder (see docs/architecture.md "Datasets")::
+Layout under a shard folder (names in ``geo_assets.layout``)::
 
     <split>-<fold>-<NNNNNN>.tar        fold "t" for test: train-0-000000.tar, test-t-000000.tar
     <split>-<fold>-<NNNNNN>.stats.json written after its tar: count, failures, timings
@@ -38,8 +38,9 @@ from pathlib import Path
 import polars as pl
 from PIL import Image, ImageOps
 
+from geo_assets import layout
 from geo_assets.errors import InputError
-from geo_assets.storage import atomic_path
+from geo_assets.storage import atomic_path, sha256_file, write_json_atomic
 
 KEY_HEX_DIGITS = 20
 FIXED_MTIME = 1_600_000_000  # any integer constant: byte-reproducible tars; an integer
@@ -72,10 +73,6 @@ class ShardSettings:
 
 def shard_name(split: str, fold: int, number: int) -> str:
     return f"{split}-{'t' if fold < 0 else fold}-{number:06d}"
-
-
-def sample_key(sha256: str) -> str:
-    return sha256[:KEY_HEX_DIGITS]
 
 
 # --- resizing (runs in worker processes) ---------------------------------------------------
@@ -265,14 +262,6 @@ def plan_shards(records: pl.DataFrame, previous: pl.DataFrame | None,
 
 # --- writing ---------------------------------------------------------------------------------
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_tar(path: Path, samples: Iterator[tuple[str, bytes, str]]) -> int:
     """Write (key, jpg, json text) samples to ``path`` atomically; return the count."""
     import webdataset as wds  # imports torch: keep it out of module import
@@ -286,11 +275,6 @@ def write_tar(path: Path, samples: Iterator[tuple[str, bytes, str]]) -> int:
         f.flush()
         os.fsync(f.fileno())
     return count
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=1, sort_keys=True))
 
 
 def read_tar_images(path: Path) -> dict[str, bytes]:
@@ -318,13 +302,14 @@ def _write_plan(out_dir: Path, plan: ShardPlan,
                 continue
             yield key, jpg, record
 
-    tar = out_dir / f"{plan.name}.tar"
+    tar = out_dir / layout.shard_file(plan.name)
     count = write_tar(tar, samples())
     stats = {"name": plan.name, "split": plan.split, "fold": plan.fold, "count": count,
              "failed": len(failed), "failed_image_ids": failed[:100], "errors": errors,
              "rewritten": plan.rewrite, "seconds": round(time.perf_counter() - start, 3),
-             "bytes": tar.stat().st_size, "sha256": _sha256_file(tar)}
-    write_json_atomic(out_dir / f"{plan.name}.stats.json", stats)  # written last: shard done
+             "bytes": tar.stat().st_size, "sha256": sha256_file(tar)}
+    # written last: the shard is done
+    write_json_atomic(out_dir / layout.shard_stats_file(plan.name), stats)
     return stats, failed
 
 
@@ -342,7 +327,7 @@ class ShardBuild:
 
 
 def read_index(out_dir: Path) -> dict | None:
-    path = out_dir / "index.json"
+    path = out_dir / layout.SHARD_INDEX_FILE
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -350,7 +335,7 @@ def _previous_contents(out_dir: Path, settings: ShardSettings,
                        incremental: bool) -> tuple[pl.DataFrame | None, dict | None]:
     """The last build's contents, when it can be reused, and its index (None if none)."""
     index = read_index(out_dir)
-    contents = out_dir / "contents.parquet"
+    contents = out_dir / layout.SHARD_CONTENTS_FILE
     if index is None or not contents.exists():
         return None, index
     same = (index.get("image_size") == settings.image_size
@@ -362,7 +347,7 @@ def _plan_images(out_dir: Path, plan: ShardPlan,
                  fresh: Iterator[tuple[bytes | None, str | None]]):
     if not plan.rewrite:
         return fresh
-    old = read_tar_images(out_dir / f"{plan.name}.tar")
+    old = read_tar_images(out_dir / layout.shard_file(plan.name))
     return ((old.get(k), None if k in old else "missing from the old shard")
             for k in plan.rows["key"])
 
@@ -397,12 +382,12 @@ def build_shards(table: pl.DataFrame, levels: list[int], out_dir: Path,
     index = {"shards": sorted(entries, key=lambda e: e["name"]), "levels": list(levels),
              "image_size": settings.image_size, "jpeg_quality": settings.jpeg_quality,
              "total_count": int(sum(e["count"] for e in entries))}
-    with atomic_path(out_dir / "contents.parquet") as tmp:
+    with atomic_path(out_dir / layout.SHARD_CONTENTS_FILE) as tmp:
         contents.write_parquet(tmp)
-    write_json_atomic(out_dir / "index.json", index)  # last: the build is complete
+    write_json_atomic(out_dir / layout.SHARD_INDEX_FILE, index)  # last: the build is complete
     for name in drop:
-        for suffix in (".tar", ".stats.json"):
-            (out_dir / f"{name}{suffix}").unlink(missing_ok=True)
+        for file in (layout.shard_file(name), layout.shard_stats_file(name)):
+            (out_dir / file).unlink(missing_ok=True)
     return ShardBuild(index, contents, written, kept, drop, failed,
                       round(time.perf_counter() - start, 3))
 
@@ -434,14 +419,14 @@ def write_descriptor(datasets_dir: Path, *, levels, num_classes: dict, manifest_
     """``datasets/dataset.json``: what training reads (paths relative to ``datasets/``)."""
     descriptor = {
         "version": 1, "levels": list(levels),
-        "level_files": {str(lv): f"hierarchy/level_{lv}.parquet" for lv in levels},
-        "children_files": {str(lv): f"hierarchy/children_{lv}.json" for lv in levels},
-        "labels_file": "hierarchy/labels.parquet", "splits_file": "splits.parquet",
-        "shard_index": "shards/index.json",
+        "level_files": {str(lv): layout.level_table(lv) for lv in levels},
+        "children_files": {str(lv): layout.children_map(lv) for lv in levels},
+        "labels_file": layout.LABELS, "splits_file": layout.SPLITS,
+        "shard_index": layout.SHARD_INDEX,
         "num_classes": {str(k): int(v) for k, v in num_classes.items()},
         "manifest_hash": manifest_sha256, "splits": split_settings,
         "hierarchy": hierarchy_settings, "image_size": image_size, "created_at": created_at}
-    write_json_atomic(datasets_dir / "dataset.json", descriptor)
+    write_json_atomic(datasets_dir / layout.DESCRIPTOR, descriptor)
     return descriptor
 
 
@@ -452,11 +437,11 @@ def verify_shards(out_dir: Path, index: dict) -> dict:
     problems: list[str] = []
     image_ids: list[str] = []
     for entry in index["shards"]:
-        path = out_dir / f"{entry['name']}.tar"
+        path = out_dir / layout.shard_file(entry["name"])
         if not path.exists():
             problems.append(f"{entry['name']}: missing")
             continue
-        if _sha256_file(path) != entry["sha256"]:
+        if sha256_file(path) != entry["sha256"]:
             problems.append(f"{entry['name']}: sha256 differs from the index")
         n = 0
         for sample in wds.DataPipeline(wds.SimpleShardList([str(path)]),

@@ -33,11 +33,12 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from geo_assets import layout
 from geo_assets.cells import points_to_cells
 from geo_assets.errors import InputError
-from geo_assets.storage import atomic_path
+from geo_assets.sphere import chord_to_km, km_to_chord, unit_vectors
+from geo_assets.storage import atomic_path, write_json_atomic
 
-EARTH_RADIUS_KM = 6371.0
 TEST = "test"
 TRAIN = "train"
 
@@ -72,19 +73,6 @@ class SplitResult:
 
 
 # --- geometry --------------------------------------------------------------------------------
-
-def unit_vectors(lat_deg, lon_deg) -> np.ndarray:
-    lat, lon = np.radians(np.asarray(lat_deg, float)), np.radians(np.asarray(lon_deg, float))
-    return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)
-
-
-def km_to_chord(km: float) -> float:
-    return 2.0 * np.sin(min(km / EARTH_RADIUS_KM, np.pi) / 2.0)
-
-
-def chord_to_km(chord):
-    return 2.0 * EARTH_RADIUS_KM * np.arcsin(np.clip(np.asarray(chord) / 2.0, 0.0, 1.0))
-
 
 def close_pairs(xyz: np.ndarray, min_distance_km: float) -> np.ndarray:
     """(P, 2) index pairs closer than ``min_distance_km``; identical points collapse first."""
@@ -215,7 +203,8 @@ def _incremental(table: pl.DataFrame, previous: pl.DataFrame,
     if rows["n_old"].max() > 1:
         raise InputError("the previous splits file disagrees with the current grouping (old "
                          "images that are now linked sit in different splits): the grouping "
-                         "settings changed; delete datasets/splits.parquet to rebuild splits")
+                         f"settings changed; delete {layout.in_datasets(layout.SPLITS)} to "
+                         "rebuild splits")
     return rows, excluded
 
 
@@ -309,14 +298,9 @@ def _settings_dict(settings: SplitSettings) -> dict:
             "stratify_level": settings.stratify_level}
 
 
-def _write_atomic(path: Path, write) -> None:
-    with atomic_path(path) as tmp:
-        write(tmp)
-
-
 def read_previous(out_dir: Path, settings: SplitSettings) -> pl.DataFrame | None:
     """The last splits table when it was made with the same settings, else None."""
-    meta, table = out_dir / "splits.json", out_dir / "splits.parquet"
+    meta, table = out_dir / layout.SPLITS_META, out_dir / layout.SPLITS
     if not (meta.exists() and table.exists()):
         return None
     if json.loads(meta.read_text()).get("settings") != _settings_dict(settings):
@@ -339,9 +323,10 @@ def build_splits(manifest: pl.DataFrame, settings: SplitSettings, out_dir: Path,
     report["kept_from_previous"] = 0 if previous is None else int(
         result.splits.join(previous.select("image_id"), on="image_id", how="semi").height)
     report["excluded"] = result.excluded.height
-    _write_atomic(out_dir / "splits.parquet", result.splits.write_parquet)
-    _write_atomic(out_dir / "splits_excluded.parquet", result.excluded.write_parquet)
+    for name, frame in ((layout.SPLITS, result.splits),
+                        (layout.SPLITS_EXCLUDED, result.excluded)):
+        with atomic_path(out_dir / name) as tmp:
+            frame.write_parquet(tmp)
     meta = {"settings": _settings_dict(settings), "report": report}
-    _write_atomic(out_dir / "splits.json",
-                  lambda p: p.write_text(json.dumps(meta, indent=1, default=str)))
+    write_json_atomic(out_dir / layout.SPLITS_META, meta, sort_keys=False)
     return result, report, figures

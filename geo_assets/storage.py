@@ -1,24 +1,15 @@
 """The data root: one folder (or fsspec URL) that holds everything geoscout writes.
 
-Layout under the root (see README "Outputs")::
-
-    land/                       cached Natural Earth downloads
-    grid/grid_cells.parquet     the land-filtered grid (GeoParquet)
-    images/ab/cd/<sha256>.jpg   raw images, content-addressed, written once
-    manifests/cells/<cell>.parquet   one manifest per crawl cell
-    manifests/image_manifest.parquet the merged manifest
-    datasets/...                hierarchy, splits, shards
-    models/<name>/...           checkpoints, model cards
-    reports/<name>/...          evaluation reports
-
-Every file is written to a temporary name and renamed into place, so a crash never leaves
-a half-written file under its final name.
+Its layout (every relative path) is named in ``geo_assets.layout``. Every file is written to
+a temporary name and renamed into place, so a crash never leaves a half-written file under
+its final name.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import posixpath
 import uuid
@@ -26,14 +17,39 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import fsspec
 
+from geo_assets import layout
 from geo_assets.errors import InputError
+
+CHUNK_BYTES = 1 << 20
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA_ROOT_ENV = "GEOSCOUT_DATA_ROOT"
+
+
+def default_data_root() -> str:
+    """``$GEOSCOUT_DATA_ROOT``, else ``.geoscout/data`` in the project."""
+    return os.environ.get(DATA_ROOT_ENV, str(PROJECT_ROOT / ".geoscout" / "data"))
 
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def sha256_stream(f: BinaryIO) -> str:
+    """SHA-256 of an open binary file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: f.read(CHUNK_BYTES), b""):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 of a local file, streamed."""
+    with open(path, "rb") as f:
+        return sha256_stream(f)
 
 
 @contextmanager
@@ -48,6 +64,13 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any, *, indent: int = 1,
+                      sort_keys: bool = True) -> None:
+    """Write ``data`` as JSON to a local ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=indent, sort_keys=sort_keys, default=str))
 
 
 @contextmanager
@@ -126,6 +149,11 @@ class DataRoot:
     def read_bytes(self, relpath: str) -> bytes:
         return self.fs.cat_file(self.path(relpath))
 
+    def sha256(self, relpath: str) -> str:
+        """SHA-256 of a file under the root, streamed."""
+        with self.fs.open(self.path(relpath), "rb") as f:
+            return sha256_stream(f)
+
     def exists(self, relpath: str) -> bool:
         return self.fs.exists(self.path(relpath))
 
@@ -137,18 +165,14 @@ class DataRoot:
 
     # --- content-addressed images ---------------------------------------------------------
 
-    @staticmethod
-    def image_relpath(sha256: str, ext: str = "jpg") -> str:
-        return f"images/{sha256[:2]}/{sha256[2:4]}/{sha256}.{ext}"
-
     def put_image(self, data: bytes, ext: str = "jpg") -> tuple[str, bool]:
         """Store image bytes once by SHA-256. Returns (sha256, newly_written)."""
         digest = sha256_hex(data)
-        rel = self.image_relpath(digest, ext)
+        rel = layout.image(digest, ext)
         if self.exists(rel):
             return digest, False
         self.write_bytes(rel, data)
         return digest, True
 
     def get_image(self, sha256: str, ext: str = "jpg") -> bytes:
-        return self.read_bytes(self.image_relpath(sha256, ext))
+        return self.read_bytes(layout.image(sha256, ext))

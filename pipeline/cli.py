@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pipeline.demo_run", "run the whole graph on the built-in demo world"),
     "demo-server": ("geo_assets.demo.server", "serve the demo world's Mapillary/Street View API"),
     "predict": ("training.predict", "predict where photos were taken"),
-    "lineage": ("pipeline.lineage", "show which images fed which datasets and models"),
+    "lineage": ("geo_assets.lineage_cli", "show which images fed which datasets and models"),
 }
 
 

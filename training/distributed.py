@@ -32,6 +32,11 @@ class DistInfo:
         return self.rank == 0
 
 
+def local_processes() -> int:
+    """Training processes on this machine (torchrun's LOCAL_WORLD_SIZE; 1 without torchrun)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
 def pick_device(requested: str, local_rank: int = 0) -> torch.device:
     """'auto' -> CUDA when available, else CPU; 'cuda' picks the process's local GPU."""
     if requested == "auto":

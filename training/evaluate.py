@@ -168,12 +168,11 @@ def evaluate_run(model_path: str | Path, dataset: str | Path, output_dir: str | 
     state = run_pass(bundle, loader, dev, location, keep_images=gradcam_images)
     metrics = summarise(state, bundle)
     overlays, captions = gradcam_overlays(bundle, state, dev, gradcam_images)
-    from training.report import write_report
+    from training.eval_report import write_report
 
     metrics["model"] = {"path": str(model_path), **bundle.info}
     metrics["eval_seconds"] = round(time.perf_counter() - started, 1)
-    report = write_report(Path(output_dir), metrics, state.rows, overlays, captions,
-                          bundle.mean, bundle.std)
+    report = write_report(Path(output_dir), metrics, state.rows, overlays, captions)
     metrics["report_path"] = str(report)
     return metrics
 

@@ -1,10 +1,11 @@
-"""Great-circle maths on latitude/longitude in degrees (R = 6371 km, OSV-5M's convention)."""
+"""Great-circle maths on latitude/longitude in degrees, in torch (the Earth radius of
+``geo_assets.sphere``, OSV-5M's convention)."""
 
 from __future__ import annotations
 
 import torch
 
-EARTH_RADIUS_KM = 6371.0
+from geo_assets.sphere import EARTH_RADIUS_KM
 
 
 def haversine_km(lat1_deg, lon1_deg, lat2_deg, lon2_deg) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from geo_assets.plots import heatmap_overlay
 from training.models import GeoModel
 
 
@@ -46,9 +47,6 @@ def grad_cam(model: GeoModel, images: torch.Tensor, level_index: int = 0,
 
 def overlay(image: torch.Tensor, heatmap: torch.Tensor, mean, std, alpha: float = 0.45):
     """(3, H, W) normalised image + (H, W) map -> (H, W, 3) float RGB in [0, 1] for plotting."""
-    from matplotlib import colormaps
-
     rgb = (image.cpu() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None])
     rgb = rgb.clamp(0, 1).permute(1, 2, 0).numpy()
-    heat = colormaps["jet"](heatmap.cpu().numpy())[..., :3]
-    return ((1 - alpha) * rgb + alpha * heat).clip(0.0, 1.0)
+    return heatmap_overlay(rgb, heatmap.cpu().numpy(), alpha)

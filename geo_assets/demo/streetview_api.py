@@ -11,22 +11,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 from scipy.spatial import cKDTree
 
 from geo_assets.demo.reply import Reply, json_reply, text_reply
 from geo_assets.demo.signing import verify_google_signature
 from geo_assets.demo.world import DemoPano, DemoWorld
+from geo_assets.sphere import chord_to_km, unit_vectors
 
-EARTH_RADIUS_M = 6_371_000.0
 MAX_SIZE = 640
 MAX_FOV = 120.0
 REJECTED = "The Google Maps Platform server rejected your request. "
-
-
-def _unit_vectors(lat, lon) -> np.ndarray:
-    la, lo = np.radians(lat), np.radians(lon)
-    return np.column_stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)])
 
 
 def parse_location(text: str) -> tuple[float, float] | None | str:
@@ -62,15 +56,15 @@ class StreetViewAPI:
         self.world = world
         self.key = key
         self.signing_secret = signing_secret
-        self._tree = cKDTree(_unit_vectors([p.lat for p in world.panoramas],
-                                           [p.lon for p in world.panoramas]))
+        self._tree = cKDTree(unit_vectors([p.lat for p in world.panoramas],
+                                          [p.lon for p in world.panoramas]))
 
     def nearest(self, lat: float, lon: float, radius_m: float) -> DemoPano | None:
         """The closest panorama within ``radius_m`` metres, or None."""
         if not self.world.panoramas:
             return None
-        dist, i = self._tree.query(_unit_vectors([lat], [lon])[0])
-        metres = 2 * EARTH_RADIUS_M * math.asin(min(1.0, dist / 2))
+        dist, i = self._tree.query(unit_vectors([lat], [lon])[0])
+        metres = 1000.0 * chord_to_km(dist)
         return self.world.panoramas[int(i)] if metres <= radius_m else None
 
     def key_problem(self, path: str, params: dict[str, str], raw_query: str,

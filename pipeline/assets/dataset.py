@@ -7,8 +7,6 @@ fitted classes. Files under ``datasets/`` in the data root (docs/architecture.md
 The ``dataset`` resource (``DatasetSettings``) holds every setting.
 """
 
-import hashlib
-import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,10 +15,8 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from geo_assets import mapviz
-from geo_assets.cells import cells_bounds
+from geo_assets import layout, mapviz, plots
 from geo_assets.errors import InputError
-from geo_assets.manifest import MERGED_PATH
 from geo_assets.shards import (
     ShardSettings,
     build_shards,
@@ -29,11 +25,17 @@ from geo_assets.shards import (
     verify_shards,
     write_descriptor,
 )
-from geo_assets.storage import DataRoot
+from geo_assets.storage import (
+    DataRoot,
+    atomic_path,
+    sha256_file,
+    sha256_hex,
+    write_json_atomic,
+)
 from pipeline.resources import DatasetSettings, GeoscoutSettings
 
 MANIFEST = dg.AssetKey(["image_manifest"])
-DEFAULT_LEVELS = (1, 3, 5, 8)
+DEFAULT_LEVELS = tuple(DatasetSettings.model_fields["levels"].default)
 
 
 # --- settings and inputs -----------------------------------------------------------------------
@@ -61,99 +63,40 @@ def shard_settings(ds: DatasetSettings) -> ShardSettings:
                          shard_size=ds.shard_size, seed=ds.seed, workers=ds.workers)
 
 
-def datasets_dir(root: DataRoot) -> Path:
-    return root.local_path("datasets")
+def dataset_dirs(settings: GeoscoutSettings) -> tuple[DataRoot, Path]:
+    """The data root and its datasets folder."""
+    root = settings.root()
+    return root, root.local_path(layout.DATASETS_DIR)
 
 
 def kept_manifest(root: DataRoot) -> pl.DataFrame:
     """The kept rows of the merged manifest; a clear error when it is missing or empty."""
-    if not root.exists(MERGED_PATH):
-        raise InputError(f"image manifest {root.uri(MERGED_PATH)} not found: materialize "
-                         "image_manifest first")
-    kept = pl.read_parquet(root.local_path(MERGED_PATH)).filter(pl.col("kept"))
+    if not root.exists(layout.IMAGE_MANIFEST):
+        raise InputError(f"image manifest {root.uri(layout.IMAGE_MANIFEST)} not found: "
+                         "materialize image_manifest first")
+    kept = pl.read_parquet(root.local_path(layout.IMAGE_MANIFEST)).filter(pl.col("kept"))
     if kept.height == 0:
-        raise InputError(f"image manifest {root.uri(MERGED_PATH)} has no kept images")
+        raise InputError(f"image manifest {root.uri(layout.IMAGE_MANIFEST)} has no kept images")
     return kept
 
 
 def with_split(frame: pl.DataFrame, out: Path) -> pl.DataFrame:
-    """``frame`` joined on ``image_id`` with each image's split from ``splits.parquet``."""
-    return frame.join(pl.read_parquet(out / "splits.parquet").select("image_id", "split"),
+    """``frame`` joined on ``image_id`` with each image's split from the splits file."""
+    return frame.join(pl.read_parquet(out / layout.SPLITS).select("image_id", "split"),
                       on="image_id")
 
 
 def write_report(out: Path, name: str, data: bytes) -> Path:
-    """Write ``data`` to ``out/reports/<name>`` and return its path."""
-    path = out / "reports" / name
-    path.parent.mkdir(exist_ok=True)
-    path.write_bytes(data)
+    """Write ``data`` atomically to ``name`` in the datasets' reports folder; its path."""
+    path = out / layout.DATASET_REPORTS_DIR / name
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
     return path
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def markdown_table(frame: pl.DataFrame) -> str:
-    head = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * frame.width + "\n"
-    return head + "".join("| " + " | ".join(str(v) for v in row) + " |\n"
-                          for row in frame.rows())
-
-
-# --- figures -------------------------------------------------------------------------------------
-
-# matplotlib is imported in the figure functions: slow to import, needed only when drawing.
-
-def _png(fig) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    return buf.getvalue()
-
-
-def class_histogram_png(tables: dict[int, pl.DataFrame]) -> bytes:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4 * len(tables), 3), layout="constrained")
-    for i, (level, t) in enumerate(tables.items()):
-        ax = fig.add_subplot(1, len(tables), i + 1)
-        ax.bar(np.arange(t.height), np.sort(t["n_train"].to_numpy())[::-1], width=1.0)
-        ax.set(title=f"level {level}: {t.height} classes", xlabel="class (by size)",
-               ylabel="training images", yscale="log")
-    return _png(fig)
-
-
-def leakage_png(test_to_train_km: np.ndarray, per_split: pl.DataFrame,
-                min_distance_km: float) -> bytes:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 3), layout="constrained")
-    ax = fig.add_subplot(1, 2, 1)
-    d = test_to_train_km[np.isfinite(test_to_train_km)]
-    ax.hist(np.log10(np.maximum(d, 1e-3)), bins=40)
-    ax.axvline(np.log10(max(min_distance_km, 1e-3)), color="red", label="min distance")
-    ax.set(title="test image -> nearest train image", xlabel="log10 km", ylabel="images")
-    ax.legend()
-    ax = fig.add_subplot(1, 2, 2)
-    names = [f"{s}-{'t' if f < 0 else f}" for s, f in per_split.select("split", "fold").rows()]
-    ax.bar(names, per_split["images"].to_numpy(), label="images")
-    ax.bar(names, per_split["leakage_groups"].to_numpy(), label="leakage groups")
-    ax.set(title="per split")
-    ax.legend()
-    return _png(fig)
-
-
-def classes_map_html(table: pl.DataFrame, level: int) -> bytes:
-    t = table.sort("cell_level")
-    palette = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d"]
-    colours = [palette[i % len(palette)] for i in t["class_index"].to_list()]
-    tips = [f"class {c}: cell '{cell}' ({n} images, {k} train)" for c, cell, n, k in
-            t.select("class_index", "cell_id", "n_images", "n_train").rows()]
-    fmap = mapviz.boxes_map(cells_bounds(np.asarray(t["cell_id"].to_list(), dtype=object)),
-                            colours, tooltips=tips, title=f"classes at level {level}")
-    return mapviz.map_html(fmap)
+def json_version(data) -> str:
+    """A data version: the SHA-256 of ``data`` as canonical JSON."""
+    return sha256_hex(json.dumps(data, sort_keys=True).encode())
 
 
 # --- splits --------------------------------------------------------------------------------------
@@ -161,31 +104,32 @@ def classes_map_html(table: pl.DataFrame, level: int) -> bytes:
 @dg.asset(deps=[MANIFEST], kinds={"polars"},
           description="Held-out test split + k folds, grouped so that no capture group and no "
           "two images closer than min_distance_km sit in different splits "
-          "(datasets/splits.parquet, splits.json with the leakage report).")
+          f"({layout.in_datasets(layout.SPLITS)}, {layout.SPLITS_META} with the leakage "
+          "report).")
 def splits(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
            dataset: DatasetSettings) -> dg.MaterializeResult:
-    root = settings.root()
-    out = datasets_dir(root)
     from geo_assets.splits import build_splits
 
-    manifest = kept_manifest(root)
+    root, out = dataset_dirs(settings)
     sset = split_settings(dataset)
-    result, report, figures = build_splits(manifest, sset, out, dataset.incremental)
-    png = leakage_png(figures["test_to_train_km"], figures["per_split"], sset.min_distance_km)
-    write_report(out, "leakage.png", png)
+    result, report, figures = build_splits(kept_manifest(root), sset, out, dataset.incremental)
+    per_split = figures["per_split"]
+    png = plots.leakage_png(figures["test_to_train_km"], per_split, sset.min_distance_km)
+    write_report(out, layout.LEAKAGE_FIGURE_FILE, png)
     context.log.info(f"splits: {result.splits.height} images, {report['excluded']} excluded")
     return dg.MaterializeResult(
         metadata={
             "images": result.splits.height, "excluded": report["excluded"],
             "incremental": report["incremental"],
             "kept_from_previous": report["kept_from_previous"],
-            "per_split": dg.MetadataValue.md(markdown_table(figures["per_split"])),
+            "per_split": dg.MetadataValue.md(plots.markdown_table(per_split.columns,
+                                                                  per_split.rows())),
             "nearest_test_to_train_km_min": report["nearest_test_to_train_km"]["min"] or -1.0,
             "groups_crossing": report["groups_crossing"],
             "close_pairs_crossing": report["close_pairs_crossing"],
-            "leakage": dg.MetadataValue.md(mapviz.png_markdown(png, "leakage")),
-            "path": dg.MetadataValue.path(str(out / "splits.parquet"))},
-        data_version=dg.DataVersion(file_sha256(out / "splits.parquet")))
+            "leakage": dg.MetadataValue.md(plots.png_markdown(png, "leakage")),
+            "path": dg.MetadataValue.path(str(out / layout.SPLITS))},
+        data_version=dg.DataVersion(sha256_file(out / layout.SPLITS)))
 
 
 @dg.asset_check(asset=splits, blocking=True,
@@ -193,8 +137,8 @@ def splits(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
                 "splits or folds.")
 def splits_no_leakage(settings: GeoscoutSettings,
                       dataset: DatasetSettings) -> dg.AssetCheckResult:
-    root = settings.root()
-    table = pl.read_parquet(datasets_dir(root) / "splits.parquet").join(
+    root, out = dataset_dirs(settings)
+    table = pl.read_parquet(out / layout.SPLITS).join(
         kept_manifest(root).select("image_id", "source", "lat_deg", "lon_deg"), on="image_id")
     from geo_assets.splits import find_leaks
 
@@ -211,39 +155,37 @@ def splits_no_leakage(settings: GeoscoutSettings,
 
 @dg.asset(deps=[splits], kinds={"polars"},
           description="Classes per hierarchy level fitted on the train split: label maps, "
-          "parent -> children maps, centroids (datasets/hierarchy/).")
-def hierarchy(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
-              dataset: DatasetSettings) -> dg.MaterializeResult:
-    root = settings.root()
-    out = datasets_dir(root)
+          f"parent -> children maps, centroids ({layout.in_datasets(layout.HIERARCHY_DIR)}/).")
+def hierarchy(settings: GeoscoutSettings, dataset: DatasetSettings) -> dg.MaterializeResult:
     from geo_assets.hierarchy import fit_hierarchy, write_hierarchy
 
+    root, out = dataset_dirs(settings)
     table = with_split(kept_manifest(root), out)
     hset = hierarchy_settings(dataset)
     lat, lon = table["lat_deg"].to_numpy(), table["lon_deg"].to_numpy()
     fitted = fit_hierarchy(lat, lon, (table["split"] == "train").to_numpy(), hset)
-    write_hierarchy(fitted, hset, table["image_id"], lat, lon, out / "hierarchy")
-    png = class_histogram_png(fitted.tables)
-    write_report(out, "class_histogram.png", png)
-    maps = {level: write_report(out, f"classes_level_{level}.html", classes_map_html(t, level))
-            for level, t in fitted.tables.items()}
+    write_hierarchy(fitted, hset, table["image_id"], lat, lon, out / layout.HIERARCHY_DIR)
+    png = plots.class_histogram_png({lv: t["n_train"] for lv, t in fitted.tables.items()})
+    write_report(out, layout.CLASS_HISTOGRAM_FILE, png)
+    maps = {lv: write_report(out, layout.classes_map_file(lv), mapviz.classes_map_html(t, lv))
+            for lv, t in fitted.tables.items()}
     return dg.MaterializeResult(
         metadata={"classes": dg.MetadataValue.json({str(k): t.height
                                                     for k, t in fitted.tables.items()}),
                   "mode": "fixed" if hset.max_images is None else "adaptive",
-                  "histogram": dg.MetadataValue.md(mapviz.png_markdown(png, "classes")),
+                  "histogram": dg.MetadataValue.md(plots.png_markdown(png, "classes")),
                   **{f"map_level_{k}": dg.MetadataValue.path(str(p)) for k, p in maps.items()}},
-        data_version=dg.DataVersion(file_sha256(out / "hierarchy" / "labels.parquet")[:16]
-                                    + file_sha256(out / "hierarchy" / "levels.json")[:16]))
+        data_version=dg.DataVersion(sha256_file(out / layout.LABELS)[:16]
+                                    + sha256_file(out / layout.LEVELS_META)[:16]))
 
 
 @dg.asset_check(asset=hierarchy, description="Each class has at least min_images training images.")
 def classes_have_min_train_images(settings: GeoscoutSettings,
                                   dataset: DatasetSettings) -> dg.AssetCheckResult:
-    out = datasets_dir(settings.root()) / "hierarchy"
+    _, out = dataset_dirs(settings)
     short = {}
     for level in dataset.levels:
-        t = pl.read_parquet(out / f"level_{level}.parquet")
+        t = pl.read_parquet(out / layout.level_table(level))
         short[str(level)] = t.filter(pl.col("n_train") < dataset.min_images).height
     return dg.AssetCheckResult(passed=not any(short.values()),
                                metadata={"classes_below_min": dg.MetadataValue.json(short)})
@@ -253,22 +195,22 @@ def classes_have_min_train_images(settings: GeoscoutSettings,
 
 @dg.asset(deps=[hierarchy], kinds={"webdataset"},
           description="WebDataset shards of resized images with every level's labels "
-          "(datasets/shards/), and datasets/dataset.json, the descriptor training reads.")
+          f"({layout.in_datasets(layout.SHARDS_DIR)}/), and "
+          f"{layout.in_datasets(layout.DESCRIPTOR)}, the descriptor training reads.")
 def shards(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
            dataset: DatasetSettings) -> dg.MaterializeResult:
-    root = settings.root()
-    out = datasets_dir(root)
+    root, out = dataset_dirs(settings)
     levels = list(hierarchy_settings(dataset).levels)
-    table = shard_table(kept_manifest(root), pl.read_parquet(out / "splits.parquet"),
-                        pl.read_parquet(out / "hierarchy" / "labels.parquet"),
-                        lambda sha: str(root.local_path(DataRoot.image_relpath(sha))))
+    table = shard_table(kept_manifest(root), pl.read_parquet(out / layout.SPLITS),
+                        pl.read_parquet(out / layout.LABELS),
+                        lambda sha: str(root.local_path(layout.image(sha))))
     sset = shard_settings(dataset)
-    build = build_shards(table, levels, out / "shards", sset, dataset.incremental)
-    meta = json.loads((out / "hierarchy" / "levels.json").read_text())
+    build = build_shards(table, levels, out / layout.SHARDS_DIR, sset, dataset.incremental)
+    meta = json.loads((out / layout.LEVELS_META).read_text())
     descriptor = write_descriptor(
         out, levels=levels, num_classes=meta["num_classes"],
-        manifest_sha256=file_sha256(root.local_path(MERGED_PATH)),
-        split_settings=json.loads((out / "splits.json").read_text())["settings"],
+        manifest_sha256=sha256_file(root.local_path(layout.IMAGE_MANIFEST)),
+        split_settings=json.loads((out / layout.SPLITS_META).read_text())["settings"],
         hierarchy_settings={k: meta[k] for k in ("min_images", "max_images", "mode")},
         image_size=sset.image_size, created_at=datetime.now(UTC).isoformat())
     context.log.info(f"shards: {len(build.written)} written, {len(build.kept)} kept, "
@@ -281,19 +223,17 @@ def shards(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
                   "images_per_s": round(sum(s["count"] for s in build.written)
                                         / max(build.seconds, 1e-9), 1),
                   "num_classes": dg.MetadataValue.json(descriptor["num_classes"]),
-                  "descriptor": dg.MetadataValue.path(str(out / "dataset.json"))},
-        data_version=dg.DataVersion(hashlib.sha256(json.dumps(
-            build.index["shards"], sort_keys=True).encode()).hexdigest()))
+                  "descriptor": dg.MetadataValue.path(str(out / layout.DESCRIPTOR))},
+        data_version=dg.DataVersion(json_version(build.index["shards"])))
 
 
 @dg.asset_check(asset=shards, blocking=True,
                 description="Every kept manifest image (not excluded by the splits) is in "
                 "exactly one shard.")
 def every_image_in_one_shard(settings: GeoscoutSettings) -> dg.AssetCheckResult:
-    root = settings.root()
-    out = datasets_dir(root)
-    contents = pl.read_parquet(out / "shards" / "contents.parquet")
-    excluded = pl.read_parquet(out / "splits_excluded.parquet")
+    root, out = dataset_dirs(settings)
+    contents = pl.read_parquet(out / layout.SHARD_CONTENTS)
+    excluded = pl.read_parquet(out / layout.SPLITS_EXCLUDED)
     wanted = kept_manifest(root).select("image_id").join(excluded, on="image_id", how="anti")
     counts = contents.group_by("image_id").len()
     missing = wanted.join(counts, on="image_id", how="anti")
@@ -309,10 +249,10 @@ def every_image_in_one_shard(settings: GeoscoutSettings) -> dg.AssetCheckResult:
 @dg.asset_check(asset=shards, description="Shards read back with webdataset: sample counts, "
                 "sha256 and records match the index, and every listed image is there.")
 def shards_read_back(settings: GeoscoutSettings) -> dg.AssetCheckResult:
-    out = datasets_dir(settings.root()) / "shards"
-    index = read_index(out)
-    result = verify_shards(out, index)
-    listed = set(pl.read_parquet(out / "contents.parquet")["image_id"].to_list())
+    _, out = dataset_dirs(settings)
+    shard_dir = out / layout.SHARDS_DIR
+    result = verify_shards(shard_dir, read_index(shard_dir))
+    listed = set(pl.read_parquet(out / layout.SHARD_CONTENTS)["image_id"].to_list())
     same = listed == set(result["image_ids"]) and len(result["image_ids"]) == len(listed)
     return dg.AssetCheckResult(passed=not result["problems"] and same, metadata={
         "samples_read": len(result["image_ids"]), "problems": len(result["problems"]),
@@ -326,12 +266,12 @@ def dataset_level_asset(level: int) -> dg.AssetsDefinition:
 
     @dg.asset(name=f"dataset_level_{level}", deps=[shards], kinds={"json"},
               description=f"The level-{level} dataset: label map, class counts per split and "
-              f"the shards it reads (datasets/dataset_level_{level}.json).")
+              f"the shards it reads ({layout.in_datasets(layout.dataset_level(level))}).")
     def _asset(settings: GeoscoutSettings) -> dg.MaterializeResult:
-        out = datasets_dir(settings.root())
+        _, out = dataset_dirs(settings)
         summary = level_summary(out, level)
-        path = out / f"dataset_level_{level}.json"
-        path.write_text(json.dumps(summary, indent=1))
+        path = out / layout.dataset_level(level)
+        write_json_atomic(path, summary)
         return dg.MaterializeResult(
             metadata={"classes": summary["num_classes"],
                       "train_images": summary["images"]["train"],
@@ -339,13 +279,12 @@ def dataset_level_asset(level: int) -> dg.AssetsDefinition:
                       "shards": len(summary["shards"]),
                       "label_map": dg.MetadataValue.path(str(out / summary["label_map"])),
                       "path": dg.MetadataValue.path(str(path))},
-            data_version=dg.DataVersion(hashlib.sha256(
-                json.dumps(summary, sort_keys=True).encode()).hexdigest()))
+            data_version=dg.DataVersion(json_version(summary)))
     return _asset
 
 
 def level_summary(out: Path, level: int) -> dict:
-    descriptor = json.loads((out / "dataset.json").read_text())
+    descriptor = json.loads((out / layout.DESCRIPTOR).read_text())
     if level not in descriptor["levels"]:
         raise InputError(f"level {level} is not among the dataset's levels "
                          f"{descriptor['levels']}: set the dataset resource's levels")
@@ -360,8 +299,9 @@ def level_summary(out: Path, level: int) -> dict:
                        for s in ("train", "test")},
             "class_counts": {s: _counts(counts, s, level, table.height)
                              for s in ("train", "test")},
-            "shards": [f"shards/{e['name']}.tar" for e in index["shards"]],
-            "descriptor": "dataset.json"}
+            "shards": [f"{layout.SHARDS_DIR}/{layout.shard_file(e['name'])}"
+                       for e in index["shards"]],
+            "descriptor": layout.DESCRIPTOR}
 
 
 def _counts(counts: pl.DataFrame, split: str, level: int, n: int) -> list[int]:

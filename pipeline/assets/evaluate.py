@@ -4,6 +4,7 @@ metadata, the HTML report and metrics.json under reports/<run_name>/ in the data
 
 import dagster as dg
 
+from geo_assets import layout
 from pipeline.resources import GeoscoutSettings, TrainingSettings
 
 
@@ -33,13 +34,15 @@ TRAINED_MODEL = dg.AssetKey("trained_model")
           "ladder, GeoGuessr score, calibration, per-class scores, maps and Grad-CAM.")
 def evaluation_report(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
                       training: TrainingSettings) -> dg.MaterializeResult:
+    from training.config import loader_workers
     from training.evaluate import evaluate_run
 
     root = settings.root()
-    metrics = evaluate_run(root.local_path("models", training.run_name, "model.pt"),
-                           root.local_path("datasets", "dataset.json"),
-                           root.local_path("reports", training.run_name),
-                           batch_size=training.eval_batch_size, workers=training.workers,
+    metrics = evaluate_run(root.local_path(layout.model_dir(training.run_name), layout.MODEL_FILE),
+                           root.local_path(layout.DATASETS_DIR, layout.DESCRIPTOR),
+                           root.local_path(layout.report_dir(training.run_name)),
+                           batch_size=training.eval_batch_size,
+                           workers=loader_workers(training.workers),
                            device=training.device)
     context.log.info(f"report: {metrics['report_path']}")
     return dg.MaterializeResult(metadata=headline_metadata(metrics))

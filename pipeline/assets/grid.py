@@ -2,25 +2,19 @@
 checks. Each asset writes its own files under the data root (``land/``, ``grid/``)."""
 
 
-import hashlib
-
 import dagster as dg
-import geopandas as gpd
 import numpy as np
 import shapely
 
 from geo_assets import grid as grid_lib
 from geo_assets import land as land_lib
-from geo_assets import mapviz
-from geo_assets.cells import cells_bounds
+from geo_assets import layout, mapviz, plots
 from geo_assets.errors import InputError
 from geo_assets.naturalearth import NaturalEarthSource
 from geo_assets.regions import Region, needs_countries, parse_region
+from geo_assets.storage import sha256_hex
 from pipeline.resources import GeoscoutSettings
 
-MAP_MAX_CELLS = 20_000  # cells drawn on the HTML map / PNG preview (deepest level that fits)
-MAP_RELPATH = "grid/grid_map.html"
-PREVIEW_RELPATH = "grid/grid_preview.png"
 MIN_LAND_SHARE = 0.5  # of the crawl cells, the share that must hold land (not only coast)
 
 
@@ -37,11 +31,11 @@ def region_of(settings: GeoscoutSettings, source: NaturalEarthSource) -> Region:
 
 
 def geometry_version(parts: np.ndarray) -> str:
-    return hashlib.sha256(b"".join(shapely.to_wkb(parts, hex=False))).hexdigest()[:16]
+    return sha256_hex(b"".join(shapely.to_wkb(parts, hex=False)))[:16]
 
 
 @dg.asset(description="Natural Earth land polygons inside the region of interest "
-          "(land/land_polygons.parquet).", kinds={"geopandas", "parquet"})
+          f"({layout.LAND_POLYGONS}).", kinds={"geopandas", "parquet"})
 def land_polygons(context: dg.AssetExecutionContext,
                   settings: GeoscoutSettings) -> dg.MaterializeResult:
     source = natural_earth(settings)
@@ -52,46 +46,19 @@ def land_polygons(context: dg.AssetExecutionContext,
         raise InputError(f"region {settings.region!r} holds no land at {settings.land_scale}")
     path = land_lib.write_land(parts, settings.root())
     context.log.info(f"{len(parts)} land polygons from {land.attrs.get('source')} -> {path}")
-    png = mapviz.boxes_png(np.zeros((0, 4)), [], land=parts,
-                           title=f"land polygons, {region.spec}, 1:{settings.land_scale}",
-                           extent=mapviz.extent_of([region.bounds]))
+    png = mapviz.land_png(parts, region.bounds,
+                          title=f"land polygons, {region.spec}, 1:{settings.land_scale}")
     return dg.MaterializeResult(
         metadata={
-            "path": dg.MetadataValue.path(settings.root().uri(land_lib.LAND_RELPATH)),
+            "path": dg.MetadataValue.path(settings.root().uri(layout.LAND_POLYGONS)),
             "source": land.attrs.get("source", ""),
             "scale": settings.land_scale,
             "region": region.spec,
             "n_polygons": len(parts),
-            "preview": dg.MetadataValue.md(mapviz.png_markdown(png, "land polygons")),
+            "preview": dg.MetadataValue.md(plots.png_markdown(png, "land polygons")),
         },
         data_version=dg.DataVersion(geometry_version(parts)),
     )
-
-
-def map_level(counts, crawl_level: int) -> int:
-    """The crawl level when its cells (kept and dropped) fit on a map, else the deepest that does."""
-    total = dict(zip(counts["level"], counts["kept"] + counts["dropped"]))
-    fitting = [lv for lv, n in total.items() if n <= MAP_MAX_CELLS] or [1]
-    return crawl_level if crawl_level in fitting else max(fitting)
-
-
-def grid_maps(result: grid_lib.GridResult, level: int, land: gpd.GeoDataFrame):
-    """(PNG bytes, folium map) of one level's cells coloured by status."""
-    cells = result.cells[result.cells["level"] == level]
-    dropped = result.dropped[result.dropped["level"] == level]
-    ids = np.concatenate([cells["cell_id"].to_numpy(), dropped["cell_id"].to_numpy()])
-    status = np.concatenate([cells["status"].to_numpy(),
-                             np.full(len(dropped), grid_lib.DROPPED, dtype=object)])
-    fraction = np.concatenate([cells["land_fraction"].to_numpy(), np.zeros(len(dropped))])
-    bounds = cells_bounds(ids) if len(ids) else np.zeros((0, 4))
-    colours = [mapviz.STATUS_COLOURS[s] for s in status]
-    title = f"grid level {level}: {len(cells)} cells kept, {len(dropped)} dropped"
-    png = mapviz.boxes_png(bounds, colours, land=land, title=title,
-                           legend=mapviz.STATUS_COLOURS, extent=mapviz.extent_of(bounds))
-    tips = [f"{i} {s} land {f:.0%}" for i, s, f in zip(ids, status, fraction)]
-    fmap = mapviz.boxes_map(bounds, colours, tooltips=tips, title=title,
-                            legend=mapviz.STATUS_COLOURS)
-    return png, fmap
 
 
 def counts_table(counts) -> dg.MetadataValue:
@@ -104,7 +71,7 @@ def counts_table(counts) -> dg.MetadataValue:
 
 @dg.asset(deps=[land_polygons], kinds={"geopandas", "parquet"},
           description="Land-filtered quadtree grid, levels 1..grid_max_level "
-          "(grid/grid_cells.parquet), with a PNG preview and an HTML map.")
+          f"({layout.GRID_CELLS}), with a PNG preview and an HTML map.")
 def grid_cells(context: dg.AssetExecutionContext,
                settings: GeoscoutSettings) -> dg.MaterializeResult:
     max_level = grid_lib.check_grid_level(settings.grid_max_level)
@@ -116,25 +83,24 @@ def grid_cells(context: dg.AssetExecutionContext,
     result = grid_lib.build_grid(land, max_level, settings.coastal_buffer_km)
     path = grid_lib.write_grid(result.cells, root)
     counts = result.counts()
-    level = map_level(counts, settings.crawl_level)
-    png, fmap = grid_maps(result, level, land)
-    root.write_bytes(PREVIEW_RELPATH, png)
-    root.write_bytes(MAP_RELPATH, mapviz.map_html(fmap))
+    level = mapviz.grid_map_level(counts, settings.crawl_level)
+    png = mapviz.grid_png(result.cells, result.dropped, level, land)
+    root.write_bytes(layout.GRID_PREVIEW, png)
+    root.write_bytes(layout.GRID_MAP, mapviz.grid_map_html(result.cells, result.dropped, level))
     crawl = int((result.cells["level"] == settings.crawl_level).sum())
     context.log.info(f"grid: {len(result.cells)} cells, {crawl} crawl cells -> {path}")
     return dg.MaterializeResult(
         metadata={
-            "path": dg.MetadataValue.path(root.uri(grid_lib.GRID_RELPATH)),
+            "path": dg.MetadataValue.path(root.uri(layout.GRID_CELLS)),
             "counts_per_level": counts_table(counts),
             "n_cells": len(result.cells),
             "n_crawl_cells": crawl,
             "crawl_level": settings.crawl_level,
             "coastal_buffer_km": settings.coastal_buffer_km,
-            "preview": dg.MetadataValue.md(mapviz.png_markdown(png, f"grid level {level}")),
-            "map": dg.MetadataValue.path(root.uri(MAP_RELPATH)),
+            "preview": dg.MetadataValue.md(plots.png_markdown(png, f"grid level {level}")),
+            "map": dg.MetadataValue.path(root.uri(layout.GRID_MAP)),
         },
-        data_version=dg.DataVersion(hashlib.sha256(root.read_bytes(grid_lib.GRID_RELPATH))
-                                    .hexdigest()[:16]),
+        data_version=dg.DataVersion(sha256_hex(root.read_bytes(layout.GRID_CELLS))[:16]),
     )
 
 

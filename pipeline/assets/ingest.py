@@ -13,14 +13,14 @@ from collections import Counter
 import dagster as dg
 import polars as pl
 
-from geo_assets import manifest_checks
+from geo_assets import layout, manifest_checks, plots
 from geo_assets.clients.http import (
     CredentialError,
     QuotaExceededError,
     TransientServiceError,
 )
 from geo_assets.errors import InputError
-from geo_assets.manifest import MERGED_PATH, Source
+from geo_assets.manifest import Source
 from pipeline.constants import CELLS_PER_RUN, MAPILLARY_POOL, STREETVIEW_POOL
 from pipeline.partitions import crawl_cells
 from pipeline.resources import (
@@ -147,11 +147,9 @@ def _batch_metadata(rows: list[dict], seconds: float) -> dict:
 
 
 def _cells_markdown(rows: list[dict], limit: int = 20) -> str:
-    lines = ["| cell | images | kept |", "| --- | ---: | ---: |"]
-    lines += [f"| {r['cell_id']} | {r['n_rows']} | {r['n_kept']} |" for r in rows[:limit]]
-    if len(rows) > limit:
-        lines.append(f"| ... {len(rows) - limit} more | | |")
-    return "\n".join(lines)
+    return plots.markdown_table(["cell", "images", "kept"],
+                                [(r["cell_id"], r["n_rows"], r["n_kept"]) for r in rows],
+                                limit=limit, align="lrr")
 
 
 @dg.asset(**_cell_asset_kwargs(Source.MAPILLARY, MAPILLARY_POOL))
@@ -192,7 +190,7 @@ def image_manifest(context: dg.AssetExecutionContext,
 
 def _read_manifest(settings: GeoscoutSettings) -> pl.DataFrame:
     root = settings.root()
-    with root.fs.open(root.path(MERGED_PATH), "rb") as f:
+    with root.fs.open(root.path(layout.IMAGE_MANIFEST), "rb") as f:
         return pl.read_parquet(f)
 
 
@@ -228,7 +226,7 @@ def no_secrets(context: dg.AssetCheckExecutionContext, settings: GeoscoutSetting
     the ingestion assets' metadata."""
     root = settings.root()
     texts = list(manifest_checks.manifest_texts(_read_manifest(settings)))
-    for rel in root.glob("manifests/cells/*/*.stats.json"):
+    for rel in root.glob(layout.cell_stats("*", "*")):
         texts.append((rel, root.read_bytes(rel).decode("utf-8", "replace")))
     for key in [a.key for a in CELL_ASSETS] + [image_manifest.key]:
         event = context.instance.get_latest_materialization_event(key)

@@ -13,13 +13,16 @@ import sys
 import dagster as dg
 from pydantic import Field
 
+from geo_assets import layout
+from geo_assets import model_card as mc
+from geo_assets.storage import DataRoot
 from pipeline.constants import GPU_TAG
 from pipeline.resources import GeoscoutSettings, TrainingSettings
 
 # The dataset asset of issue 5 (WebDataset shards + dataset.json).
 SHARDS = dg.AssetKey("shards")
 # Resource key of the Pipes client: the parameter ``pipes_client`` (PipesSubprocessClient
-# locally, pipeline.deployments.GpuPipesK8sClient on Kubernetes).
+# locally, pipeline.platforms.GpuPipesK8sClient on Kubernetes).
 
 
 class TrainRunConfig(dg.Config):
@@ -38,28 +41,28 @@ def torchrun_command(nproc: int, train_args: list[str]) -> list[str]:
             f"--nproc_per_node={nproc}", "-m", "training.train", *train_args]
 
 
-def record_run_id(card_path, run_id: str) -> dict:
-    """Add the Dagster run that trained the model to its card (for ``geoscout lineage``)."""
-    from training.outputs import write_json_atomic
+def model_metadata(root: DataRoot, run_name: str) -> dict:
+    """The model's Dagster metadata, built once from its card: validation figures per level,
+    the model file and the lineage links (``model_lineage_metadata``)."""
+    from pipeline.lineage_metadata import model_lineage_metadata
 
-    card = json.loads(card_path.read_text())
-    card["run_ids"] = {"dagster_run_id": run_id}
-    write_json_atomic(card_path, card)
-    return card
-
-
-def lineage_metadata(card: dict) -> dict:
-    shards = [s["name"] for s in card.get("shards", [])]
-    return {
-        "manifest_hash": card.get("manifest_hash", ""),
-        "tables_version": card.get("tables_version", ""),
-        "shards": dg.MetadataValue.json(shards),
-        "config": dg.MetadataValue.json(card.get("config", {})),
-        "train_image_ids": dg.MetadataValue.path(card["image_ids_file"]),
-        "n_train_images": card.get("n_train_images", 0),
-        "model_path": dg.MetadataValue.path(card["model_path"]),
-        "dagster_run_id": card.get("run_ids", {}).get("dagster_run_id", ""),
-    }
+    folder = layout.model_dir(run_name)
+    card = json.loads(root.read_bytes(f"{folder}/{layout.MODEL_CARD_FILE}"))
+    out: dict = {}
+    for level, metrics, temperature in zip(card[mc.LEVELS], card[mc.VALIDATION],
+                                           card[mc.TEMPERATURES]):
+        out[f"val_top1_level_{level}"] = round(float(metrics["top1"]), 4)
+        out[f"temperature_level_{level}"] = round(float(temperature), 4)
+    out.update({
+        "model_path": dg.MetadataValue.path(card[mc.MODEL_PATH]),
+        "train_image_ids": dg.MetadataValue.path(
+            root.uri(f"{folder}/{card[mc.TRAIN_IMAGE_IDS]}")),
+        "model_sha256": card[mc.MODEL_SHA256], "config_hash": card[mc.CONFIG_HASH],
+        "config": dg.MetadataValue.json(card[mc.CONFIG]),
+        "train_seconds": card[mc.TRAIN_SECONDS], "epochs_run": card[mc.EPOCHS_RUN],
+        "best_epoch": card[mc.BEST_EPOCH], "world_size": card[mc.WORLD_SIZE],
+    })
+    return {**out, **model_lineage_metadata(root, folder)}
 
 
 @dg.asset(deps=[SHARDS], op_tags=GPU_TAG, kinds={"pytorch"},
@@ -69,15 +72,14 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainRunConfig,
                   settings: GeoscoutSettings, training: TrainingSettings,
                   pipes_client: dg.ResourceParam[dg.PipesClient]) -> dg.MaterializeResult:
     root = settings.root()
-    dataset = root.local_path("datasets", "dataset.json")
-    out = root.local_path("models", training.run_name)
-    args = training.train_args(str(dataset), str(out)) + list(config.extra_args)
+    dataset = root.local_path(layout.DATASETS_DIR, layout.DESCRIPTOR)
+    out = root.local_path(layout.model_dir(training.run_name))
+    args = training.train_args(str(dataset), str(out), context.run_id) + list(config.extra_args)
     if config.resume:
         args += ["--resume", "auto"]
     nproc = config.nproc_per_node or training.nproc_per_node
     context.log.info(f"training with {nproc} process(es) into {out}")
     result = pipes_client.run(context=context, command=torchrun_command(nproc, args),
-                        extras={"run_name": training.run_name}).get_materialize_result()
-    card = record_run_id(out / "model_card.json", context.run_id)
-    return dg.MaterializeResult(metadata={**(result.metadata or {}), **lineage_metadata(card)},
+                              extras={"run_name": training.run_name}).get_materialize_result()
+    return dg.MaterializeResult(metadata=model_metadata(root, training.run_name),
                                 data_version=result.data_version)

@@ -10,9 +10,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from geo_assets import layout
 from geo_assets.demo.render import render_image
 from geo_assets.demo.world import generate_world
-from geo_assets.manifest import MANIFEST_SCHEMA, MERGED_PATH
+from geo_assets.manifest import MANIFEST_SCHEMA
 from geo_assets.storage import DataRoot
 
 HEADINGS = (0, 90, 180, 270)
@@ -56,9 +57,9 @@ def demo_world_rows(root: DataRoot | None, seed: int = 0, size=(96, 72)) -> list
 
 def write_manifest(root: DataRoot, rows: list[dict]) -> Path:
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-    with root.open_atomic(MERGED_PATH) as f:
+    with root.open_atomic(layout.IMAGE_MANIFEST) as f:
         pq.write_table(table, f)
-    return root.local_path(MERGED_PATH)
+    return root.local_path(layout.IMAGE_MANIFEST)
 
 
 def croatia_table(folder: Path, limit: int | None = None) -> pl.DataFrame:

@@ -8,6 +8,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
+from geo_assets import layout
 from geo_assets.storage import DataRoot
 from pipeline.assets import dataset as ds
 from pipeline.resources import DatasetSettings, GeoscoutSettings
@@ -47,14 +48,17 @@ def test_demo_world_dataset_materializes_with_passing_checks(demo_root):
     checks = result.get_asset_check_evaluations()
     assert len(checks) == 4 and all(c.passed for c in checks), [
         (c.check_name, c.metadata) for c in checks if not c.passed]
-    out = demo_root.local_path("datasets")
-    desc = load_dataset_descriptor(out / "dataset.json")
+    out = demo_root.local_path(layout.DATASETS_DIR)
+    desc = load_dataset_descriptor(out / layout.DESCRIPTOR)
     assert desc.levels == tuple(LEVELS) and desc.folds() == [0, 1, 2]
-    kept = pq.read_table(demo_root.local_path("manifests/image_manifest.parquet")).to_pylist()
+    kept = pq.read_table(demo_root.local_path(layout.IMAGE_MANIFEST)).to_pylist()
     assert sum(s.count for s in desc.shards) == sum(r["kept"] for r in kept)
-    level3 = json.loads((out / "dataset_level_3.json").read_text())
+    level3 = json.loads((out / layout.dataset_level(3)).read_text())
     assert sum(level3["class_counts"]["train"]) == level3["images"]["train"]
-    assert (out / "reports" / "classes_level_5.html").read_text().startswith("<!DOCTYPE html>")
+    reports = out / layout.DATASET_REPORTS_DIR
+    assert (reports / layout.classes_map_file(5)).read_text().startswith("<!DOCTYPE html>")
+    for figure in (layout.LEAKAGE_FIGURE_FILE, layout.CLASS_HISTOGRAM_FILE):
+        assert (reports / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     batch = next(iter(make_loader(desc, "train", desc.train_folds(0), image_size=32,
                                   batch_size=8, num_workers=0, epoch_samples=8)))
     assert batch["labels"].shape == (8, 3)

@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from geo_assets import layout
 from geo_assets.cells import points_to_cells
 from geo_assets.errors import InputError
 from geo_assets.hierarchy import HierarchySettings, assign_labels, fit_hierarchy, write_hierarchy
@@ -90,13 +91,13 @@ def test_deterministic_and_written(tmp_path, mp16):
     assert all(a.tables[lv].equals(b.tables[lv]) for lv in a.levels)
     ids = [f"img{i}" for i in range(len(lat))]
     write_hierarchy(a, settings, ids, lat, lon, tmp_path)
-    meta = json.loads((tmp_path / "levels.json").read_text())
+    meta = json.loads((tmp_path / layout.LEVELS_META_FILE).read_text())
     assert meta["levels"] == [1, 4] and meta["num_classes"]["4"] == a.tables[4].height
-    children = json.loads((tmp_path / "children_4.json").read_text())
+    children = json.loads((tmp_path / layout.children_file(4)).read_text())
     assert sum(len(c) for c in children["children"].values()) == a.tables[4].height
-    labels = pl.read_parquet(tmp_path / "labels.parquet")
+    labels = pl.read_parquet(tmp_path / layout.LABELS_FILE)
     assert labels["label_4"].to_list() == a.labels[4].tolist()
-    assert pl.read_parquet(tmp_path / "level_4.parquet").equals(a.tables[4])
+    assert pl.read_parquet(tmp_path / layout.level_table_file(4)).equals(a.tables[4])
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 import torch
 
+from geo_assets import layout
 from geo_assets.errors import InputError
 from geo_assets.shards import ShardSettings, build_shards
 from tests.conftest import shared_data_path
@@ -27,9 +28,10 @@ def dataset_json(tmp_path_factory):
         split=pl.Series(["test" if i % 6 == 0 else "train" for i in range(n)]),
         fold=pl.Series([-1 if i % 6 == 0 else i % 2 for i in range(n)]))
     out = tmp_path_factory.mktemp("ds")
-    build_shards(table, LEVELS, out / "shards", ShardSettings(shard_size=10, image_size=64))
-    path = out / "dataset.json"
-    path.write_text(json.dumps({"levels": LEVELS, "shard_index": "shards/index.json",
+    build_shards(table, LEVELS, out / layout.SHARDS_DIR,
+                 ShardSettings(shard_size=10, image_size=64))
+    path = out / layout.DESCRIPTOR
+    path.write_text(json.dumps({"levels": LEVELS, "shard_index": layout.SHARD_INDEX,
                                 "num_classes": {"1": 3, "3": 3}}))
     return path, table
 

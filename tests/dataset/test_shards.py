@@ -10,6 +10,7 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
+from geo_assets import layout
 from geo_assets.errors import InputError
 from geo_assets.shards import ShardSettings, build_shards, resize_image, verify_shards
 from tests.conftest import shared_data_path
@@ -47,7 +48,7 @@ def test_shards_read_back_with_webdataset(croatia, tmp_path):
     names = [s["name"] for s in build.index["shards"]]
     assert {n.rsplit("-", 1)[0] for n in names} == {"train-0", "train-1", "test-t"}
     assert build.index["total_count"] == table.height
-    ds = wds.WebDataset([str(tmp_path / f"{n}.tar") for n in names], shardshuffle=False,
+    ds = wds.WebDataset([str(tmp_path / layout.shard_file(n)) for n in names], shardshuffle=False,
                         nodesplitter=wds.split_by_node, empty_check=True).decode("pil")
     seen = {}
     for sample in ds:
@@ -62,7 +63,7 @@ def test_shards_read_back_with_webdataset(croatia, tmp_path):
     assert verify_shards(tmp_path, build.index)["problems"] == []
     assert not list(tmp_path.glob("*.tmp-*"))
     for name in names:  # stats written for every shard
-        assert json.loads((tmp_path / f"{name}.stats.json").read_text())["failed"] == 0
+        assert json.loads((tmp_path / layout.shard_stats_file(name)).read_text())["failed"] == 0
 
 
 def test_shards_are_byte_reproducible_and_order_independent(croatia, tmp_path):
@@ -118,6 +119,6 @@ def test_full_rebuild_removes_stale_shards(croatia, tmp_path):
     build_shards(table, LEVELS, tmp_path, ShardSettings(shard_size=10, workers=1))
     full = build_shards(table, LEVELS, tmp_path, ShardSettings(shard_size=100, workers=1),
                         incremental=False)
-    on_disk = sorted(p.name.removesuffix(".tar") for p in tmp_path.glob("*.tar"))
+    on_disk = sorted(p.name.removesuffix(".tar") for p in tmp_path.glob(layout.shard_file("*")))
     assert on_disk == [s["name"] for s in full.index["shards"]] and len(on_disk) == 3
     assert full.deleted and full.kept == []

@@ -7,13 +7,13 @@ import polars as pl
 import pytest
 
 from geo_assets.errors import InputError
+from geo_assets.sphere import chord_to_km, unit_vectors
 from geo_assets.splits import (
     SplitSettings,
     build_splits,
     close_pairs,
     find_leaks,
     make_splits,
-    unit_vectors,
 )
 from tests.conftest import shared_data_path
 from tests.dataset.helpers import croatia_table, demo_world_rows, streetscapes_table
@@ -123,7 +123,7 @@ def test_close_pairs_match_brute_force():
     lon[:3] = lon[3]
     xyz = unit_vectors(lat, lon)
     got = {tuple(sorted(p)) for p in close_pairs(xyz, 1.0).tolist()}
-    d = 2 * 6371 * np.arcsin(np.clip(np.linalg.norm(xyz[:, None] - xyz[None], axis=2) / 2, 0, 1))
+    d = chord_to_km(np.linalg.norm(xyz[:, None] - xyz[None], axis=2))
     i, j = np.nonzero(np.triu(d < 1.0, 1))
     # close_pairs may link through identical points instead of directly: compare components
     from scipy.sparse import coo_matrix

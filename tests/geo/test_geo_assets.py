@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 
 from geo_assets import grid as grid_lib
+from geo_assets import layout
 from geo_assets.errors import InputError
 from pipeline.assets import grid
 from pipeline.resources import GeoscoutSettings
@@ -43,8 +44,8 @@ def test_grid_assets_materialize_on_embedded_data(tmp_path):
     assert meta["preview"].value.startswith("![grid level 4](data:image/png;base64,")
     html = Path(meta["map"].value).read_text()
     assert "leaflet" in html.lower() and "0321 land" in html  # tooltip of a cell in Africa
-    assert (root / "land" / "land_polygons.parquet").exists()
-    assert (root / "grid" / "grid_preview.png").read_bytes()[:4] == b"\x89PNG"
+    assert (root / layout.LAND_POLYGONS).exists()
+    assert (root / layout.GRID_PREVIEW).read_bytes()[:4] == b"\x89PNG"
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"land_polygons_valid": True, "grid_cells_nested": True,
                       "grid_cells_land_ratio": True}

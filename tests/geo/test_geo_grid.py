@@ -12,8 +12,7 @@ import shapely
 from geo_assets import cells, grid, regions
 from geo_assets.errors import DataUnavailableError, InputError
 from geo_assets.naturalearth import NaturalEarthSource, embedded_land
-
-KM_PER_DEG = 6371.0 * math.pi / 180
+from geo_assets.sphere import EARTH_RADIUS_KM, KM_PER_DEG
 
 
 def brute_force(land_geom, level: int, buffer_km: float = 0.0) -> set[str]:
@@ -98,7 +97,7 @@ def test_contract_columns_and_tree_shape():
     assert all(c[:-1] in kept for c in result.dropped["cell_id"] if len(c) > 1)
     assert not kept & set(result.dropped["cell_id"])
     level1 = table[table["level"] == 1]["area_km2"]
-    assert level1.sum() == pytest.approx(4 * math.pi * 6371.0**2, rel=1e-9)  # all 4 kept
+    assert level1.sum() == pytest.approx(4 * math.pi * EARTH_RADIUS_KM**2, rel=1e-9)  # all 4 kept
     for level, frame in table.groupby("level"):  # rows in id order within each level
         assert list(frame["cell_id"]) == sorted(frame["cell_id"])
 

@@ -10,6 +10,7 @@ import shapely
 
 from geo_assets import land, regions
 from geo_assets.naturalearth import embedded_countries, embedded_land
+from geo_assets.sphere import EARTH_RADIUS_KM
 
 CITIES = {"HRV": (45.81, 15.98), "FRA": (48.86, 2.35), "NOR": (59.91, 10.75),
           "BRA": (-15.79, -47.88), "JPN": (35.68, 139.69)}
@@ -62,7 +63,7 @@ def test_near_wraps_the_antimeridian():
 
 def test_area_of_the_whole_world():
     world = np.array([[-180.0, -90.0, 180.0, 90.0]])
-    assert land.boxes_area_km2(world)[0] == pytest.approx(4 * math.pi * 6371.0**2)
+    assert land.boxes_area_km2(world)[0] == pytest.approx(4 * math.pi * EARTH_RADIUS_KM**2)
 
 
 def test_clip_to_region_box_equals_intersection():

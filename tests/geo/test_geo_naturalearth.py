@@ -15,11 +15,13 @@ import geopandas as gpd
 import pytest
 import shapely
 
+from geo_assets import layout
 from geo_assets.errors import DataUnavailableError, InputError
 from geo_assets.naturalearth import Download, NaturalEarthSource, file_stem
 from geo_assets.storage import DataRoot
 
 FAST = Download(timeout_s=2.0, retries=2, backoff_s=0.01)
+ZIP = layout.natural_earth_zip("ne_50m_land")
 
 
 def small_land_zip() -> bytes:
@@ -78,8 +80,8 @@ def test_download_once_with_checksum(server, data_root):
     land = source(url, data_root).land("50m")
     assert len(land) == 2 and land.crs.to_epsg() == 4326
     assert handler.requests == ["/50m/physical/ne_50m_land.zip"]
-    data = data_root.read_bytes("land/ne_50m_land.zip")
-    recorded = data_root.read_bytes("land/ne_50m_land.zip.sha256").decode().split()
+    data = data_root.read_bytes(ZIP)
+    recorded = data_root.read_bytes(ZIP + layout.CHECKSUM_SUFFIX).decode().split()
     assert recorded == [hashlib.sha256(data).hexdigest(), "ne_50m_land.zip"]
     source(url, data_root).land("50m")  # cached: no second request
     assert len(handler.requests) == 1
@@ -88,10 +90,10 @@ def test_download_once_with_checksum(server, data_root):
 def test_corrupt_cache_is_fetched_again(server, data_root):
     url, handler = server
     source(url, data_root).land("50m")
-    data_root.write_bytes("land/ne_50m_land.zip", b"truncated")
+    data_root.write_bytes(ZIP, b"truncated")
     assert len(source(url, data_root).land("50m")) == 2
     assert len(handler.requests) == 2
-    assert data_root.read_bytes("land/ne_50m_land.zip") == handler.payload
+    assert data_root.read_bytes(ZIP) == handler.payload
 
 
 def test_retries_with_backoff_after_server_errors_and_timeouts(server, data_root):
@@ -109,7 +111,7 @@ def test_checksum_mismatch_is_refused(server, data_root):
         source(url, data_root, opts).land("50m")
     assert "natural_earth_dir" in str(err.value)
     assert len(handler.requests) == 2  # retried once
-    assert not data_root.exists("land/ne_50m_land.zip")  # nothing half-trusted is kept
+    assert not data_root.exists(ZIP)  # nothing half-trusted is kept
     good = Download(retries=0, expected_sha256=hashlib.sha256(handler.payload).hexdigest())
     assert len(source(url, data_root, good).land("50m")) == 2
 

@@ -16,12 +16,12 @@ import numpy as np
 import polars as pl
 import pytest
 
+from geo_assets import layout
 from geo_assets.cells import points_to_cells
 from geo_assets.clients.http import CredentialError, QuotaExceededError, TransientServiceError
 from geo_assets.clients.streetview import StreetViewClient, StreetViewSource
 from geo_assets.errors import InputError
 from geo_assets.ingest import IngestSettings, ingest_cell, merge_manifests
-from geo_assets.manifest import cell_stats_relpath
 from geo_assets.storage import DataRoot
 from tests.ingest.ingest_helpers import CountingSource, busiest_cells, demo_mapillary_source
 
@@ -86,8 +86,8 @@ def test_clean_crawl_records_every_image_of_the_cell(world, clean_run, cells):
         kept = table.filter(pl.col("kept"))
         assert kept["drop_reason"].null_count() == kept.height
         for sha in kept["sha256"]:
-            assert root.exists(root.image_relpath(sha))
-        stats = json.loads(root.read_bytes(cell_stats_relpath("mapillary", cell)))
+            assert root.exists(layout.image(sha))
+        stats = json.loads(root.read_bytes(layout.cell_stats("mapillary", cell)))
         assert stats["status"] == "ok" and stats["version"] == results[cell].version
         assert stats["listing"]["coverage"] == "tiles"
 
@@ -148,7 +148,7 @@ def test_sigkill_mid_cell_then_rerun_gives_the_identical_manifest(server, clean_
         child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL
     data_root = DataRoot(str(root))
-    assert not data_root.exists(cell_stats_relpath("mapillary", cell))  # not marked done
+    assert not data_root.exists(layout.cell_stats("mapillary", cell))  # not marked done
     result = ingest_cell(demo_mapillary_source(server), cell, data_root, SETTINGS)
     assert result.stats["resumed"] >= int(line.split()[1]) > 0
     assert result.stats["downloaded"] < result.n_rows
@@ -192,9 +192,9 @@ def test_cross_cell_dedup_at_merge_is_order_independent(tmp_path):
     for order in (["2", "3"], ["3", "2"]):
         root = DataRoot(str(tmp_path / "".join(order)))
         for cell in order:
-            root.write_bytes(f"manifests/cells/local/{cell}.parquet",
+            root.write_bytes(layout.cell_manifest("local", cell),
                              table_to_parquet_bytes(rows_to_table(layouts[cell])))
-            root.write_bytes(f"manifests/cells/local/{cell}.stats.json", b"{}")
+            root.write_bytes(layout.cell_stats("local", cell), b"{}")
         result = merge_manifests(root)
         merged = pl.read_parquet(result.path).sort("image_id")
         assert merged["kept"].to_list() == [True, False]  # the lower cell id wins
@@ -209,7 +209,7 @@ def test_invalid_token_fails_clearly_and_marks_nothing(server, cells, tmp_path):
         ingest_cell(demo_mapillary_source(server, token="MLY|wrong-token"), cells[0], root,
                     SETTINGS)
     assert "MAPILLARY_TOKEN" in str(err.value) and "wrong-token" not in str(err.value)
-    assert not root.exists(cell_stats_relpath("mapillary", cells[0]))
+    assert not root.exists(layout.cell_stats("mapillary", cells[0]))
     with pytest.raises(InputError, match="token"):
         ingest_cell(demo_mapillary_source(server, token=""), cells[0], root, SETTINGS)
 
@@ -221,8 +221,8 @@ def test_transient_outage_raises_and_the_cell_is_retried_later(world, cells, tmp
         object.__setattr__(source.client.api.settings.retry, "max_retries", 2)
         with pytest.raises(TransientServiceError, match="retry"):
             ingest_cell(source, cells[0], root, SETTINGS)
-    assert not root.exists(cell_stats_relpath("mapillary", cells[0]))
-    assert not root.exists(f"manifests/cells/mapillary/{cells[0]}.parquet")
+    assert not root.exists(layout.cell_stats("mapillary", cells[0]))
+    assert not root.exists(layout.cell_manifest("mapillary", cells[0]))
 
 
 def test_quota_exhaustion_is_reported(world, cells, tmp_path):
@@ -231,7 +231,7 @@ def test_quota_exhaustion_is_reported(world, cells, tmp_path):
     with (demo_server.DemoServer(world, faults=faults) as limited,
           pytest.raises(QuotaExceededError, match="quota")):
         ingest_cell(demo_mapillary_source(limited), cells[0], root, SETTINGS)
-    assert not root.exists(cell_stats_relpath("mapillary", cells[0]))
+    assert not root.exists(layout.cell_stats("mapillary", cells[0]))
 
 
 def test_no_coverage_writes_an_empty_manifest_that_says_so(server, world, tmp_path):
@@ -252,7 +252,7 @@ def test_streetview_refuses_to_store_without_acknowledgement(server, world, tmp_
     with pytest.raises(InputError, match="acknowledge_storage_terms=True"):
         ingest_cell(StreetViewSource(client), "320013", root, SETTINGS)
     assert server.counters.get("endpoint.streetview.image", 0) == before
-    assert not root.glob("images/*")
+    assert not root.glob(f"{layout.IMAGES_DIR}/*")
 
 
 def test_no_secret_reaches_manifest_stats_or_logs(world, tmp_path, caplog):
@@ -271,7 +271,7 @@ def test_no_secret_reaches_manifest_stats_or_logs(world, tmp_path, caplog):
         merged = merge_manifests(root)
     assert result.n_kept > 0
     blobs = [Path(merged.path).read_bytes(), Path(merged.versions_path).read_bytes()]
-    blobs += [p.read_bytes() for p in Path(root.base, "manifests").rglob("*")
+    blobs += [p.read_bytes() for p in Path(root.base, layout.MANIFESTS_DIR).rglob("*")
               if p.is_file()]
     blobs.append(caplog.text.encode())
     blobs.append(json.dumps(result.summary()).encode() + json.dumps(result.stats).encode())

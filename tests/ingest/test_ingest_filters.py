@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from geo_assets import filters
-from geo_assets.filters import FilterSettings, haversine_m
+from geo_assets.filters import FilterSettings
+from geo_assets.sphere import haversine_km, km_to_chord, unit_vectors
+
+
+def haversine_m(lat1, lon1, lat2, lon2):
+    return 1000.0 * haversine_km(lat1, lon1, lat2, lon2)
 
 
 def dedup(lat, lon, group=None, distance=20.0):
@@ -96,10 +101,10 @@ def test_dedup_is_deterministic_and_thorough_on_random_points():
     dropped = dedup(lat, lon, distance=25.0)
     assert dropped.tolist() == dedup(lat, lon, distance=25.0).tolist()
     kept = np.flatnonzero(~dropped)
-    vec = filters.unit_vectors(lat[kept], lon[kept])
+    vec = unit_vectors(lat[kept], lon[kept])
     from scipy.spatial import KDTree
 
-    assert not KDTree(vec).query_pairs(filters.chord_for_distance(25.0))  # none too close
+    assert not KDTree(vec).query_pairs(km_to_chord(25.0 / 1000.0))  # none too close
     for i in np.flatnonzero(dropped)[:200]:  # every drop has a kept point within reach
         assert haversine_m(lat[i], lon[i], lat[kept], lon[kept]).min() <= 25.0 + 1e-6
 

@@ -8,7 +8,7 @@ import pytest
 from dagster_k8s.pipes import build_pod_body
 
 from geo_assets.errors import InputError
-from pipeline import deployments
+from pipeline import platforms
 from pipeline.definitions import build_definitions
 
 IMAGE = "registry.example.com/geoscout:0.1.0"
@@ -28,7 +28,7 @@ def k8s_env(monkeypatch):
 
 def test_project_definitions_load_on_kubernetes(k8s_env):
     base = build_definitions("demo")
-    defs = deployments.for_platform(base)
+    defs = platforms.for_platform(base)
     dg.Definitions.validate_loadable(defs)
     assert set(defs.resolve_all_asset_keys()) == set(base.resolve_all_asset_keys())
     jobs = [defs.resolve_job_def(j.name) for j in base.jobs]
@@ -40,38 +40,38 @@ def test_project_definitions_load_on_kubernetes(k8s_env):
     config = resolved.value["config"]
     assert config["job_namespace"] == "geoscout"
     assert config["env_secrets"] == ["geoscout-secrets"]
-    assert config["max_concurrent"] == deployments.MAX_STEP_PODS_PER_RUN
+    assert config["max_concurrent"] == platforms.MAX_STEP_PODS_PER_RUN
     assert config["step_k8s_config"]["container_config"]["resources"] == (
-        deployments.STEP_RESOURCES)
+        platforms.STEP_RESOURCES)
     # Step pods (crawl, curate, the step that launches training) mount the shared data root.
     assert config["volumes"] == [{"name": "geoscout-data",
                                   "persistentVolumeClaim": {"claimName": "geoscout-data"}}]
     assert config["volume_mounts"][0]["mount_path"] == "/data"
-    client = defs.resources[deployments.TRAINING_CLIENT_KEY]
-    assert isinstance(client, deployments.GpuPipesK8sClient)
+    client = defs.resources[platforms.TRAINING_CLIENT_KEY]
+    assert isinstance(client, platforms.GpuPipesK8sClient)
     assert (client.image, client.gpus, client.namespace) == (IMAGE, 4, "geoscout")
     # Everything else is the base deployment's.
-    assert set(defs.resources) == set(base.resources) | {deployments.TRAINING_CLIENT_KEY}
+    assert set(defs.resources) == set(base.resources) | {platforms.TRAINING_CLIENT_KEY}
 
 
 def test_local_platform_leaves_definitions_alone(monkeypatch):
     monkeypatch.delenv("GEOSCOUT_PLATFORM", raising=False)
     base = build_definitions("demo")
-    assert deployments.for_platform(base) is base
+    assert platforms.for_platform(base) is base
     monkeypatch.setenv("GEOSCOUT_PLATFORM", "slurm")
     with pytest.raises(InputError, match="GEOSCOUT_PLATFORM='slurm'"):
-        deployments.for_platform(base)
+        platforms.for_platform(base)
 
 
 def test_kubernetes_needs_an_image(monkeypatch):
     monkeypatch.delenv("GEOSCOUT_IMAGE", raising=False)
     with pytest.raises(InputError, match="GEOSCOUT_IMAGE"):
-        deployments.build_k8s_definitions(dg.Definitions())
+        platforms.build_k8s_definitions(dg.Definitions())
 
 
 def test_training_pod_requests_gpus(k8s_env):
-    defs = deployments.build_k8s_definitions(dg.Definitions())
-    client = defs.resources[deployments.TRAINING_CLIENT_KEY]
+    defs = platforms.build_k8s_definitions(dg.Definitions())
+    client = defs.resources[platforms.TRAINING_CLIENT_KEY]
     command = ["torchrun", "--nproc-per-node=4", "-m", "training.train", "--epochs", "3"]
     # The same pod body PipesK8sClient.run submits.
     pod = build_pod_body(pod_name="dagster-train-1", image=client.image, command=command,
@@ -92,11 +92,11 @@ def test_training_pod_requests_gpus(k8s_env):
 
 
 def test_cpu_only_pod_has_no_gpu_limit():
-    spec = deployments.gpu_pod_spec(0)
+    spec = platforms.gpu_pod_spec(0)
     assert "nvidia.com/gpu" not in spec["containers"][0]["resources"]["limits"]
     assert "tolerations" not in spec
     with pytest.raises(InputError):
-        deployments.gpu_pod_spec(-1)
+        platforms.gpu_pod_spec(-1)
 
 
 def test_definitions_load_with_the_helm_values_environment(monkeypatch):
@@ -114,9 +114,9 @@ def test_definitions_load_with_the_helm_values_environment(monkeypatch):
         monkeypatch.setenv(key, value)
     assert env["GEOSCOUT_PLATFORM"] == "k8s"
     assert {m["mountPath"] for m in deployment["volumeMounts"]} == {env["GEOSCOUT_DATA_MOUNT"]}
-    defs = deployments.for_platform(build_definitions())  # GEOSCOUT_DEPLOYMENT from values
+    defs = platforms.for_platform(build_definitions())  # GEOSCOUT_DEPLOYMENT from values
     dg.Definitions.validate_loadable(defs)
-    client = defs.resources[deployments.TRAINING_CLIENT_KEY]
+    client = defs.resources[platforms.TRAINING_CLIENT_KEY]
     assert client.gpus == int(env["GEOSCOUT_TRAIN_GPUS"])
     assert client.data_claim == env["GEOSCOUT_DATA_PVC"]
     assert defs.resources["settings"].data_root == env["GEOSCOUT_DATA_ROOT"]

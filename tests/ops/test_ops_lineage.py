@@ -1,4 +1,4 @@
-"""Lineage over a data root built to the docs/architecture.md contract, and its CLI."""
+"""Lineage over a data root built to the geo_assets.layout contract, and its CLI."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from geo_assets import lineage
+from geo_assets import layout, lineage
 from geo_assets.errors import InputError
 from pipeline.cli import main
 
@@ -67,22 +67,31 @@ def test_model_lineage_reports_inputs_and_cells_changed_since(built):
     assert {s["name"] for s in item.shards} == {"train-0-000000", "train-1-000000"}
     assert item.n_train_images == len(built.models["run-b"]) and item.sources == {
         "mapillary": len(built.models["run-b"])}
-    assert item.run_ids is None  # run-b's card has none: reported as missing, not invented
-    assert lineage.model_lineage(built.root, "run-a").run_ids == {
-        "dagster_run_id": "11111111-aaaa"}
+    assert item.dagster_run_id is None  # run-b was trained outside Dagster
+    assert lineage.model_lineage(built.root, "run-a").dagster_run_id == "11111111-aaaa"
+    assert item.split == ops_data.SPLIT_SETTINGS and item.config["epochs"] == 1
     # A cell is re-crawled: its version changes and the model no longer matches the root.
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    versions = pq.read_table(built.root.local_path("manifests/cell_versions.parquet")).to_pylist()
+    versions = pq.read_table(built.root.local_path(layout.CELL_VERSIONS)).to_pylist()
     versions[0]["version"] = "f" * 64
-    pq.write_table(pa.Table.from_pylist(versions),
-                   built.root.local_path("manifests/cell_versions.parquet"))
-    built.root.write_bytes("manifests/image_manifest.parquet", b"changed")
-    item = lineage.model_lineage(built.root, str(built.root.local_path("models", "run-b")))
+    pq.write_table(pa.Table.from_pylist(versions), built.root.local_path(layout.CELL_VERSIONS))
+    built.root.write_bytes(layout.IMAGE_MANIFEST, b"changed")
+    item = lineage.model_lineage(built.root, str(built.root.local_path(layout.model_dir("run-b"))))
     assert item.manifest_current is False
     assert [(c["cell_id"], c["version_now"]) for c in item.cells_changed] == [
         (ops_data.CELLS[0], "f" * 64)]
+
+
+def test_fake_cards_carry_exactly_the_model_card_keys(built):
+    from geo_assets import model_card as mc
+
+    keys = {value for name, value in vars(mc).items() if name.isupper()}
+    for run in built.models:
+        card = json.loads(built.root.read_bytes(
+            f"{layout.model_dir(run)}/{layout.MODEL_CARD_FILE}"))
+        assert set(card) == keys
 
 
 def test_unknown_model_lists_the_known_ones(built):
@@ -101,28 +110,33 @@ def test_cli_text_and_json(built, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["name"] == "run-a" and data["n_train_images"] == len(built.models["run-a"])
     assert data["manifest_sha256"] == built.manifest_sha256
+    assert data["dagster_run_id"] == "11111111-aaaa"
+    assert main(["lineage", "model", "run-b", "--data-root", built.root.url]) == 0
+    out = capsys.readouterr().out
+    assert "model run-b" in out and "dagster run  -" in out
 
     assert main(["lineage", "--data-root", built.root.url, "image", "local:missing"]) == 2
     assert "local:missing" in capsys.readouterr().err
 
 
 def test_shard_found_from_tar_headers_without_contents_table(built):
-    built.root.local_path("datasets/shards/contents.parquet").unlink()
+    built.root.local_path(layout.in_datasets(layout.SHARD_CONTENTS)).unlink()
     for name, ids in built.shards.items():
         assert lineage.image_lineage(built.root, ids[-1]).shard == name
 
 
 def test_cli_default_root_matches_the_resources(monkeypatch, tmp_path):
-    from pipeline import lineage as cmd
-    from pipeline.resources import default_data_root
+    from geo_assets.storage import default_data_root
+    from pipeline.resources import GeoscoutSettings
 
     monkeypatch.delenv("GEOSCOUT_DATA_ROOT", raising=False)
-    assert cmd.default_data_root() == default_data_root()
+    assert GeoscoutSettings().data_root == default_data_root()
+    assert default_data_root().endswith(".geoscout/data")
     monkeypatch.setenv("GEOSCOUT_DATA_ROOT", str(tmp_path))
-    assert cmd.default_data_root() == default_data_root() == str(tmp_path)
+    assert GeoscoutSettings().data_root == default_data_root() == str(tmp_path)
 
 
 def test_damaged_card_is_a_clear_error(built):
-    built.root.write_bytes("models/run-b/model_card.json", b"{not json")
+    built.root.write_bytes(f"{layout.model_dir('run-b')}/{layout.MODEL_CARD_FILE}", b"{not json")
     with pytest.raises(InputError, match="run-b/model_card.json is not valid JSON"):
         lineage.model_lineage(built.root, "run-b")

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from pipeline import constants
-from pipeline.deployments import POOL_LIMITS, apply_pool_limits
 from pipeline.partitions import crawl_cells
+from pipeline.platforms import POOL_LIMITS, apply_pool_limits
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -13,13 +13,17 @@ import uuid
 import pyarrow.parquet as pq
 import pytest
 
-from geo_assets import lineage
+from geo_assets import layout, lineage
 from geo_assets.manifest import MANIFEST_SCHEMA
 from geo_assets.storage import DataRoot
 
 from . import ops_data
 
 pytestmark = pytest.mark.slow
+
+
+def _shard(name: str) -> str:
+    return layout.in_datasets(f"{layout.SHARDS_DIR}/{layout.shard_file(name)}")
 
 
 @pytest.fixture
@@ -43,11 +47,11 @@ def test_images_manifests_and_shards_round_trip(built, s3_env):
     prefix = root.base.split("/", 1)[1] + "/"
     keys = {o["Key"][len(prefix):] for page in s3.get_paginator("list_objects_v2").paginate(
         Bucket=s3_env.bucket, Prefix=prefix) for o in page.get("Contents", [])}
-    assert "manifests/image_manifest.parquet" in keys and "datasets/shards/index.json" in keys
+    assert layout.IMAGE_MANIFEST in keys and layout.in_datasets(layout.SHARD_INDEX) in keys
     assert not any(".tmp" in k for k in keys)
 
     # Raw images: content-addressed, bytes intact, written once.
-    images = root.glob("images/*/*/*.jpg")
+    images = root.glob(f"{layout.IMAGES_DIR}/*/*/*.jpg")
     assert len(images) == len(built.rows)
     for rel in images:
         digest = rel.rsplit("/", 1)[1].removesuffix(".jpg")
@@ -55,18 +59,18 @@ def test_images_manifests_and_shards_round_trip(built, s3_env):
     assert root.put_image(ops_data.jpeg(0)) == (built.rows[0]["sha256"], False)
 
     # Manifests: the merged table and every per-cell file read back with the schema.
-    with root.fs.open(root.path("manifests/image_manifest.parquet"), "rb") as f:
+    with root.fs.open(root.path(layout.IMAGE_MANIFEST), "rb") as f:
         table = pq.read_table(f)
     assert table.schema.equals(MANIFEST_SCHEMA, check_metadata=False)
     assert sorted(table.column("image_id").to_pylist()) == sorted(r["image_id"]
                                                                   for r in built.rows)
-    assert len(root.glob("manifests/cells/mapillary/*.parquet")) == len(ops_data.CELLS)
+    assert len(root.glob(layout.cell_manifest("mapillary", "*"))) == len(ops_data.CELLS)
 
     # Shards: every tar listed in the index has its sha256 and the samples of its contents.
-    index = json.loads(root.read_bytes("datasets/shards/index.json"))
+    index = json.loads(root.read_bytes(layout.in_datasets(layout.SHARD_INDEX)))
     assert {s["name"] for s in index["shards"]} == set(built.shards)
     for shard in index["shards"]:
-        data = root.read_bytes(f"datasets/shards/{shard['name']}.tar")
+        data = root.read_bytes(_shard(shard["name"]))
         assert hashlib.sha256(data).hexdigest() == shard["sha256"]
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             records = [json.loads(tar.extractfile(m).read()) for m in tar
@@ -78,7 +82,7 @@ def test_shards_stream_with_webdataset_from_the_bucket(built):
     import webdataset as wds
 
     name = min(built.shards)
-    url = built.root.uri(f"datasets/shards/{name}.tar")
+    url = built.root.uri(_shard(name))
     with built.root.fs.open(url, "rb") as f:  # fsspec stream, as a training loader reads it
         samples = list(wds.tariterators.tar_file_expander([{"stream": f, "url": url}]))
     ids = sorted(json.loads(s["json"])["image_id"] for s in wds.tariterators.group_by_keys(
@@ -96,22 +100,23 @@ def test_lineage_answers_from_the_bucket(built):
 
 
 def test_failed_write_leaves_no_object(s3_root):
-    with pytest.raises(RuntimeError), s3_root.open_atomic("manifests/half.parquet") as f:
+    half, whole = f"{layout.MANIFESTS_DIR}/half.parquet", f"{layout.MANIFESTS_DIR}/whole.parquet"
+    with pytest.raises(RuntimeError), s3_root.open_atomic(half) as f:
         f.write(b"partial")
         raise RuntimeError("crawler died")
-    assert not s3_root.exists("manifests/half.parquet")
-    with s3_root.open_atomic("manifests/whole.parquet") as f:
+    assert not s3_root.exists(half)
+    with s3_root.open_atomic(whole) as f:
         f.write(b"whole")
-    assert s3_root.read_bytes("manifests/whole.parquet") == b"whole"
+    assert s3_root.read_bytes(whole) == b"whole"
 
 
 def test_endpoint_through_storage_options(s3_env, monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
     root = DataRoot(f"s3://{s3_env.bucket}/opts-{uuid.uuid4().hex[:8]}",
                     storage_options={"endpoint_url": s3_env.endpoint_url})
-    root.write_bytes("grid/grid_cells.parquet", b"PAR1")
-    assert root.read_bytes("grid/grid_cells.parquet") == b"PAR1"
-    assert root.glob("grid/*") == ["grid/grid_cells.parquet"]
+    root.write_bytes(layout.GRID_CELLS, b"PAR1")
+    assert root.read_bytes(layout.GRID_CELLS) == b"PAR1"
+    assert root.glob(f"{layout.GRID_DIR}/*") == [layout.GRID_CELLS]
 
 
 def test_real_crawl_and_merge_into_the_bucket(s3_env, tmp_path):
@@ -137,14 +142,14 @@ def test_real_crawl_and_merge_into_the_bucket(s3_env, tmp_path):
         on_s3 = ingest_cell(source, cell, s3, settings)
         on_disk = ingest_cell(source, cell, local, settings)
     assert on_s3.summary()["version"] == on_disk.summary()["version"]  # same manifest bytes
-    assert not s3.glob("manifests/cells/*/*.journal.jsonl")
+    assert not s3.glob(layout.cell_journal("*", "*"))
     merged = merge_manifests(s3)
-    assert merged.path == s3.uri("manifests/image_manifest.parquet")
-    with s3.fs.open(s3.path("manifests/image_manifest.parquet"), "rb") as f:
+    assert merged.path == s3.uri(layout.IMAGE_MANIFEST)
+    with s3.fs.open(s3.path(layout.IMAGE_MANIFEST), "rb") as f:
         table = pq.read_table(f).to_pylist()
     kept = [r for r in table if r["kept"]]
     assert len(table) == merged.n_rows and len(kept) == merged.n_kept > 0
-    stored = {rel.rsplit("/", 1)[1].split(".")[0] for rel in s3.glob("images/*/*/*")}
+    stored = {rel.rsplit("/", 1)[1].split(".")[0] for rel in s3.glob(f"{layout.IMAGES_DIR}/*/*/*")}
     assert {r["sha256"] for r in kept} <= stored
     for r in kept[:5]:
         assert hashlib.sha256(s3.get_image(r["sha256"])).hexdigest() == r["sha256"]

@@ -1,12 +1,13 @@
 """A small code location for the UI test: the per-cell → manifest → shards → model chain,
 on the project's crawl-cell partitions, with the model's lineage as metadata (built by
-pipeline.lineage.model_lineage_metadata, as the training asset does). The test materializes
+pipeline.lineage_metadata.model_lineage_metadata, as the training asset does). The test materializes
 it against a data root from tests/ops/ops_data.py, then opens the UI on it."""
 
 import dagster as dg
 
+from geo_assets import layout
 from pipeline.constants import DATASET, INGEST, TRAIN
-from pipeline.lineage import model_lineage_metadata
+from pipeline.lineage_metadata import model_lineage_metadata
 from pipeline.partitions import crawl_cells
 from pipeline.resources import GeoscoutSettings
 
@@ -18,7 +19,7 @@ def mapillary_images(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 
 @dg.asset(deps=[mapillary_images], group_name=INGEST)
 def image_manifest(settings: GeoscoutSettings) -> dg.MaterializeResult:
-    return dg.MaterializeResult(metadata={"data_root": settings.root().uri("manifests")})
+    return dg.MaterializeResult(metadata={"data_root": settings.root().uri(layout.MANIFESTS_DIR)})
 
 
 @dg.asset(deps=[image_manifest], group_name=DATASET)

@@ -66,25 +66,15 @@ def cell_region(cell_id: str, margin_deg: float = 0.0) -> str:
 
 
 def tiny_resources(data_root: str, region: str = "world", **settings) -> dict[str, object]:
-    from pipeline.resources import (
-        DatasetSettings,
-        GeoscoutSettings,
-        LocalFolderResource,
-        MapillaryResource,
-        StreetViewResource,
-        training_resources,
-    )
+    from pipeline.profiles import DEMO_TRAINING
+    from pipeline.resources import build_resources
 
-    return {
-        "settings": GeoscoutSettings(data_root=data_root, region=region,
-                                     crawl_level=CRAWL_LEVEL, grid_max_level=CRAWL_LEVEL,
-                                     sources=["mapillary", "streetview"], images_per_cell=40,
-                                     **settings),
-        "mapillary": MapillaryResource(demo_seed=TINY_SEED, demo_preset="tiny",
-                                       requests_per_s=0),
-        "streetview": StreetViewResource(demo_seed=TINY_SEED, demo_preset="tiny",
-                                         store_images_acknowledged=True, requests_per_s=0),
-        "local_folder": LocalFolderResource(),
-        "dataset": DatasetSettings(),
-        **training_resources(),
-    }
+    demo = {"demo_seed": TINY_SEED, "demo_preset": "tiny", "requests_per_s": 0}
+    return build_resources({
+        "settings": {"data_root": data_root, "region": region, "crawl_level": CRAWL_LEVEL,
+                     "grid_max_level": CRAWL_LEVEL, "sources": ["mapillary", "streetview"],
+                     "images_per_cell": 40, **settings},
+        "mapillary": demo,
+        "streetview": {**demo, "store_images_acknowledged": True},
+        "training": DEMO_TRAINING,
+    })

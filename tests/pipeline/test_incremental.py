@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from geo_assets.cells import cell_bounds, neighbours
-from geo_assets.manifest import MERGED_PATH
+from geo_assets.layout import IMAGE_MANIFEST as MERGED_PATH
 from geo_assets.storage import DataRoot
 from pipeline.definitions import build_definitions
 from pipeline.partitions import crawl_cells

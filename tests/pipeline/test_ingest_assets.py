@@ -6,7 +6,7 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 
-from geo_assets.manifest import MERGED_PATH
+from geo_assets.layout import IMAGE_MANIFEST as MERGED_PATH
 from geo_assets.storage import DataRoot
 from pipeline.assets import ingest
 from pipeline.partitions import crawl_cells

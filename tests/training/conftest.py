@@ -34,6 +34,6 @@ def tiny_model(tiny_dataset, tmp_path_factory) -> Path:
     threads = torch.get_num_threads()
     main(TrainConfig(dataset=str(tiny_dataset / "datasets" / "dataset.json"),
                      output_dir=str(out), epochs=2, batch_size=8, workers=0, image_size=32,
-                     device="cpu", threads=1))
+                     device="cpu", threads=1, backbone="tiny", pretrained=False))
     torch.set_num_threads(threads)
     return out / "model.pt"

@@ -25,14 +25,15 @@ def test_card_cell_versions_are_what_lineage_compares(tmp_path):
     descriptor.write_text("{}")
     write_versions(tmp_path, {"0312": "v-b", "0311": "v-a"})
 
-    rows = cell_versions(descriptor)
+    rows, table_sha = cell_versions(descriptor)
+    assert len(table_sha) == 64
     assert rows == [{"cell_id": "0311", "source": "mapillary", "version": "v-a"},
                     {"cell_id": "0312", "source": "mapillary", "version": "v-b"}]
 
     model_dir = tmp_path / "models" / "run"
     model_dir.mkdir(parents=True)
     (model_dir / "model_card.json").write_text(json.dumps(
-        {"run_name": "run", "manifest_hash": "m", "cell_versions": rows}))
+        {"run_name": "run", "manifest_sha256": "m", "cell_versions": rows}))
     item = model_lineage(DataRoot(str(tmp_path)), "run")
     assert [(c["cell_id"], c["version"]) for c in item.cell_versions] == [
         ("0311", "v-a"), ("0312", "v-b")]
@@ -45,4 +46,4 @@ def test_card_cell_versions_are_what_lineage_compares(tmp_path):
 
 def test_no_version_table_gives_no_rows(tmp_path):
     (tmp_path / "datasets").mkdir()
-    assert cell_versions(tmp_path / "datasets" / "dataset.json") == []
+    assert cell_versions(tmp_path / "datasets" / "dataset.json") == ([], None)

@@ -11,14 +11,16 @@ import pyarrow.parquet as pq
 from pipeline.assets.evaluate import evaluation_report
 from pipeline.assets.train import trained_model
 from pipeline.constants import GPU_TAG
-from pipeline.resources import GeoscoutSettings, training_resources
+from pipeline.profiles import DEMO_TRAINING
+from pipeline.resources import GeoscoutSettings, TrainingSettings
 
 
 def test_torchrun_two_processes_reports_once_then_evaluates(tiny_dataset):
     resources = {"settings": GeoscoutSettings(data_root=str(tiny_dataset)),
-                 **training_resources(nproc_per_node=2, image_size=32, batch_size=8, epochs=2,
-                                      workers=0, device="cpu", eval_batch_size=32,
-                                      threads=1)}
+                 "training": TrainingSettings(**{
+                     **DEMO_TRAINING, "nproc_per_node": 2, "image_size": 32, "batch_size": 8,
+                     "epochs": 2, "workers": 0, "device": "cpu", "eval_batch_size": 32}),
+                 "pipes_client": dg.PipesSubprocessClient()}
     with dg.instance_for_test() as instance:
         result = dg.materialize([trained_model, evaluation_report], resources=resources,
                                 instance=instance, selection=[trained_model, evaluation_report])
@@ -28,11 +30,11 @@ def test_torchrun_two_processes_reports_once_then_evaluates(tiny_dataset):
         assert len(trained) == 1  # only rank 0 reported
         meta = trained[0].materialization.metadata
         assert meta["world_size"].value == 2
-        assert meta["manifest_hash"].value == "tiny-manifest"
-        assert set(meta["shards"].value) == {"train-1-000000", "train-1-000001",
-                                             "train-0-000000", "train-0-000001"}
+        assert meta["lineage/manifest_hash"].value == "tiny-manifest"
+        assert set(meta["lineage/shards"].value["names"]) == {
+            "train-1-000000", "train-1-000001", "train-0-000000", "train-0-000001"}
         card = json.loads((tiny_dataset / "models" / "default" / "model_card.json").read_text())
-        assert card["run_ids"]["dagster_run_id"] == result.run_id == meta["dagster_run_id"].value
+        assert card["dagster_run_id"] == result.run_id == meta["lineage/dagster_run"].value
         ids = pq.read_table(meta["train_image_ids"].value).column("image_id").to_pylist()
         assert ids and all(i.startswith("local:train1-") for i in ids)  # fold 0 validates
         report = result.asset_materializations_for_node("evaluation_report")[0].metadata

@@ -74,6 +74,8 @@ def test_evaluation_report(tiny_model, tiny_dataset, tmp_path):
     for name in ("report.html", "metrics.json", "map.html", "error_histogram.png",
                  "reliability.png", "confusion.png", "gradcam.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
+        if name.endswith(".png"):
+            assert (tmp_path / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     level1, level2 = metrics["per_level"]["1"], metrics["per_level"]["2"]
     # the coarsest level has no parents: hierarchical = flat (up to renormalisation rounding)
     assert level1["hierarchical"] == pytest.approx(level1["flat"], rel=1e-6)

@@ -4,13 +4,12 @@ its checkpoint ends exactly where an uninterrupted run ends (deterministic CPU s
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import pytest
 import torch
 
 from training.bundle import load_bundle
-from training.config import TrainConfig
+from training.config import TrainConfig, from_namespace
 from training.train import get_args_parser, main
 
 
@@ -27,8 +26,9 @@ def config(dataset, out, **overrides) -> TrainConfig:
         "--dataset", str(dataset), "--output-dir", str(out), "--epochs", "3",
         "--batch-size", "8", "--workers", "0", "--image-size", "32", "--device", "cpu",
         "--threads", "1", "--deterministic", "--seed", "3", "--checkpoint-every", "5",
-        "--haversine-tau-km", "auto", "--patience", "0"])
-    return replace(TrainConfig.from_namespace(args), **overrides)
+        "--haversine-tau-km", "auto", "--patience", "0", "--backbone", "tiny",
+        "--no-pretrained"])
+    return from_namespace(args).model_copy(update=overrides)
 
 
 def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_dataset, tmp_path,

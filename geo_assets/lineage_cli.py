@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 from geo_assets import lineage as lin
-from geo_assets.storage import DataRoot
+from geo_assets.storage import default_data_root
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _short(digest: Any, n: int = 12) -> str:
+def short(digest: Any, n: int = 12) -> str:
+    """The first ``n`` characters of a hash, or "-" when there is none."""
     return str(digest)[:n] if digest else "-"
 
 
@@ -56,10 +55,10 @@ def format_image(item: lin.ImageLineage) -> str:
     c = item.cell_version
     if c:
         lines.append(f"  cell      {c.get('cell_id')} ({c.get('source')}) version "
-                     f"{_short(c.get('version'))}, {c.get('n_kept')}/{c.get('n_rows')} kept")
+                     f"{short(c.get('version'))}, {c.get('n_kept')}/{c.get('n_rows')} kept")
     d = item.dataset
     if d:
-        lines.append(f"  dataset   manifest {_short(d.get('manifest_sha256'))}, created "
+        lines.append(f"  dataset   manifest {short(d.get('manifest_sha256'))}, created "
                      f"{d.get('created_at') or '-'}")
     if item.split:
         fold = item.split.get("fold")
@@ -68,12 +67,12 @@ def format_image(item: lin.ImageLineage) -> str:
         lines.append(f"  split     {where}; shard {item.shard or '-'}")
     else:
         lines.append("  split     not in the current splits")
-    versions = ", ".join(_short(v) for v in item.dataset_versions) or "-"
+    versions = ", ".join(short(v) for v in item.dataset_versions) or "-"
     lines.append(f"  dataset versions (manifest hashes)  {versions}")
     if item.models:
         lines.append(f"  models ({len(item.models)})")
         for ref in item.models:
-            lines.append(f"    {ref.name:24s} {ref.role:5s} manifest {_short(ref.manifest_sha256)}"
+            lines.append(f"    {ref.name:24s} {ref.role:5s} manifest {short(ref.manifest_sha256)}"
                          f"  {ref.path}")
     else:
         lines.append("  models    none")
@@ -88,8 +87,8 @@ def format_model(item: lin.ModelLineage) -> str:
              (f"  cells     {len(item.cell_versions)} cell versions, "
               f"{len(item.cells_changed)} changed since")]
     for row in item.cells_changed[:10]:
-        lines.append(f"    {row.get('source')}/{row.get('cell_id')}: {_short(row.get('version'))}"
-                     f" -> {_short(row.get('version_now'))}")
+        lines.append(f"    {row.get('source')}/{row.get('cell_id')}: {short(row.get('version'))}"
+                     f" -> {short(row.get('version_now'))}")
     names = [s.get("name", "?") for s in item.shards]
     lines.append(f"  shards    {len(names)}: {', '.join(names[:8])}"
                  + (" ..." if len(names) > 8 else ""))
@@ -97,44 +96,9 @@ def format_model(item: lin.ModelLineage) -> str:
     if item.n_train_images is not None:
         by_source = ", ".join(f"{k} {v}" for k, v in item.sources.items())
         lines.append(f"  images    {item.n_train_images} training images ({by_source})")
-    lines.append(f"  run ids   {json.dumps(item.run_ids, sort_keys=True, default=str)}")
+    lines.append(f"  dagster run  {item.dagster_run_id or '-'}")
     lines.append(f"  config    {json.dumps(item.config, sort_keys=True, default=str)}")
     return "\n".join(lines)
-
-
-def model_lineage_metadata(root: DataRoot | str, model: str) -> dict[str, Any]:
-    """A model's lineage as Dagster metadata for its materialization (the same links
-    ``geoscout lineage model`` prints): manifest hash, cell and shard counts, training images
-    by source, split settings, the card's location and the Dagster runs that made it."""
-    import dagster as dg  # here, not at the top: the CLI itself does not need Dagster
-
-    item = lin.model_lineage(root, model)
-    root = lin.as_root(root)
-    shards = [s.get("name", "?") for s in item.shards]
-    md: dict[str, Any] = {
-        "lineage/manifest_hash": dg.MetadataValue.text(item.manifest_sha256 or "unknown"),
-        "lineage/n_cells": dg.MetadataValue.int(len(item.cell_versions)),
-        "lineage/shards": dg.MetadataValue.json({"count": len(shards), "names": shards}),
-        "lineage/n_train_images": dg.MetadataValue.int(item.n_train_images or 0),
-        "lineage/images_by_source": dg.MetadataValue.json(item.sources),
-        "lineage/split_settings": dg.MetadataValue.json(item.split or {}),
-        "lineage/model_card": dg.MetadataValue.path(root.uri(f"{item.path}/{lin.CARD}")),
-        "lineage/summary": dg.MetadataValue.md(
-            f"Model **{item.name}** trained on {item.n_train_images or 0} images "
-            f"from manifest `{_short(item.manifest_sha256)}` ({len(item.cell_versions)} cells, "
-            f"{len(shards)} shards). Details: `geoscout lineage model {item.name}`."),
-    }
-    run_ids = item.run_ids if isinstance(item.run_ids, dict) else {}
-    if run_ids.get("dagster_run_id"):
-        md["lineage/dagster_run"] = dg.MetadataValue.dagster_run(run_ids["dagster_run_id"])
-    return md
-
-
-def default_data_root() -> str:
-    """Same default as ``pipeline.resources.default_data_root`` (a test keeps them equal),
-    without importing Dagster, so the command answers in a second."""
-    project = Path(__file__).resolve().parent.parent
-    return os.environ.get("GEOSCOUT_DATA_ROOT", str(project / ".geoscout" / "data"))
 
 
 def cli(argv: list[str]) -> int:
@@ -146,5 +110,6 @@ def cli(argv: list[str]) -> int:
     else:
         item = lin.model_lineage(root, args.model)
         text = format_model(item)
-    print(lin.write_json(item.to_dict()) if args.json else text)
+    print(json.dumps(item.to_dict(), indent=2, sort_keys=True, default=str) if args.json
+          else text)
     return 0

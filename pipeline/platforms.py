@@ -175,15 +175,10 @@ def k8s_executor(namespace: str | None = None, env_secrets: Sequence[str] = (),
     return k8s_job_executor.configured(config, name="geoscout_k8s")
 
 
-def build_k8s_definitions(base: dg.Definitions | None = None, *,
-                          image: str | None = None) -> dg.Definitions:
-    """The Kubernetes variant of ``base`` (default: ``pipeline.definitions``' graph): same
+def build_k8s_definitions(base: dg.Definitions, *, image: str | None = None) -> dg.Definitions:
+    """The Kubernetes variant of ``base`` (``pipeline.definitions``' graph): same
     assets, checks, jobs, schedules and sensors; steps run as Kubernetes Jobs and training
     through ``GpuPipesK8sClient`` under ``TRAINING_CLIENT_KEY``."""
-    if base is None:
-        from pipeline.definitions import build_definitions
-
-        base = build_definitions()
     image = image or os.environ.get("GEOSCOUT_IMAGE")
     if not image:
         raise InputError("GEOSCOUT_IMAGE is not set: the Kubernetes deployment needs the "

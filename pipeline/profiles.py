@@ -1,0 +1,39 @@
+"""Settings profiles: named overrides of the resources' defaults, keyed by resource name.
+
+The defaults live in the schemas (``pipeline/resources.py``, ``training/config.py``); a profile
+lists only what differs. ``demo`` is the built-in demo world on 2 CPUs: a small CNN at 64 px,
+one compute thread and one loader worker, against the loopback demo server.
+"""
+
+from __future__ import annotations
+
+DEMO_SEED = 0
+DEMO_PRESET = "demo"
+DEMO_CRAWL_LEVEL = 4  # 68 cells over the demo world's 36 countries, 39 with imagery
+
+# The CPU demo's training: what differs from the GPU-minded defaults of TrainConfig.
+DEMO_TRAINING = {
+    "backbone": "tiny", "pretrained": False, "image_size": 64, "epochs": 22, "patience": 5,
+    "lr": 3e-3, "threads": 1, "workers": 1, "checkpoint_every": 100,
+}
+
+
+def demo_region(seed: int, preset: str) -> str:
+    """The countries the demo world has coverage in, as a region setting."""
+    from geo_assets.demo.world import generate_world
+
+    isos = sorted({country.iso_a3 for country in generate_world(seed, preset).countries})
+    return "countries:" + ",".join(isos)
+
+
+def demo_profile(seed: int = DEMO_SEED, preset: str = DEMO_PRESET) -> dict[str, dict]:
+    """The demo world: Mapillary and Street View answered by a loopback server, crawled over
+    the countries it covers. Its images are synthetic, so storing Street View's is allowed."""
+    demo = {"demo_seed": seed, "demo_preset": preset, "requests_per_s": 0}
+    return {
+        "settings": {"region": demo_region(seed, preset), "crawl_level": DEMO_CRAWL_LEVEL,
+                     "sources": ["mapillary", "streetview"], "images_per_cell": 300},
+        "mapillary": demo,
+        "streetview": {**demo, "max_lookups_per_cell": 60, "store_images_acknowledged": True},
+        "training": DEMO_TRAINING,
+    }
