@@ -27,7 +27,7 @@ def config(dataset, out, **overrides) -> TrainConfig:
         "--batch-size", "8", "--workers", "0", "--image-size", "32", "--device", "cpu",
         "--threads", "1", "--deterministic", "--seed", "3", "--checkpoint-every", "5",
         "--haversine-tau-km", "auto", "--patience", "0", "--backbone", "tiny",
-        "--no-pretrained"])
+        "--no-pretrained", "--lr", "2e-3"])
     return from_namespace(args).model_copy(update=overrides)
 
 
@@ -53,7 +53,7 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_dataset, tmp_pat
     coarse, fine = full["validation"]
     assert coarse["top1"] >= 0.7 and fine["top1"] >= 0.5
     card = json.loads((tmp_path / "full" / "model_card.json").read_text())
-    assert card["manifest_hash"] == "tiny-manifest" and card["config"]["seed"] == 3
+    assert card["manifest_sha256"] == "tiny-manifest" and card["config"]["seed"] == 3
 
 
 def test_early_stopping_uses_validation_and_never_reads_test(tiny_dataset, tmp_path,
