@@ -65,8 +65,8 @@ def crawl_cells(preset: str, level: int) -> list[str]:
 
 
 def source_for(base: str, workers: int):
-    from geo_assets.clients.http import HttpSettings
-    from geo_assets.clients.mapillary import MapillaryClient, MapillarySettings, MapillarySource
+    from geo_assets.clients.mapillary import MapillaryClient, MapillarySource
+    from geo_assets.settings import HttpSettings, MapillarySettings
 
     http = HttpSettings(requests_per_s=0, pool_size=max(32, workers * 2))
     client = MapillaryClient("demo-token", graph_url=f"{base}/mapillary",
@@ -107,7 +107,8 @@ def warm(urls: list[str], threads: int = 8) -> None:
 
 
 def run_geoscout(base: str, cells: list[str], target: int, workers: int) -> dict:
-    from geo_assets.ingest import IngestSettings, ingest_cell, merge_manifests
+    from geo_assets.ingest import ingest_cell, merge_manifests
+    from geo_assets.settings import IngestSettings
     from geo_assets.storage import DataRoot
 
     root = DataRoot(tempfile.mkdtemp(prefix="geoscout-bench-", dir=OUT))

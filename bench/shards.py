@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import OUT, VENV, cpu_seconds, ensure_img2dataset
-from geo_assets.shards import ShardSettings, build_shards
+from geo_assets.settings import ShardSettings
+from geo_assets.shards import build_shards
 
 IMAGES = ROOT.parent / "shared" / "data" / "real" / "croatia_streetview"
 

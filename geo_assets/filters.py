@@ -13,21 +13,11 @@ views of a place) form one location and are kept or dropped together.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy.spatial import KDTree
 
+from geo_assets.settings import FilterSettings
 from geo_assets.sphere import km_to_chord, unit_vectors
-
-
-@dataclass(frozen=True)
-class FilterSettings:
-    min_brightness: float = 40.0        # the seed kept mean grey > 40
-    max_brightness: float = 235.0       # over-exposed above this
-    min_distance_m: float = 10.0        # spatial dedup radius; 0 disables
-    max_per_sequence: int = 20          # at most k images per capture group per cell; 0: no cap
-    phash_max_distance: int = 4         # Hamming distance that counts as a near duplicate; <0 off
 
 
 def brightness_reasons(brightness: np.ndarray, settings: FilterSettings) -> np.ndarray:

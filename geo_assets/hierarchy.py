@@ -29,7 +29,6 @@ on the sphere), as latitude/longitude in degrees.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,35 +36,14 @@ import numpy as np
 import polars as pl
 
 from geo_assets import layout
-from geo_assets.cells import MAX_LEVEL, points_to_rowcol, rowcol_to_ids
+from geo_assets.cells import points_to_rowcol, rowcol_to_ids
 from geo_assets.errors import InputError
+from geo_assets.settings import HierarchySettings
 from geo_assets.sphere import unit_vectors
 from geo_assets.storage import atomic_path, write_json_atomic
 
 CLASS_COLUMNS = ["class_index", "cell_id", "n_images", "n_train", "centroid_lat_deg",
                  "centroid_lon_deg", "parent_class_index", "cell_level", "is_remainder"]
-
-
-@dataclass(frozen=True)
-class HierarchySettings:
-    levels: tuple[int, ...] = (1, 3, 5, 8)
-    min_images: int = 20              # training images a class needs at least
-    max_images: int | None = None     # adaptive mode: split cells holding more than this
-
-    def __post_init__(self) -> None:
-        levels = tuple(self.levels)
-        if not levels:
-            raise InputError("hierarchy levels are empty: give at least one level, e.g. [1, 3]")
-        if any(not isinstance(v, int) or not 1 <= v <= MAX_LEVEL for v in levels):
-            raise InputError(f"hierarchy levels {list(levels)} must be integers 1..{MAX_LEVEL}")
-        if any(b <= a for a, b in itertools.pairwise(levels)):
-            raise InputError(f"hierarchy levels {list(levels)} must be strictly increasing "
-                             "(coarsest first), e.g. [1, 3, 5, 8]")
-        if self.min_images < 1:
-            raise InputError(f"hierarchy min_images {self.min_images} must be at least 1")
-        if self.max_images is not None and self.max_images < self.min_images:
-            raise InputError(f"hierarchy max_images {self.max_images} must be at least "
-                             f"min_images {self.min_images}")
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from geo_assets.manifest import DropReason
-
-
-@dataclass(frozen=True)
-class ImageSettings:
-    min_width: int = 64
-    min_height: int = 64
-    max_pixels: int = 50_000_000        # decompression-bomb limit (width * height)
-    analysis_px: int = 64               # decode JPEGs scaled down towards this short side
-    formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP")
+from geo_assets.settings import ImageSettings
 
 
 @dataclass(frozen=True)

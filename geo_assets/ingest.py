@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ from geo_assets.clients.http import (
     RemoteServiceError,
     TransientServiceError,
 )
-from geo_assets.images import ImageInfo, ImageSettings, inspect_image
+from geo_assets.images import ImageInfo, inspect_image
 from geo_assets.manifest import (
     CELL_VERSIONS_SCHEMA,
     SCHEMA_VERSION,
@@ -51,23 +51,11 @@ from geo_assets.manifest import (
 from geo_assets.manifest import (
     COLUMNS as MANIFEST_COLUMNS,
 )
+from geo_assets.settings import IngestSettings
 from geo_assets.storage import DataRoot, sha256_hex
 
 REFETCH_REASONS = (DropReason.CORRUPT, DropReason.NOT_AN_IMAGE)
 Progress = Callable[..., None]  # progress(done, total, stage=..., cell_id=...)
-
-
-@dataclass(frozen=True)
-class IngestSettings:
-    target_per_cell: int = 200          # candidates listed per cell (before filtering)
-    seed: int = 0
-    workers: int = 8                    # concurrent downloads
-    max_in_flight: int = 16             # downloads submitted but not finished
-    max_fetch_failure_ratio: float = 0.5  # above this the cell raises (retry it later)
-    refetch_corrupt: bool = True        # download a corrupt image once more before dropping it
-    force: bool = False                 # re-crawl a cell that is already done
-    images: ImageSettings = field(default_factory=ImageSettings)
-    filters: filters.FilterSettings = field(default_factory=filters.FilterSettings)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from PIL import Image, ImageOps
 
 from geo_assets import layout
 from geo_assets.errors import InputError
+from geo_assets.settings import ShardSettings
 from geo_assets.storage import atomic_path, sha256_file, write_json_atomic
 
 KEY_HEX_DIGITS = 20
@@ -47,28 +48,6 @@ FIXED_MTIME = 1_600_000_000  # any integer constant: byte-reproducible tars; an 
 # also keeps tarfile from adding a pax header (a float mtime) before every member
 RECORD_COLUMNS = ("image_id", "sha256", "source_path", "lat_deg", "lon_deg", "source",
                   "group_id", "license", "attribution", "split", "fold")
-
-
-@dataclass(frozen=True)
-class ShardSettings:
-    image_size: int = 256        # shorter side of the stored JPEG, pixels
-    jpeg_quality: int = 90
-    shard_size: int = 1000       # samples per shard (at most)
-    seed: int = 0                # order of the samples within a build
-    workers: int = 2             # resize processes (1: resize in this process)
-    chunk_size: int = 32         # images per resize task
-    threads: int = 8             # threads per resize process: overlap reads (S3) and PIL,
-    #                              which releases the GIL while it decodes and encodes
-
-    def __post_init__(self) -> None:
-        if not 16 <= self.image_size <= 4096:
-            raise InputError(f"image_size {self.image_size} out of range: use 16..4096 px")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise InputError(f"jpeg_quality {self.jpeg_quality} out of range: use 1..100")
-        if self.shard_size < 1:
-            raise InputError(f"shard_size {self.shard_size} must be at least 1")
-        if self.workers < 1:
-            raise InputError(f"shard workers {self.workers} must be at least 1")
 
 
 def shard_name(split: str, fold: int, number: int) -> str:

@@ -36,6 +36,7 @@ from scipy.spatial import cKDTree
 from geo_assets import layout
 from geo_assets.cells import points_to_cells
 from geo_assets.errors import InputError
+from geo_assets.settings import SplitSettings
 from geo_assets.sphere import chord_to_km, km_to_chord, unit_vectors
 from geo_assets.storage import atomic_path, write_json_atomic
 
@@ -43,27 +44,11 @@ TEST = "test"
 TRAIN = "train"
 
 
-@dataclass(frozen=True)
-class SplitSettings:
-    k_folds: int = 5
-    test_fraction: float = 0.1
-    min_distance_km: float = 1.0
-    seed: int = 0
-    stratify_level: int = 1      # the coarsest hierarchy level
-
-    def __post_init__(self) -> None:
-        if self.k_folds < 2:
-            raise InputError(f"k_folds {self.k_folds} must be at least 2")
-        if not 0 < self.test_fraction < 1:
-            raise InputError(f"test_fraction {self.test_fraction} must be between 0 and 1")
-        if self.min_distance_km < 0:
-            raise InputError(f"min_distance_km {self.min_distance_km} must not be negative")
-
-    def edges(self) -> np.ndarray:
-        """Bucket boundaries on [0, 1): test, fold 0, ..., fold k-1."""
-        fold = (1 - self.test_fraction) / self.k_folds
-        return np.concatenate([[0.0, self.test_fraction],
-                               self.test_fraction + fold * np.arange(1, self.k_folds)])
+def split_edges(settings: SplitSettings) -> np.ndarray:
+    """Bucket boundaries on [0, 1): test, fold 0, ..., fold k-1."""
+    fold = (1 - settings.test_fraction) / settings.k_folds
+    return np.concatenate([[0.0, settings.test_fraction],
+                           settings.test_fraction + fold * np.arange(1, settings.k_folds)])
 
 
 @dataclass(frozen=True)
@@ -149,7 +134,7 @@ def assign_buckets(groups: pl.DataFrame, settings: SplitSettings,
         .join(offsets, on="stratum").sort("stratum", "order")
     pos = ordered.select(((pl.col("n").cum_sum() - pl.col("n") / 2).over("stratum")
                           / pl.col("n").sum().over("stratum") + pl.col("offset")) % 1.0)
-    bucket = np.searchsorted(settings.edges(), pos.to_series().to_numpy(), side="right") - 1
+    bucket = np.searchsorted(split_edges(settings), pos.to_series().to_numpy(), side="right") - 1
     out = ordered.with_columns(bucket=pl.Series(bucket, dtype=pl.Int64)).drop("order", "offset")
     return _fill_empty_buckets(out, settings.k_folds + 1) if complete else out
 

@@ -11,8 +11,20 @@ from contextlib import contextmanager
 import dagster as dg
 from pydantic import Field, create_model
 
+from geo_assets.settings import (
+    HierarchySettings,
+    HttpSettings,
+    IngestSettings,
+    MapillarySettings,
+    ShardSettings,
+    SplitSettings,
+    StreetViewSettings,
+)
 from geo_assets.storage import PROJECT_ROOT, DataRoot, default_data_root
 from pipeline.constants import CELLS_PER_RUN
+from pipeline.schema import library_field, schema_fields, to_library
+
+STREETVIEW_SIZE = StreetViewSettings().size
 
 
 class GeoscoutSettings(dg.ConfigurableResource):
@@ -54,9 +66,12 @@ class GeoscoutSettings(dg.ConfigurableResource):
         "per-cell assets of other sources materialize empty, so nothing waits on them.")
     cells_per_run: int = Field(
         default=CELLS_PER_RUN, description="Crawl cells per run that the crawl-cells sensor requests.")
-    images_per_cell: int = Field(
-        default=200, description="Candidate images listed per cell and source (before filters).")
-    download_workers: int = Field(default=8, description="Concurrent downloads per run.")
+    images_per_cell: int = library_field(IngestSettings, "target_per_cell")
+    download_workers: int = library_field(IngestSettings, "workers")
+
+    def ingest_settings(self) -> IngestSettings:
+        return IngestSettings(target_per_cell=self.images_per_cell,
+                              workers=self.download_workers)
 
     def root(self) -> DataRoot:
         return DataRoot(self.data_root)
@@ -140,20 +155,13 @@ class MapillaryResource(_DemoAware):
                            description="Graph API base URL.")
     tiles_url: str = Field(default="https://tiles.mapillary.com",
                            description="Vector tile base URL (coverage discovery).")
-    thumbnail_size: int = Field(default=1024,
-                                description="Thumbnail resolution: 256, 1024 or 2048 pixels.")
-    requests_per_s: float = Field(
-        default=50.0, description="Request rate limit per run (0: unlimited).")
+    thumbnail_size: int = library_field(MapillarySettings, "thumb_resolution")
+    requests_per_s: float = library_field(HttpSettings, "requests_per_s")
 
     @contextmanager
     def open_source(self) -> Iterator[object]:
         """The library's MapillarySource, its HTTP sessions closed afterwards."""
-        from geo_assets.clients.http import HttpSettings
-        from geo_assets.clients.mapillary import (
-            MapillaryClient,
-            MapillarySettings,
-            MapillarySource,
-        )
+        from geo_assets.clients.mapillary import MapillaryClient, MapillarySource
 
         graph_url, tiles_url, token = self.endpoints()
         client = MapillaryClient(token, graph_url, tiles_url, MapillarySettings(
@@ -191,25 +199,18 @@ class StreetViewResource(_DemoAware):
         description="Google's terms forbid storing Street View images without a separate "
         "agreement with Google. Set true only if you have one (or for the demo world's "
         "synthetic images); without it the streetview_images asset refuses to write pixels.")
-    headings_deg: list[int] = Field(default=[0, 90, 180, 270],
-                                    description="Headings of the images taken at each pano.")
-    image_size: int = Field(default=640, description="Image side in pixels (at most 640).")
-    max_lookups_per_cell: int = Field(default=400,
-                                      description="Metadata lookups per cell at most.")
-    search_radius_m: int = Field(default=50, description="Metadata lookup radius in metres.")
-    requests_per_s: float = Field(
-        default=50.0, description="Request rate limit per run (0: unlimited).")
+    headings_deg: list[float] = library_field(StreetViewSettings, "headings")
+    image_size: int = Field(default=STREETVIEW_SIZE[0], description="Image side in pixels "
+                            "(at most 640).")
+    max_lookups_per_cell: int = library_field(StreetViewSettings, "max_lookups")
+    search_radius_m: int = library_field(StreetViewSettings, "radius_m")
+    requests_per_s: float = library_field(HttpSettings, "requests_per_s")
 
     @contextmanager
     def open_source(self) -> Iterator[object]:
         """The library's StreetViewSource (which refuses to store images unless
         ``store_images_acknowledged``), its HTTP sessions closed afterwards."""
-        from geo_assets.clients.http import HttpSettings
-        from geo_assets.clients.streetview import (
-            StreetViewClient,
-            StreetViewSettings,
-            StreetViewSource,
-        )
+        from geo_assets.clients.streetview import StreetViewClient, StreetViewSource
 
         base_url, key, secret = self.endpoints()
         client = StreetViewClient(key, secret, base_url, StreetViewSettings(
@@ -310,27 +311,27 @@ TrainingSettings = training_settings_class()
 # Used by pipeline/assets/dataset.py under the resource key ``dataset``.
 
 
-class DatasetSettings(dg.ConfigurableResource):
-    """How the manifest becomes a dataset: hierarchy levels, splits, shards."""
-
-    levels: list[int] = Field(default=[1, 3, 5, 8],
-                              description="Hierarchy levels (quadtree depths), coarsest first.")
-    min_images: int = Field(default=20, description="Training images a class needs at least; "
-                            "sparser cells merge into their parent's class.")
-    max_images: int | None = Field(
-        default=None, description="Adaptive mode: split a cell only while it holds more "
-        "training images than this (unset: fixed levels).")
-    k_folds: int = Field(default=5, description="Cross-validation folds of the train split.")
-    test_fraction: float = Field(default=0.1, description="Share of images held out as test.")
-    min_distance_km: float = Field(
-        default=1.0, description="Images closer than this never sit in different splits.")
-    image_size: int = Field(default=256, description="Shorter side of shard images, pixels.")
-    jpeg_quality: int = Field(default=90, description="JPEG quality of shard images.")
-    shard_size: int = Field(default=1000, description="Samples per shard at most.")
-    workers: int = Field(default=2, description="Processes resizing images for the shards.")
-    seed: int = Field(default=0, description="Seed of the split assignment and shard order.")
+class _DatasetSettings(dg.ConfigurableResource):
     incremental: bool = Field(
         default=True, description="Keep existing images' splits and unchanged shards.")
+
+    def hierarchy_settings(self) -> HierarchySettings:
+        return to_library(HierarchySettings, self.model_dump())
+
+    def split_settings(self) -> SplitSettings:
+        """Stratified by the cells of the coarsest level."""
+        return to_library(SplitSettings, self.model_dump(), stratify_level=self.levels[0])
+
+    def shard_settings(self) -> ShardSettings:
+        return to_library(ShardSettings, self.model_dump())
+
+
+DatasetSettings = create_model(
+    "DatasetSettings", __base__=_DatasetSettings, __module__=__name__,
+    __doc__="How the manifest becomes a dataset: the fields of the library's hierarchy, split "
+    "and shard settings (geo_assets/settings.py).",
+    **schema_fields(HierarchySettings), **schema_fields(SplitSettings, exclude={"stratify_level"}),
+    **schema_fields(ShardSettings, exclude={"seed", "chunk_size", "threads"}))
 
 
 RESOURCE_CLASSES: dict[str, type[dg.ConfigurableResource]] = {

@@ -364,8 +364,7 @@ class GeoLoader(wds.WebLoader):
 
 
 def make_loader(dataset, split: str = "train", folds: list[int] | None = None, *,
-                image_size: int = 224, batch_size: int = 64, num_workers: int = 2,
-                train: bool = True, epoch_samples: int | None = None, seed: int = 0,
+                image_size: int, batch_size: int, num_workers: int, train: bool = True, epoch_samples: int | None = None, seed: int = 0,
                 shuffle_buffer: int = 1000, normalize: bool = True,
                 handler=wds.reraise_exception) -> GeoLoader:
     """A DataLoader over the shards of ``split`` / ``folds`` of a dataset descriptor.

@@ -9,27 +9,8 @@
 - ``local_folder``: ``LocalFolderSource`` (EXIF GPS or a CSV/Parquet sidecar).
 - ``base``: ``Candidate``, ``ListRequest`` and the ``ImageSource`` protocol.
 
-Typical use::
+Their settings are in ``geo_assets.settings``. Typical use::
 
     client = MapillaryClient(token, graph_url=..., tiles_url=...)
     result = ingest_cell(MapillarySource(client), "0312", root, IngestSettings())
 """
-
-from geo_assets.clients.base import Candidate, ImageSource, ListRequest
-from geo_assets.clients.http import (
-    CredentialError,
-    HttpSettings,
-    QuotaExceededError,
-    RetryPolicy,
-    TransientServiceError,
-)
-from geo_assets.clients.local_folder import LocalFolderSource
-from geo_assets.clients.mapillary import MapillaryClient, MapillarySettings, MapillarySource
-from geo_assets.clients.streetview import StreetViewClient, StreetViewSettings, StreetViewSource
-
-__all__ = [
-    "Candidate", "CredentialError", "HttpSettings", "ImageSource", "ListRequest",
-    "LocalFolderSource", "MapillaryClient", "MapillarySettings", "MapillarySource",
-    "QuotaExceededError", "RetryPolicy", "StreetViewClient", "StreetViewSettings",
-    "StreetViewSource", "TransientServiceError",
-]

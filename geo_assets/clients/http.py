@@ -20,13 +20,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from geo_assets.clients.redact import Redactor, install_log_redaction, redact_url
 from geo_assets.errors import RemoteServiceError
+from geo_assets.settings import HttpSettings
 
 log = logging.getLogger("geoscout.http")
 
@@ -47,29 +47,6 @@ class CredentialError(RemoteServiceError):
 
 class NotFoundError(RemoteServiceError):
     """The resource does not exist (HTTP 404)."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_retries: int = 6
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0
-    max_retry_after_s: float = 120.0  # a longer Retry-After means: give up, retry the cell later
-
-    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
-        """Full-jitter exponential backoff, never shorter than the server's Retry-After."""
-        backoff = rng.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2**attempt))
-        return max(backoff, retry_after or 0.0)
-
-
-@dataclass(frozen=True)
-class HttpSettings:
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 30.0
-    requests_per_s: float = 50.0   # 0 or less: unlimited
-    burst: int = 10
-    pool_size: int = 32
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 class RateLimiter:

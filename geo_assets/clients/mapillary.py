@@ -23,7 +23,7 @@ import math
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import requests
@@ -33,7 +33,6 @@ from geo_assets.clients.base import Candidate, ListRequest
 from geo_assets.clients.http import (
     CredentialError,
     HttpClient,
-    HttpSettings,
     NotFoundError,
     RemoteServiceError,
     TransientServiceError,
@@ -43,6 +42,7 @@ from geo_assets.clients.redact import Redactor
 from geo_assets.clients.vector_tiles import decode_tile, tiles_covering
 from geo_assets.errors import InputError
 from geo_assets.manifest import Source
+from geo_assets.settings import MapillarySettings
 
 LICENSE = "CC BY-SA 4.0"
 BASE_FIELDS = ("id", "computed_geometry", "geometry", "captured_at", "compass_angle",
@@ -54,23 +54,6 @@ INVALID_TOKEN_CODE = 190
 RATE_LIMIT_CODES = {4, 17, 32, 613}
 TOKEN_HELP = ("set MAPILLARY_TOKEN to a client access token from "
               "https://www.mapillary.com/dashboard/developers")
-
-
-@dataclass(frozen=True)
-class MapillarySettings:
-    thumb_resolution: int = 1024          # 256, 1024, 2048 or "original" via -1
-    box_deg: float = 0.0099               # search box side, under the API's 0.01 limit
-    coverage_zoom: int | None = None      # None: picked from the cell size
-    strata: int = 4                       # strata per side for spreading the sample
-    max_search_requests: int = 400        # request budget for bbox searches per cell
-    max_split_depth: int = 5
-    use_coverage_tiles: bool = True
-    list_workers: int = 8                 # concurrent tile and search requests
-    http: HttpSettings = field(default_factory=HttpSettings)
-
-    def thumb_field(self) -> str:
-        return "thumb_original_url" if self.thumb_resolution < 0 else \
-            f"thumb_{self.thumb_resolution}_url"
 
 
 def _error_body(response: requests.Response) -> dict:

@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import random
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
 import numpy as np
@@ -25,10 +24,11 @@ import requests
 
 from geo_assets.cells import cell_bounds, point_to_cell
 from geo_assets.clients.base import Candidate, ListRequest
-from geo_assets.clients.http import HttpClient, HttpSettings, Verdict
+from geo_assets.clients.http import HttpClient, Verdict
 from geo_assets.clients.redact import Redactor
 from geo_assets.errors import InputError
 from geo_assets.manifest import Source
+from geo_assets.settings import StreetViewSettings
 
 KEY_HELP = "set GOOGLE_MAPS_API_KEY to a key with the Street View Static API enabled"
 TERMS_HELP = (
@@ -40,28 +40,6 @@ TERMS_HELP = (
 LICENSE = "Google Street View (storage needs an agreement with Google)"
 TRANSIENT = {"OVER_QUERY_LIMIT", "UNKNOWN_ERROR"}
 NO_IMAGERY = {"ZERO_RESULTS", "NOT_FOUND"}
-
-
-@dataclass(frozen=True)
-class StreetViewSettings:
-    headings: tuple[float, ...] = (0.0, 90.0, 180.0, 270.0)
-    size: tuple[int, int] = (640, 640)
-    fov: float = 90.0
-    pitch: float = 0.0
-    radius_m: int = 50             # lookup radius around panos already found
-    source: str = "outdoor"
-    max_lookups: int = 400         # metadata requests per cell (half for discovery)
-    ring_m: float = 60.0           # distance of the follow-up lookups around a found pano
-    ring_points: int = 6
-    lookup_workers: int = 8
-    http: HttpSettings = field(default_factory=HttpSettings)
-
-    def __post_init__(self) -> None:
-        w, h = self.size
-        if not (0 < w <= 640 and 0 < h <= 640):
-            raise InputError(f"Street View image size {w}x{h} is too large: at most 640x640")
-        if not 0 < self.fov <= 120:
-            raise InputError(f"Street View fov {self.fov} is out of range: use 1..120")
 
 
 def sign_url(path_and_query: str, secret: str) -> str:

@@ -18,7 +18,6 @@ import polars as pl
 from geo_assets import layout, mapviz, plots
 from geo_assets.errors import InputError
 from geo_assets.shards import (
-    ShardSettings,
     build_shards,
     read_index,
     shard_table,
@@ -39,29 +38,6 @@ DEFAULT_LEVELS = tuple(DatasetSettings.model_fields["levels"].default)
 
 
 # --- settings and inputs -----------------------------------------------------------------------
-
-# geo_assets.splits and geo_assets.hierarchy (scipy behind them) are imported inside the
-# functions that use them: slow to import, not needed to load the definitions.
-
-def split_settings(ds: DatasetSettings):
-    from geo_assets.splits import SplitSettings
-
-    return SplitSettings(k_folds=ds.k_folds, test_fraction=ds.test_fraction,
-                         min_distance_km=ds.min_distance_km, seed=ds.seed,
-                         stratify_level=hierarchy_settings(ds).levels[0])
-
-
-def hierarchy_settings(ds: DatasetSettings):
-    from geo_assets.hierarchy import HierarchySettings
-
-    return HierarchySettings(levels=tuple(ds.levels), min_images=ds.min_images,
-                             max_images=ds.max_images)
-
-
-def shard_settings(ds: DatasetSettings) -> ShardSettings:
-    return ShardSettings(image_size=ds.image_size, jpeg_quality=ds.jpeg_quality,
-                         shard_size=ds.shard_size, seed=ds.seed, workers=ds.workers)
-
 
 def dataset_dirs(settings: GeoscoutSettings) -> tuple[DataRoot, Path]:
     """The data root and its datasets folder."""
@@ -111,7 +87,7 @@ def splits(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
     from geo_assets.splits import build_splits
 
     root, out = dataset_dirs(settings)
-    sset = split_settings(dataset)
+    sset = dataset.split_settings()
     result, report, figures = build_splits(kept_manifest(root), sset, out, dataset.incremental)
     per_split = figures["per_split"]
     png = plots.leakage_png(figures["test_to_train_km"], per_split, sset.min_distance_km)
@@ -161,7 +137,7 @@ def hierarchy(settings: GeoscoutSettings, dataset: DatasetSettings) -> dg.Materi
 
     root, out = dataset_dirs(settings)
     table = with_split(kept_manifest(root), out)
-    hset = hierarchy_settings(dataset)
+    hset = dataset.hierarchy_settings()
     lat, lon = table["lat_deg"].to_numpy(), table["lon_deg"].to_numpy()
     fitted = fit_hierarchy(lat, lon, (table["split"] == "train").to_numpy(), hset)
     write_hierarchy(fitted, hset, table["image_id"], lat, lon, out / layout.HIERARCHY_DIR)
@@ -200,11 +176,11 @@ def classes_have_min_train_images(settings: GeoscoutSettings,
 def shards(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
            dataset: DatasetSettings) -> dg.MaterializeResult:
     root, out = dataset_dirs(settings)
-    levels = list(hierarchy_settings(dataset).levels)
+    levels = list(dataset.levels)
     table = shard_table(kept_manifest(root), pl.read_parquet(out / layout.SPLITS),
                         pl.read_parquet(out / layout.LABELS),
                         lambda sha: str(root.local_path(layout.image(sha))))
-    sset = shard_settings(dataset)
+    sset = dataset.shard_settings()
     build = build_shards(table, levels, out / layout.SHARDS_DIR, sset, dataset.incremental)
     meta = json.loads((out / layout.LEVELS_META).read_text())
     descriptor = write_descriptor(

@@ -78,13 +78,6 @@ def _progress(context: dg.AssetExecutionContext, cell_id: str, every_s: float = 
 # geo_assets.ingest (and scipy behind it) is imported inside the asset bodies: it is slow to
 # import and not needed to load the definitions.
 
-def _ingest_settings(settings: GeoscoutSettings):
-    from geo_assets.ingest import IngestSettings
-
-    return IngestSettings(target_per_cell=settings.images_per_cell,
-                          workers=settings.download_workers)
-
-
 def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
                   resource, source: Source) -> dg.MaterializeResult:
     """Run ``ingest_cell`` on every cell of this run. A bad credential or setting fails the
@@ -96,7 +89,7 @@ def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
     if source.value not in settings.sources:
         context.log.info(f"{source.value} is not in settings.sources: nothing to crawl")
         return dg.MaterializeResult(metadata={"enabled": False, "cells": len(cells)})
-    root, ingest_settings = settings.root(), _ingest_settings(settings)
+    root, ingest_settings = settings.root(), settings.ingest_settings()
     rows, failed = [], {}
     start = time.monotonic()
     try:

@@ -11,7 +11,8 @@ import pytest
 from geo_assets import layout
 from geo_assets.cells import points_to_cells
 from geo_assets.errors import InputError
-from geo_assets.hierarchy import HierarchySettings, assign_labels, fit_hierarchy, write_hierarchy
+from geo_assets.hierarchy import assign_labels, fit_hierarchy, write_hierarchy
+from geo_assets.settings import HierarchySettings
 from tests.conftest import shared_data_path
 
 

@@ -10,7 +10,8 @@ import torch
 
 from geo_assets import layout
 from geo_assets.errors import InputError
-from geo_assets.shards import ShardSettings, build_shards
+from geo_assets.settings import ShardSettings
+from geo_assets.shards import build_shards
 from tests.conftest import shared_data_path
 from tests.dataset.helpers import croatia_table, with_fake_labels
 from training.data import load_dataset_descriptor, make_loader
@@ -50,7 +51,7 @@ def test_descriptor_selects_by_split_and_fold(dataset_json):
     with pytest.raises(InputError, match="validation fold 7"):
         desc.train_folds(7)
     with pytest.raises(InputError, match="no shards selected"):
-        make_loader(desc, "train", [5])
+        make_loader(desc, "train", [5], image_size=32, batch_size=4, num_workers=0)
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -12,7 +12,8 @@ from PIL import Image
 
 from geo_assets import layout
 from geo_assets.errors import InputError
-from geo_assets.shards import ShardSettings, build_shards, resize_image, verify_shards
+from geo_assets.settings import ShardSettings
+from geo_assets.shards import build_shards, resize_image, verify_shards
 from tests.conftest import shared_data_path
 from tests.dataset.helpers import croatia_table, with_fake_labels
 

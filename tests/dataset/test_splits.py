@@ -7,14 +7,9 @@ import polars as pl
 import pytest
 
 from geo_assets.errors import InputError
+from geo_assets.settings import SplitSettings
 from geo_assets.sphere import chord_to_km, unit_vectors
-from geo_assets.splits import (
-    SplitSettings,
-    build_splits,
-    close_pairs,
-    find_leaks,
-    make_splits,
-)
+from geo_assets.splits import build_splits, close_pairs, find_leaks, make_splits
 from tests.conftest import shared_data_path
 from tests.dataset.helpers import croatia_table, demo_world_rows, streetscapes_table
 

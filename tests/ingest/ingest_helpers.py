@@ -85,8 +85,8 @@ def jpeg_bytes(width: int = 128, height: int = 96, colour=(120, 130, 140), exif=
 
 
 def demo_mapillary_source(server, token: str = "demo-token", **http):
-    from geo_assets.clients.http import HttpSettings, RetryPolicy
-    from geo_assets.clients.mapillary import MapillaryClient, MapillarySettings, MapillarySource
+    from geo_assets.clients.mapillary import MapillaryClient, MapillarySource
+    from geo_assets.settings import HttpSettings, MapillarySettings, RetryPolicy
 
     retry = RetryPolicy(max_retries=8, backoff_base_s=0.02, backoff_max_s=0.2)
     settings = MapillarySettings(http=HttpSettings(requests_per_s=0, retry=retry,

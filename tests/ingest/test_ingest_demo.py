@@ -21,7 +21,8 @@ from geo_assets.cells import points_to_cells
 from geo_assets.clients.http import CredentialError, QuotaExceededError, TransientServiceError
 from geo_assets.clients.streetview import StreetViewClient, StreetViewSource
 from geo_assets.errors import InputError
-from geo_assets.ingest import IngestSettings, ingest_cell, merge_manifests
+from geo_assets.ingest import ingest_cell, merge_manifests
+from geo_assets.settings import IngestSettings
 from geo_assets.storage import DataRoot
 from tests.ingest.ingest_helpers import CountingSource, busiest_cells, demo_mapillary_source
 
@@ -124,7 +125,8 @@ def test_sigkill_mid_cell_then_rerun_gives_the_identical_manifest(server, clean_
         import sys, time
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from ingest_helpers import demo_mapillary_source
-        from geo_assets.ingest import IngestSettings, ingest_cell
+        from geo_assets.ingest import ingest_cell
+        from geo_assets.settings import IngestSettings
         from geo_assets.storage import DataRoot
 
         class Server:

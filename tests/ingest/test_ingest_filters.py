@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from geo_assets import filters
-from geo_assets.filters import FilterSettings
+from geo_assets.settings import FilterSettings
 from geo_assets.sphere import haversine_km, km_to_chord, unit_vectors
 
 

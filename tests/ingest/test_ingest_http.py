@@ -10,14 +10,13 @@ import pytest
 from geo_assets.clients.http import (
     CredentialError,
     HttpClient,
-    HttpSettings,
     QuotaExceededError,
     RateLimiter,
-    RetryPolicy,
     TransientServiceError,
     parse_retry_after,
 )
 from geo_assets.clients.mapillary import classify_graph
+from geo_assets.settings import HttpSettings, RetryPolicy
 from tests.ingest.ingest_helpers import Scripted
 
 OK = (200, {"data": []}, {"Content-Type": "application/json"})

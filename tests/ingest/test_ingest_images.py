@@ -8,8 +8,9 @@ import zlib
 
 from PIL import Image
 
-from geo_assets.images import ImageSettings, inspect_image, phash_distance
+from geo_assets.images import inspect_image, phash_distance
 from geo_assets.manifest import DropReason
+from geo_assets.settings import ImageSettings
 from tests.conftest import shared_data_path
 from tests.ingest.ingest_helpers import jpeg_bytes
 

@@ -7,12 +7,8 @@ import numpy as np
 
 from geo_assets.cells import cell_bounds
 from geo_assets.clients.base import ListRequest
-from geo_assets.clients.mapillary import (
-    SEARCH_CAP,
-    MapillarySettings,
-    MapillarySource,
-    search_boxes,
-)
+from geo_assets.clients.mapillary import SEARCH_CAP, MapillarySource, search_boxes
+from geo_assets.settings import MapillarySettings
 
 CELL = "0312301203"  # level 10: 0.18 x 0.35 degrees
 

@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
-from geo_assets.clients.http import HttpSettings, RetryPolicy
 from geo_assets.clients.redact import RedactingFilter, Redactor, redact_text, redact_url
-from geo_assets.clients.streetview import StreetViewClient, StreetViewSettings
+from geo_assets.clients.streetview import StreetViewClient
 from geo_assets.errors import RemoteServiceError
+from geo_assets.settings import HttpSettings, RetryPolicy, StreetViewSettings
 from tests.ingest.ingest_helpers import Scripted
 
 KEY = "AIzaSyD-secret-key-123"

@@ -9,13 +9,9 @@ import pytest
 import shapely
 
 from geo_assets.cells import cell_bounds
-from geo_assets.clients.streetview import (
-    StreetViewClient,
-    StreetViewSettings,
-    sample_points,
-    sign_url,
-)
+from geo_assets.clients.streetview import StreetViewClient, sample_points, sign_url
 from geo_assets.errors import InputError
+from geo_assets.settings import StreetViewSettings
 
 CELL = "30210"
 

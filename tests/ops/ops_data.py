@@ -24,7 +24,8 @@ from PIL import Image
 from geo_assets import layout
 from geo_assets import model_card as mc
 from geo_assets.manifest import CELL_VERSIONS_SCHEMA, rows_to_table, table_to_parquet_bytes
-from geo_assets.shards import ShardSettings, build_shards
+from geo_assets.settings import ShardSettings
+from geo_assets.shards import build_shards
 from geo_assets.storage import DataRoot
 
 CELLS = ("0312", "0313", "2130")  # the last one is the test split

@@ -85,3 +85,35 @@ def test_unknown_values_are_refused_with_the_choices():
     with pytest.raises(Exception, match="backbone"):
         TrainConfig(dataset="d", output_dir="o", backbone="vgg")
     assert "resnet50" in training.config.BACKBONES
+
+
+def test_library_schemas_feed_the_dagster_resources():
+    """The dataset and ingestion resources take their defaults and descriptions from the
+    library's settings dataclasses (geo_assets/settings.py), and give the dataclasses back."""
+    import dataclasses
+
+    from geo_assets.settings import (
+        HierarchySettings,
+        IngestSettings,
+        ShardSettings,
+        SplitSettings,
+        StreetViewSettings,
+    )
+    from pipeline.resources import DatasetSettings, GeoscoutSettings, StreetViewResource
+
+    resource = DatasetSettings()
+    for schema in (HierarchySettings, SplitSettings, ShardSettings):
+        for f in dataclasses.fields(schema):
+            if f.name in DatasetSettings.model_fields:
+                default = list(f.default) if isinstance(f.default, tuple) else f.default
+                assert getattr(resource, f.name) == default, f.name
+                assert DatasetSettings.model_fields[f.name].description == \
+                    f.metadata["description"]
+    assert resource.hierarchy_settings() == HierarchySettings()
+    assert resource.split_settings() == SplitSettings()
+    assert resource.shard_settings() == ShardSettings()
+    custom = DatasetSettings(levels=[1, 2, 3], k_folds=3)
+    assert custom.hierarchy_settings().levels == (1, 2, 3)
+    assert custom.split_settings().k_folds == 3 and custom.split_settings().stratify_level == 1
+    assert GeoscoutSettings().ingest_settings() == IngestSettings()
+    assert StreetViewResource().headings_deg == list(StreetViewSettings().headings)
