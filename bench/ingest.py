@@ -107,7 +107,8 @@ def warm(urls: list[str], threads: int = 8) -> None:
 
 
 def run_geoscout(base: str, cells: list[str], target: int, workers: int) -> dict:
-    from geo_assets.ingest import ingest_cell, merge_manifests
+    from geo_assets.ingest import ingest_cell
+    from geo_assets.merge import merge_manifests
     from geo_assets.settings import IngestSettings
     from geo_assets.storage import DataRoot
 

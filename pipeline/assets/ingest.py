@@ -171,7 +171,7 @@ def image_manifest(context: dg.AssetExecutionContext,
                    settings: GeoscoutSettings) -> dg.MaterializeResult:
     """Every image of every cell and source in one Parquet table, kept or dropped with the
     reason; a per-cell version table next to it; its content hash is the data version."""
-    from geo_assets.ingest import merge_manifests
+    from geo_assets.merge import merge_manifests
 
     merged = merge_manifests(settings.root())
     context.log.info(f"merged {merged.n_rows} rows from {merged.n_cells} cell manifests")

@@ -21,7 +21,8 @@ from geo_assets.cells import points_to_cells
 from geo_assets.clients.http import CredentialError, QuotaExceededError, TransientServiceError
 from geo_assets.clients.streetview import StreetViewClient, StreetViewSource
 from geo_assets.errors import InputError
-from geo_assets.ingest import ingest_cell, merge_manifests
+from geo_assets.ingest import ingest_cell
+from geo_assets.merge import merge_manifests
 from geo_assets.settings import IngestSettings
 from geo_assets.storage import DataRoot
 from tests.ingest.ingest_helpers import CountingSource, busiest_cells, demo_mapillary_source

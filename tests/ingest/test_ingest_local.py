@@ -14,7 +14,8 @@ from geo_assets.cells import points_to_cells
 from geo_assets.clients.base import ListRequest
 from geo_assets.clients.local_folder import LocalFolderSource, exif_location
 from geo_assets.errors import InputError
-from geo_assets.ingest import ingest_cell, merge_manifests
+from geo_assets.ingest import ingest_cell
+from geo_assets.merge import merge_manifests
 from geo_assets.settings import IngestSettings
 from tests.conftest import shared_data_path
 from tests.ingest.ingest_helpers import jpeg_bytes

@@ -128,7 +128,8 @@ def test_real_crawl_and_merge_into_the_bucket(s3_env, tmp_path):
 
     from geo_assets.cells import points_to_cells
     from geo_assets.demo import world as demo_world
-    from geo_assets.ingest import ingest_cell, merge_manifests
+    from geo_assets.ingest import ingest_cell
+    from geo_assets.merge import merge_manifests
     from geo_assets.settings import IngestSettings
     from pipeline.resources import MapillaryResource
 
