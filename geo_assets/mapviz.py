@@ -29,6 +29,7 @@ STATUS_COLOURS = {LAND: "#2e7d32", COASTAL: "#f9a825", DROPPED: "#c62828"}
 LAND_COLOUR = "#d9d9d9"
 CLASS_PALETTE = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d")
 TRUTH_COLOUR, PREDICTION_COLOUR = "green", "red"
+DROPPED_POINT_COLOUR = "#9e9e9e"
 GRID_MAP_MAX_CELLS = 20_000  # cells drawn on the grid's HTML map / PNG (deepest level that fits)
 WORLD = (-180.0, -90.0, 180.0, 90.0)
 
@@ -110,6 +111,84 @@ def extent_of(bounds, pad_deg: float = 2.0) -> tuple[float, float, float, float]
             min(b[:, 2].max() + pad_deg, 180.0), min(b[:, 3].max() + pad_deg, 90.0))
 
 
+def natural_earth_land():
+    """The embedded Natural Earth 1:110m land (no network), the default land of the maps
+    below."""
+    from geo_assets.naturalearth import embedded_land
+
+    return embedded_land()
+
+
+def classes_png(table, level: int, land=None) -> bytes:
+    """PNG of one hierarchy level's classes (``table`` as ``classes_map_html``), coarser cells
+    drawn first, framed on the classes, over Natural Earth land when ``land`` is None."""
+    t = table.sort("cell_level")
+    colours = [CLASS_PALETTE[i % len(CLASS_PALETTE)] for i in t["class_index"].to_list()]
+    bounds = cells_bounds(np.asarray(t["cell_id"].to_list(), dtype=object))
+    title = f"classes at level {level}: {len(t)} classes, {int(t['n_images'].sum())} images"
+    return boxes_png(bounds, colours, land=natural_earth_land() if land is None else land,
+                     title=title, extent=extent_of(bounds))
+
+
+def _point_extent(lat, lon, pad_deg: float = 2.0):
+    lat, lon = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
+    if not len(lat):
+        return WORLD
+    return extent_of(np.array([[lon.min(), lat.min(), lon.max(), lat.max()]]), pad_deg)
+
+
+def coverage_png(lat, lon, sources, kept, land=None, title: str = "") -> bytes:
+    """PNG of images by source (kept ones coloured per source, dropped ones grey), framed on
+    the images, over Natural Earth land when ``land`` is None."""
+    sources, kept = np.asarray(sources, dtype=object), np.asarray(kept, dtype=bool)
+    names = sorted(set(sources[kept].tolist()))
+    legend = {n: CLASS_PALETTE[i % len(CLASS_PALETTE)] for i, n in enumerate(names)}
+    if (~kept).any():
+        legend["dropped"] = DROPPED_POINT_COLOUR
+    colours = [legend[s] if k else DROPPED_POINT_COLOUR for s, k in zip(sources, kept)]
+    title = title or f"images: {int(kept.sum())} kept, {int((~kept).sum())} dropped"
+    return points_png(lat, lon, colours, land=natural_earth_land() if land is None else land,
+                      title=title, legend=legend, extent=_point_extent(lat, lon))
+
+
+def predictions_png(true_lat, true_lon, pred_lat, pred_lon, land=None,
+                    title: str = "predictions vs truth") -> bytes:
+    """PNG of predictions against truth: a grey line from each true place (green) to its
+    prediction (red), over Natural Earth land when ``land`` is None."""
+    from matplotlib.collections import LineCollection
+
+    t_lat, t_lon, p_lat, p_lon = (np.asarray(a, dtype=np.float64)
+                                  for a in (true_lat, true_lon, pred_lat, pred_lon))
+    extent = _point_extent(np.concatenate([t_lat, p_lat]), np.concatenate([t_lon, p_lon]))
+    fig, ax = _new_axes(title, (1000, 520), extent)
+    _draw_land(ax, natural_earth_land() if land is None else land)
+    segments = np.stack([np.stack([t_lon, t_lat], 1), np.stack([p_lon, p_lat], 1)], axis=1)
+    ax.add_collection(LineCollection(segments, colors="grey", linewidths=0.6, alpha=0.6))
+    ax.scatter(t_lon, t_lat, c=TRUTH_COLOUR, s=8, linewidths=0)
+    ax.scatter(p_lon, p_lat, c=PREDICTION_COLOUR, s=8, linewidths=0)
+    return _finish(fig, ax, {"truth": TRUTH_COLOUR, "prediction": PREDICTION_COLOUR})
+
+
+def prediction_png(lat: float, lon: float, cell_ids=(), probabilities=(), land=None,
+                   title: str = "") -> bytes:
+    """PNG of one photo's predicted place (red point) and its top cells shaded by
+    probability, for ``predict``; over Natural Earth land when ``land`` is None."""
+    from matplotlib.patches import Rectangle
+
+    bounds = cells_bounds(np.asarray(list(cell_ids), dtype=object)) if len(cell_ids) else \
+        np.zeros((0, 4))
+    frame = np.vstack([bounds, [[lon, lat, lon, lat]]])
+    fig, ax = _new_axes(title or f"predicted place {lat:.3f}, {lon:.3f}", (800, 480),
+                        extent_of(frame, pad_deg=5.0))
+    _draw_land(ax, natural_earth_land() if land is None else land)
+    for (x0, y0, x1, y1), p in zip(bounds, probabilities):
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, facecolor=PREDICTION_COLOUR,
+                               alpha=0.15 + 0.6 * float(p), edgecolor="#7f0000",
+                               linewidth=0.5))
+    ax.scatter([lon], [lat], c=PREDICTION_COLOUR, s=40, edgecolors="black", linewidths=0.5)
+    return _finish(fig, ax, {"predicted place": PREDICTION_COLOUR})
+
+
 # --- interactive HTML maps ---------------------------------------------------------------------
 
 def _legend_html(title: str, legend: dict[str, str] | None) -> str:
@@ -121,11 +200,30 @@ def _legend_html(title: str, legend: dict[str, str] | None) -> str:
             f"<b>{html.escape(title)}</b>{rows}</div>")
 
 
+def _land_geojson(tolerance_deg: float = 0.05) -> dict:
+    """Natural Earth land as GeoJSON for the interactive maps' offline base layer."""
+    import geopandas as gpd
+
+    from geo_assets.naturalearth import embedded_land
+
+    land = embedded_land().geometry.simplify(tolerance_deg)
+    return gpd.GeoDataFrame(geometry=land, crs="EPSG:4326").__geo_interface__
+
+
 def _base_map(title: str, legend: dict[str, str] | None) -> folium.Map:
+    """A map that draws offline: Leaflet inlined, Natural Earth land as a vector layer; the
+    OpenStreetMap layer (off by default in the layer control) needs internet."""
     import folium
 
-    fmap = folium.Map(location=(20, 0), zoom_start=2, tiles="OpenStreetMap",
-                      world_copy_jump=True)
+    from geo_assets.leaflet import offline
+
+    fmap = offline(folium.Map(location=(20, 0), zoom_start=2, tiles=None,
+                              world_copy_jump=True))
+    folium.GeoJson(_land_geojson(), name="land (Natural Earth)", control=False,
+                   style_function=lambda _: {"fillColor": LAND_COLOUR, "color": "#aaaaaa",
+                                             "weight": 0.5, "fillOpacity": 1.0}).add_to(fmap)
+    folium.TileLayer("OpenStreetMap", name="OpenStreetMap (needs internet)", show=False,
+                     overlay=True).add_to(fmap)
     fmap.get_root().html.add_child(folium.Element(_legend_html(title, legend)))
     return fmap
 
@@ -169,7 +267,11 @@ def points_map(lat, lon, colours, *, tooltips=None, title: str = "",
 
 
 def map_html(fmap: folium.Map) -> bytes:
-    """The map as a standalone HTML page (write it with ``DataRoot.write_bytes``)."""
+    """The map as a standalone HTML page that needs no network (write it with
+    ``DataRoot.write_bytes``)."""
+    import folium
+
+    folium.LayerControl(collapsed=True).add_to(fmap)
     return fmap.get_root().render().encode()
 
 
