@@ -19,6 +19,7 @@ from geo_assets.manifest import (
 from geo_assets.manifest import (
     COLUMNS as MANIFEST_COLUMNS,
 )
+from geo_assets.progress import track
 from geo_assets.settings import FilterSettings
 from geo_assets.storage import DataRoot, sha256_hex
 
@@ -124,7 +125,7 @@ def _versions(root: DataRoot, paths: list[str], frame):
     counts = {(r["cell_id"], r["source"]): r for r in frame.group_by(["cell_id", "source"]).agg(
         n_rows=pl.len(), n_kept=pl.col("kept").sum()).to_dicts()}
     rows = []
-    for p in paths:
+    for p in track(paths, desc="merge: cell versions", unit="file"):
         source, file = p.split("/")[-2:]
         name = file.removesuffix(layout.CELL_MANIFEST_SUFFIX)
         c = counts.get((name, source), {"n_rows": 0, "n_kept": 0})

@@ -40,6 +40,7 @@ from PIL import Image, ImageOps
 
 from geo_assets import layout
 from geo_assets.errors import InputError
+from geo_assets.progress import track
 from geo_assets.settings import ShardSettings
 from geo_assets.storage import atomic_path, sha256_file, write_json_atomic
 
@@ -343,8 +344,8 @@ def build_shards(table: pl.DataFrame, levels: list[int], out_dir: Path,
     plans, kept, drop = plan_shards(records, previous, settings)
     if previous is None and old_index is not None:  # a full rebuild: drop the rest
         drop = sorted({s["name"] for s in old_index["shards"]} - {p.name for p in plans})
-    fresh = resize_many([p for plan in plans if not plan.rewrite
-                         for p in plan.rows["source_path"].to_list()], settings)
+    paths = [p for plan in plans if not plan.rewrite for p in plan.rows["source_path"].to_list()]
+    fresh = track(resize_many(paths, settings), total=len(paths), desc="shards", unit="img")
     written, failed, parts = [], [], []
     for plan in plans:
         stats, bad = _write_plan(out_dir, plan, _plan_images(out_dir, plan, fresh))

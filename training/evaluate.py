@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from geo_assets.progress import track
 from training import data
 from training.batches import to_batch
 from training.bundle import ModelBundle, load_bundle
@@ -83,7 +84,7 @@ def run_pass(bundle: ModelBundle, loader, device: torch.device, location: str = 
              confusion_max_classes: int = 64, keep_images: int = 8) -> EvalState:
     state = new_state(bundle, confusion_max_classes)
     with torch.inference_mode():
-        for raw in loader:
+        for raw in track(loader, desc="evaluate", unit="batch"):
             batch = to_batch(raw, bundle.tables.level_ids)
             logits = [x.float().cpu() for x in bundle.model(batch.images.to(device))]
             update(state, bundle, logits, batch, location)

@@ -24,9 +24,12 @@ class Reporter:
             self.pipes = self._cm.__enter__()
 
     def info(self, message: str) -> None:
-        log.info(message)
+        # Once: under Pipes, the launcher also shows this process's stderr, so a line logged
+        # locally and through Pipes appeared twice in Dagster (raw and wrapped).
         if self.pipes is not None:
             self.pipes.log.info(message)
+        else:
+            log.info(message)
 
     def materialize(self, metadata: dict, data_version: str | None = None) -> None:
         if self.pipes is not None:

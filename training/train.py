@@ -26,6 +26,7 @@ from torch import nn
 from geo_assets import layout
 from geo_assets import model_card as mc
 from geo_assets.errors import InputError
+from geo_assets.progress import progress
 from training import checkpoint as ckpt
 from training import data
 from training.batches import Batch, to_batch
@@ -188,6 +189,9 @@ def train_one_epoch(rt: Runtime, make_loader, state: TrainState,
     rt.model.train()
     stream = epoch_stream(rt, make_loader, state, pending_rng)
     start, data_time, seen = time.perf_counter(), 0.0, 0
+    bar = progress(rt.steps_per_epoch, desc=f"epoch {state.epoch + 1}/{rt.cfg.epochs}",
+                   unit="step", disable=not rt.dist.is_main)
+    bar.update(state.step_in_epoch)
     while state.step_in_epoch < rt.steps_per_epoch:
         if rt.cfg.stop_after_steps is not None and state.global_step >= rt.cfg.stop_after_steps:
             save_checkpoint(rt, state)
@@ -199,15 +203,17 @@ def train_one_epoch(rt: Runtime, make_loader, state: TrainState,
         state.seen_ids.update(batch.image_ids)
         state.step_in_epoch += 1
         state.global_step += 1
+        bar.update(1)
         seen += len(batch.image_ids)
         if state.step_in_epoch % rt.cfg.print_freq == 0 or state.step_in_epoch == 1:
             took = time.perf_counter() - start
-            log.info("epoch %d step %d/%d loss %.4f lr %.2e %.1f img/s data %.0f%%",
-                     state.epoch, state.step_in_epoch, rt.steps_per_epoch, loss,
+            log.info("epoch %d/%d step %d/%d loss %.4f lr %.2e %.1f img/s data %.0f%%",
+                     state.epoch + 1, rt.cfg.epochs, state.step_in_epoch, rt.steps_per_epoch, loss,
                      rt.optimizer.param_groups[0]["lr"], seen * rt.dist.world_size / took,
                      100 * data_time / took)
         if state.global_step % rt.cfg.checkpoint_every == 0:
             save_checkpoint(rt, state)
+    bar.close()
     return True
 
 
@@ -373,6 +379,8 @@ def build_runtime(cfg: TrainConfig, dist: DistInfo, info: data.DatasetDescriptor
 def fit(rt: Runtime, state: TrainState, make_train_loader, val_loader,
         pending_rng: dict | None) -> bool:
     """The epoch loop; False when interrupted by --stop-after-steps."""
+    overall = progress(rt.cfg.epochs, desc="training", unit="epoch", disable=not rt.dist.is_main)
+    overall.update(state.epoch)
     while state.epoch < rt.cfg.epochs and not state.stopped_early:
         if not train_one_epoch(rt, make_train_loader, state, pending_rng):
             return False
@@ -381,12 +389,14 @@ def fit(rt: Runtime, state: TrainState, make_train_loader, val_loader,
         level_metrics, _, _ = evaluate(rt.bare, val_loader, rt.tables, rt.dist.device,
                                        lambda: autocast(rt))
         update_early_stopping(rt, state, level_metrics)
-        rt.reporter.info(f"epoch {state.epoch} validation top-1 per level "
+        rt.reporter.info(f"epoch {state.epoch + 1}/{rt.cfg.epochs} validation top-1 per level "
                          f"{[round(m['top1'], 4) for m in level_metrics]} "
                          f"nll {[round(m['nll'], 3) for m in level_metrics]}")
         state.epoch += 1
         state.step_in_epoch = 0
         save_checkpoint(rt, state)
+        overall.update(1)
+    overall.close()
     return True
 
 

@@ -62,15 +62,21 @@ def _cell_asset_kwargs(source: Source, pool: str | None) -> dict:
 
 
 def _progress(context: dg.AssetExecutionContext, cell_id: str, every_s: float = 5.0):
-    """Download progress in the run log, at most every ``every_s`` seconds per cell."""
-    last = [time.monotonic()]
+    """Download progress of one cell (count, rate, ETA) in the run log, at most every
+    ``every_s`` seconds, and once when the cell is done."""
+    from geo_assets.progress import progress
+
+    bars: dict[str, object] = {}
 
     def report(done: int, total: int | None = None, stage: str | None = None,
                **_: object) -> None:
-        now = time.monotonic()
-        if stage is None and now - last[0] >= every_s:
-            last[0] = now
-            context.log.info(f"  cell {cell_id}: {done}/{total} images fetched")
+        if stage in ("download", None):
+            if "bar" not in bars:
+                bars["bar"] = progress(total, desc=f"  cell {cell_id} images", unit="img",
+                                       write=context.log.info, every_s=every_s)
+            bars["bar"].update(done - bars["bar"].n)
+        elif stage == "done" and "bar" in bars:
+            bars.pop("bar").close()
 
     return report
 
@@ -97,6 +103,7 @@ def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
             if client is None:
                 raise InputError(f"{source.value} is in settings.sources but not configured")
             client.preflight()
+            cells_bar = _cells_progress(context, source, len(cells))
             for i, cell_id in enumerate(cells, 1):
                 try:
                     res = ingest_cell(client, cell_id, root, ingest_settings,
@@ -107,11 +114,13 @@ def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
                     failed[cell_id] = str(exc)
                     context.log.warning(f"[{i}/{len(cells)}] {source.value} cell {cell_id} "
                                         f"failed, retried later: {exc}")
+                    cells_bar.update(1)
                     continue
                 context.log.info(
                     f"[{i}/{len(cells)}] {source.value} cell {cell_id}: {res.n_rows} images, "
                     f"{res.n_kept} kept" + (" (done before)" if res.skipped else ""))
                 rows.append(res.summary())
+                cells_bar.update(1)
     except (InputError, CredentialError) as exc:  # retrying cannot help: say what to fix
         raise dg.Failure(str(exc), allow_retries=False) from exc
     if failed:
@@ -119,6 +128,13 @@ def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
             f"{len(failed)} of {len(cells)} {source.value} cells failed; finished cells are "
             "kept and skipped on retry", metadata={"failed_cells": dg.MetadataValue.json(failed)})
     return dg.MaterializeResult(metadata=_batch_metadata(rows, time.monotonic() - start))
+
+
+def _cells_progress(context: dg.AssetExecutionContext, source: Source, n: int):
+    """Cells done in this run, with rate and ETA, in the run log at most every 30 s."""
+    from geo_assets.progress import progress
+
+    return progress(n, desc=f"{source.value} cells", unit="cell", write=context.log.info)
 
 
 def _batch_metadata(rows: list[dict], seconds: float) -> dict:

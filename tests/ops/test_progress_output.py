@@ -1,0 +1,97 @@
+"""Progress of a real long step (building shards from real JPEGs), as a person sees it: in a
+terminal (a pty) a redrawn bar with counts, rate and ETA; in a log (a pipe) whole lines, each
+count once, no carriage returns. Each run is a child process, as a CLI user's would be."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import shared_data_path
+
+PROJECT = Path(__file__).resolve().parents[2]
+N_IMAGES = 24
+CHILD = f"""
+import sys
+from pathlib import Path
+from geo_assets.settings import ShardSettings
+from geo_assets.shards import build_shards
+from tests.dataset.helpers import croatia_table, with_fake_labels
+table = with_fake_labels(croatia_table(Path(sys.argv[1]), limit={N_IMAGES}), [1, 3])
+build = build_shards(table, [1, 3], Path(sys.argv[2]), ShardSettings(shard_size=10, workers=1))
+print("built", build.index["total_count"], file=sys.stderr)
+"""
+ETA = re.compile(r"<\d\d:\d\d")  # tqdm's "elapsed<remaining"
+COUNT = re.compile(rf"\b(\d+)/{N_IMAGES}\b")
+
+
+def _child(tmp_path: Path, env: dict[str, str]) -> list[str]:
+    folder = shared_data_path("real", "croatia_streetview")
+    return [sys.executable, "-c", CHILD, str(folder), str(tmp_path / "shards")], \
+        {**os.environ, "PYTHONPATH": str(PROJECT), **env}
+
+
+def _run_in_pty(cmd: list[str], env: dict[str, str], timeout: float = 120.0) -> str:
+    """The child's stderr as a terminal shows it (the raw bytes, carriage returns kept)."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(cmd, cwd=PROJECT, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    chunks = []
+    try:
+        while True:
+            ready, _, _ = select.select([leader], [], [], timeout)
+            if not ready:
+                pytest.fail("the child printed nothing for too long")
+            try:
+                data = os.read(leader, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(leader)
+        assert proc.wait(timeout=timeout) == 0
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_terminal_shows_a_bar_with_counts_rate_and_eta(tmp_path):
+    cmd, env = _child(tmp_path, {"GEOSCOUT_PROGRESS": "auto"})
+    out = _run_in_pty(cmd, env)
+    assert f"built {N_IMAGES}" in out
+    frames = [f for f in re.split(r"[\r\n]", out) if f.startswith("shards:")]
+    assert len(frames) >= 2, out  # redrawn in place, not printed once at the end
+    assert "\r" in out
+    assert any(f"{N_IMAGES}/{N_IMAGES}" in f for f in frames), frames
+    assert all(ETA.search(f) for f in frames[1:]), frames  # the first: "0/N [00:00<?"
+    assert any("img/s" in f for f in frames), frames
+
+
+def test_log_output_is_line_based_without_duplicates(tmp_path):
+    cmd, env = _child(tmp_path, {"GEOSCOUT_PROGRESS": "auto",
+                                 "GEOSCOUT_PROGRESS_EVERY": "0"})
+    proc = subprocess.run(cmd, cwd=PROJECT, env=env, capture_output=True, text=True, check=False,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("shards:")]
+    counts = [int(COUNT.search(ln).group(1)) for ln in lines]
+    assert counts == sorted(set(counts)), lines  # each count once, in order
+    assert counts[-1] == N_IMAGES and len(counts) > 1
+    assert all(ETA.search(ln) for ln in lines)
+
+
+def test_progress_off_is_silent(tmp_path):
+    cmd, env = _child(tmp_path, {"GEOSCOUT_PROGRESS": "off"})
+    proc = subprocess.run(cmd, cwd=PROJECT, env=env, capture_output=True, text=True, check=False,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "shards:" not in proc.stderr and f"built {N_IMAGES}" in proc.stderr
