@@ -48,6 +48,7 @@ CELL_VERSIONS = f"{MANIFESTS_DIR}/cell_versions.parquet"
 CELL_MANIFEST_SUFFIX = ".parquet"
 CELL_STATS_SUFFIX = ".stats.json"
 CELL_JOURNAL_SUFFIX = ".journal.jsonl"
+COVERAGE_MAP = f"{MANIFESTS_DIR}/coverage.png"  # the merged manifest's images on a map
 
 
 def image(sha256: str, ext: str = "jpg") -> str:
@@ -84,6 +85,8 @@ SHARD_CONTENTS_FILE = "contents.parquet"  # inside SHARDS_DIR
 SHARD_INDEX = f"{SHARDS_DIR}/{SHARD_INDEX_FILE}"
 SHARD_CONTENTS = f"{SHARDS_DIR}/{SHARD_CONTENTS_FILE}"
 DATASET_REPORTS_DIR = "reports"
+DATASET_CARD = "README.md"  # the dataset card (Hugging Face style), beside shards/
+ATTRIBUTION = "attribution.csv"  # every (source, licence, attribution) with its image count
 
 
 def level_table_file(level: int) -> str:
@@ -156,9 +159,20 @@ def classes_map_file(level: int) -> str:
     return f"classes_level_{level}.html"
 
 
+def classes_png_file(level: int) -> str:
+    """Static PNG map of one level's classes, inside DATASET_REPORTS_DIR."""
+    return f"classes_level_{level}.png"
+
+
+def level_histogram_file(level: int) -> str:
+    """Training images per class of one level, inside DATASET_REPORTS_DIR."""
+    return f"class_histogram_level_{level}.png"
+
+
 # inside a report folder (beside METRICS_FILE and REPORT_HTML_FILE)
 ERROR_HISTOGRAM_FILE = "error_histogram.png"
 RELIABILITY_FILE = "reliability.png"
 CONFUSION_FILE = "confusion.png"
 GRADCAM_FILE = "gradcam.png"
 PREDICTIONS_MAP_FILE = "map.html"
+PREDICTIONS_PNG_FILE = "map.png"  # the same predictions as a static map (no network)
