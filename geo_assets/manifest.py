@@ -68,6 +68,32 @@ MANIFEST_SCHEMA = pa.schema(
 
 COLUMNS = MANIFEST_SCHEMA.names
 
+# What each column holds, for people (the Dagster UI's column schema, the README's table).
+COLUMN_DOCS = {
+    "image_id": "unique id, '<source>:<source_id>'",
+    "source": "mapillary, streetview or local",
+    "source_id": "the image's id at its provider",
+    "group_id": "capture group: Mapillary sequence, Street View panorama, local photo group",
+    "creator": "who took the image, when the provider says",
+    "lat_deg": "latitude, degrees (WGS84)",
+    "lon_deg": "longitude, degrees (WGS84)",
+    "captured_at": "capture time (UTC)",
+    "heading_deg": "camera heading, degrees clockwise from north",
+    "is_pano": "a 360-degree panorama",
+    "cell_id": "crawl cell (quadtree digits) the image was fetched for",
+    "sha256": "SHA-256 of the stored file; null when never stored",
+    "file_bytes": "stored file size",
+    "width": "image width, pixels",
+    "height": "image height, pixels",
+    "brightness": "mean luminance, 0..255",
+    "phash": "64-bit perceptual hash, hex",
+    "kept": "kept for datasets (false: see drop_reason)",
+    "drop_reason": "why it was dropped (DropReason); null when kept",
+    "error": "detail of a failure (never a secret)",
+    "license": "licence of the image",
+    "attribution": "credit line the licence asks for",
+}
+
 
 # --- I/O ---------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from geo_assets.clients.http import (
 )
 from geo_assets.errors import InputError
 from geo_assets.manifest import Source
+from pipeline import readable_metadata
 from pipeline.constants import CELLS_PER_RUN, MAPILLARY_POOL, STREETVIEW_POOL
 from pipeline.partitions import crawl_cells
 from pipeline.resources import (
@@ -104,6 +105,7 @@ def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
                 raise InputError(f"{source.value} is in settings.sources but not configured")
             client.preflight()
             cells_bar = _cells_progress(context, source, len(cells))
+            describe = _cell_describer(cells)
             for i, cell_id in enumerate(cells, 1):
                 try:
                     res = ingest_cell(client, cell_id, root, ingest_settings,
@@ -120,6 +122,7 @@ def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
                     f"[{i}/{len(cells)}] {source.value} cell {cell_id}: {res.n_rows} images, "
                     f"{res.n_kept} kept" + (" (done before)" if res.skipped else ""))
                 rows.append(res.summary())
+                context.add_asset_metadata(describe(res.summary()), partition_key=cell_id)
                 cells_bar.update(1)
     except (InputError, CredentialError) as exc:  # retrying cannot help: say what to fix
         raise dg.Failure(str(exc), allow_retries=False) from exc
@@ -128,6 +131,22 @@ def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
             f"{len(failed)} of {len(cells)} {source.value} cells failed; finished cells are "
             "kept and skipped on retry", metadata={"failed_cells": dg.MetadataValue.json(failed)})
     return dg.MaterializeResult(metadata=_batch_metadata(rows, time.monotonic() - start))
+
+
+def _cell_describer(cells: list[str]):
+    """Per-cell metadata for each partition (its place, bounds and own counts), so that a
+    partition in the UI says where it is and what it holds, not its whole batch's totals."""
+    from geo_assets.cell_places import bounds_text, cell_places
+    from geo_assets.cells import cells_bounds
+
+    places = cell_places(cells)
+    bounds = dict(zip(cells, (bounds_text(b) for b in cells_bounds(cells))))
+
+    def describe(summary: dict) -> dict:
+        cell = summary["cell_id"]
+        return readable_metadata.cell_metadata(summary, places[cell], bounds[cell])
+
+    return describe
 
 
 def _cells_progress(context: dg.AssetExecutionContext, source: Source, n: int):
@@ -192,7 +211,23 @@ def image_manifest(context: dg.AssetExecutionContext,
     merged = merge_manifests(settings.root())
     context.log.info(f"merged {merged.n_rows} rows from {merged.n_cells} cell manifests")
     return dg.MaterializeResult(
-        metadata=merged.metadata(), data_version=dg.DataVersion(merged.sha256))
+        metadata={**merged.metadata(), **_manifest_views(settings)},
+        data_version=dg.DataVersion(merged.sha256))
+
+
+def _manifest_views(settings: GeoscoutSettings) -> dict:
+    """The merged manifest for people: column schema, drop reasons, preview, coverage map
+    (also written to the data root)."""
+    from geo_assets import mapviz
+
+    root, frame = settings.root(), _read_manifest(settings)
+    png = None
+    if frame.height:
+        pts = readable_metadata.map_sample(frame)
+        png = mapviz.coverage_png(pts["lat_deg"], pts["lon_deg"], pts["source"], pts["kept"])
+        root.write_bytes(layout.COVERAGE_MAP, png)
+    return readable_metadata.manifest_metadata(
+        frame, png, root.uri(layout.COVERAGE_MAP) if png else None)
 
 
 # --- checks ------------------------------------------------------------------------------
