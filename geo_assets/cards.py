@@ -72,7 +72,7 @@ def _bias_section(images: pl.DataFrame, skew: dict) -> list[str]:
     sources = images.group_by("source").agg(n=pl.len()).sort("n", descending=True)
     mix = ", ".join(f"{s} {n / images.height:.0%}" for s, n in sources.iter_rows())
     return ["## Known biases and limitations", "",
-            (f"- Coverage skew: the top {skew.get('top_cells', 0)} of {skew['cells']} crawl "
+            (f"- Coverage skew: the top {skew.get('top_cells', 0)} of {skew['cells']} occupied "
             f"cells ({TOP_SHARE:.0%}) hold {skew['top_cells_share']:.0%} of the images; the "
             f"largest cell alone holds {skew['largest_cell_share']:.0%}. Street-level imagery "
             "follows roads and cities: rural areas, deserts and most of Africa and Asia are "
@@ -102,9 +102,9 @@ def _attribution_section(credits: pl.DataFrame) -> list[str]:
 
 def dataset_card(images: pl.DataFrame, splits: pl.DataFrame, descriptor: dict,
                  index: dict) -> str:
-    """The card's Markdown. ``images``: the dataset's kept manifest rows (``source``,
-    ``license``, ``attribution``, ``cell_id``); ``splits``: ``split``, ``fold`` per image;
-    ``descriptor``: ``dataset.json``; ``index``: the shard index."""
+    """The card's Markdown. ``images``: the dataset's images (``source``, ``license``,
+    ``attribution``, ``cell_id``: e.g. each image's finest cell); ``splits``: ``split`` and
+    ``fold`` per image; ``descriptor``: ``dataset.json``; ``index``: the shard index."""
     credits = attribution_table(images)
     licences = sorted(set(credits["license"].to_list()))
     by_source = (credits.group_by("source", "license").agg(images=pl.col("images").sum())

@@ -95,6 +95,16 @@ def manifest_metadata(frame: pl.DataFrame, coverage_png: bytes | None,
     return meta
 
 
+def plain(value: dg.MetadataValue) -> Any:
+    """A metadata value as plain JSON-able data (tables as lists of rows), e.g. for scanning
+    metadata text for secrets."""
+    if isinstance(value, dg.TableMetadataValue):
+        return [dict(r.data) for r in value.records]
+    if isinstance(value, dg.TableSchemaMetadataValue):
+        return [[c.name, c.type, c.description] for c in value.schema.columns]
+    return value.value
+
+
 def map_sample(frame: pl.DataFrame, limit: int = MAP_POINTS, seed: int = 0) -> pl.DataFrame:
     """At most ``limit`` rows for a map (a seeded sample, so reruns draw the same map)."""
     return frame if frame.height <= limit else frame.sample(limit, seed=seed)

@@ -31,6 +31,7 @@ from geo_assets.storage import (
     sha256_hex,
     write_json_atomic,
 )
+from pipeline import readable_metadata
 from pipeline.resources import DatasetSettings, GeoscoutSettings
 
 MANIFEST = dg.AssetKey(["image_manifest"])
@@ -145,12 +146,14 @@ def hierarchy(settings: GeoscoutSettings, dataset: DatasetSettings) -> dg.Materi
     write_report(out, layout.CLASS_HISTOGRAM_FILE, png)
     maps = {lv: write_report(out, layout.classes_map_file(lv), mapviz.classes_map_html(t, lv))
             for lv, t in fitted.tables.items()}
+    views = class_map_views(out, fitted.tables)
     return dg.MaterializeResult(
         metadata={"classes": dg.MetadataValue.json({str(k): t.height
                                                     for k, t in fitted.tables.items()}),
                   "mode": "fixed" if hset.max_images is None else "adaptive",
                   "histogram": dg.MetadataValue.md(plots.png_markdown(png, "classes")),
-                  **{f"map_level_{k}": dg.MetadataValue.path(str(p)) for k, p in maps.items()}},
+                  **{f"map_level_{k}": dg.MetadataValue.path(str(p)) for k, p in maps.items()},
+                  **views},
         data_version=dg.DataVersion(sha256_file(out / layout.LABELS)[:16]
                                     + sha256_file(out / layout.LEVELS_META)[:16]))
 
@@ -189,6 +192,7 @@ def shards(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
         split_settings=json.loads((out / layout.SPLITS_META).read_text())["settings"],
         hierarchy_settings={k: meta[k] for k in ("min_images", "max_images", "mode")},
         image_size=sset.image_size, created_at=datetime.now(UTC).isoformat())
+    card = dataset_card_metadata(out, table, build, descriptor)
     context.log.info(f"shards: {len(build.written)} written, {len(build.kept)} kept, "
                      f"{len(build.failed_image_ids)} images failed, {build.seconds} s")
     return dg.MaterializeResult(
@@ -199,7 +203,8 @@ def shards(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
                   "images_per_s": round(sum(s["count"] for s in build.written)
                                         / max(build.seconds, 1e-9), 1),
                   "num_classes": dg.MetadataValue.json(descriptor["num_classes"]),
-                  "descriptor": dg.MetadataValue.path(str(out / layout.DESCRIPTOR))},
+                  "descriptor": dg.MetadataValue.path(str(out / layout.DESCRIPTOR)),
+                  **card},
         data_version=dg.DataVersion(json_version(build.index["shards"])))
 
 
@@ -254,7 +259,8 @@ def dataset_level_asset(level: int) -> dg.AssetsDefinition:
                       "test_images": summary["images"]["test"],
                       "shards": len(summary["shards"]),
                       "label_map": dg.MetadataValue.path(str(out / summary["label_map"])),
-                      "path": dg.MetadataValue.path(str(path))},
+                      "path": dg.MetadataValue.path(str(path)),
+                      **level_views(out, level, summary)},
             data_version=dg.DataVersion(json_version(summary)))
     return _asset
 
@@ -284,6 +290,48 @@ def _counts(counts: pl.DataFrame, split: str, level: int, n: int) -> list[int]:
     part = counts.filter(pl.col("split") == split)
     return np.bincount(part[f"label_{level}"].to_numpy(), weights=part["len"].to_numpy(),
                        minlength=n).astype(int).tolist()
+
+
+# --- figures and cards for people (readable metadata) ------------------------------------------
+
+def class_map_views(out: Path, tables: dict) -> dict:
+    """Each level's classes as a static map (PNG beside the HTML map), inline in the UI."""
+    views = {}
+    for level, table in tables.items():
+        png = mapviz.classes_png(table, level)
+        path = write_report(out, layout.classes_png_file(level), png)
+        views[f"class_map_level_{level}"] = readable_metadata.image(png, f"level {level}")
+        views[f"class_map_level_{level}_file"] = readable_metadata.file_link(path)
+    return views
+
+
+def level_views(out: Path, level: int, summary: dict) -> dict:
+    """A level's class map (drawn by ``hierarchy``) and its training images per class."""
+    png = plots.class_histogram_png({level: summary["class_counts"]["train"]})
+    write_report(out, layout.level_histogram_file(level), png)
+    views = {"class_histogram": readable_metadata.image(png, f"level {level} classes")}
+    map_png = out / layout.DATASET_REPORTS_DIR / layout.classes_png_file(level)
+    if map_png.exists():
+        views["class_map"] = readable_metadata.image(map_png.read_bytes(), f"level {level}")
+        views["class_map_file"] = readable_metadata.file_link(map_png)
+    return views
+
+
+def dataset_card_metadata(out: Path, table: pl.DataFrame, build, descriptor: dict) -> dict:
+    """Write the dataset card and attribution list beside the shards; the card in the UI."""
+    from geo_assets.cards import write_dataset_card
+
+    finest = f"cell_{max(descriptor['levels'])}"  # the image's own cell at the finest level
+    images = table.join(build.contents.select("image_id"), on="image_id").with_columns(
+        cell_id=pl.col(finest))
+    card = write_dataset_card(out, images, images, descriptor, build.index)
+    text = card["card"].read_text(encoding="utf-8")
+    body = text.split("---\n", 2)[-1] if text.startswith("---\n") else text  # no YAML header
+    return {"dataset_card": dg.MetadataValue.md(body),
+            "dataset_card_file": readable_metadata.file_link(card["card"]),
+            "attribution_file": readable_metadata.file_link(card["attribution"]),
+            "credit_lines": card["credit_lines"],
+            "top_cells_share": card["skew"]["top_cells_share"]}
 
 
 def dataset_assets(levels=DEFAULT_LEVELS) -> list[dg.AssetsDefinition]:

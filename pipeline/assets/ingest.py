@@ -278,6 +278,6 @@ def no_secrets(context: dg.AssetCheckExecutionContext, settings: GeoscoutSetting
         if mat is not None:
             texts.extend(manifest_checks.json_texts(
                 f"metadata of {key.to_user_string()}",
-                {k: v.value for k, v in mat.metadata.items()}))
+                {k: readable_metadata.plain(v) for k, v in mat.metadata.items()}))
     secrets = [mapillary.access_token, streetview.api_key, streetview.signing_secret]
     return _result(manifest_checks.leaked_secrets(texts, secrets))
