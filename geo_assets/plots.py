@@ -65,12 +65,19 @@ def markdown_table(columns: Sequence[str], rows: Iterable[Sequence], *, limit: i
 
 # --- dataset figures ---------------------------------------------------------------------------
 
+HISTOGRAM_COLUMNS = 2  # panels per row: a row of four was too wide for the UI's panel
+
+
 def class_histogram_png(train_counts: Mapping[int, Sequence[int]]) -> bytes:
-    """One panel per hierarchy level: training images per class, largest class first, log y."""
-    fig = new_figure((4 * max(len(train_counts), 1), 3), layout="constrained")
+    """One panel per hierarchy level (two per row): training images per class, largest class
+    first, log y."""
+    n = max(len(train_counts), 1)
+    cols = min(n, HISTOGRAM_COLUMNS)
+    rows = -(-n // cols)
+    fig = new_figure((4 * cols, 3 * rows), layout="constrained")
     for i, (level, counts) in enumerate(train_counts.items()):
         counts = np.sort(np.asarray(counts))[::-1]
-        ax = fig.add_subplot(1, len(train_counts), i + 1)
+        ax = fig.add_subplot(rows, cols, i + 1)
         ax.bar(np.arange(len(counts)), counts, width=1.0)
         ax.set(title=f"level {level}: {len(counts)} classes", xlabel="class (by size)",
                ylabel="training images", yscale="log")

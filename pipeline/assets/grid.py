@@ -13,6 +13,7 @@ from geo_assets.errors import InputError
 from geo_assets.naturalearth import NaturalEarthSource
 from geo_assets.regions import Region, needs_countries, parse_region
 from geo_assets.storage import sha256_hex
+from pipeline import readable_metadata
 from pipeline.resources import GeoscoutSettings
 
 MIN_LAND_SHARE = 0.5  # of the crawl cells, the share that must hold land (not only coast)
@@ -99,6 +100,7 @@ def grid_cells(context: dg.AssetExecutionContext,
             "coastal_buffer_km": settings.coastal_buffer_km,
             "preview": dg.MetadataValue.md(plots.png_markdown(png, f"grid level {level}")),
             "map": dg.MetadataValue.path(root.uri(layout.GRID_MAP)),
+            "map_link": readable_metadata.file_link(root.uri(layout.GRID_MAP)),
         },
         data_version=dg.DataVersion(sha256_hex(root.read_bytes(layout.GRID_CELLS))[:16]),
     )
