@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 
 STATIC = Path(__file__).resolve().parent / "static" / "leaflet"
 VERSION = "1.9.3"
+# Sea behind the land layer, and a text label for the layer control (its icon is an image
+# file beside leaflet.css that an inlined page cannot reference).
+EXTRA_CSS = (".leaflet-container{background:#eef4fb}"
+             ".leaflet-control-layers-toggle{background-image:none!important;width:auto!important;"
+             "padding:0 8px;line-height:36px;font:12px sans-serif;color:#333}"
+             ".leaflet-control-layers-toggle::after{content:'layers'}")
 
 
 @lru_cache(maxsize=1)
@@ -26,7 +32,7 @@ def inline_assets() -> str:
     """Leaflet's CSS and JavaScript as inline ``<style>`` and ``<script>`` elements."""
     css = (STATIC / "leaflet.css").read_text(encoding="utf-8")
     js = (STATIC / "leaflet.js").read_text(encoding="utf-8")
-    return f"<style>{css}</style>\n<script>{js}</script>"
+    return f"<style>{css}{EXTRA_CSS}</style>\n<script>{js}</script>"
 
 
 def offline(fmap: folium.Map) -> folium.Map:
