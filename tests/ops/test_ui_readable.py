@@ -1,0 +1,102 @@
+"""The Dagster UI explains itself: real assets (crawl cells from the tiny demo world, the
+merged manifest, the dataset) materialized into an instance, the project's code location
+served by ``dagster-webserver``, and Chromium on the asset pages a person opens. Each page
+must show the readable metadata (a partition's place and bounds, the manifest's column
+schema, drop reasons and coverage map, a level's class map, the dataset card), and each is
+kept as a screenshot in tests/artifacts/ (README "What you will see")."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import dagster as dg
+import pytest
+
+from geo_assets.cell_places import cell_places
+from geo_assets.cells import points_to_cells
+from geo_assets.storage import DataRoot
+from pipeline.assets import dataset as ds
+from pipeline.assets import ingest
+from pipeline.partitions import crawl_cells
+from pipeline.resources import build_resources
+from tests.pipeline.conftest import CRAWL_LEVEL, TINY_SEED
+
+from .cdp import Chromium
+from .ops_data import free_port
+from .test_ui_browser import DISMISS_NUX, _webserver
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+LEVELS = [1, 3]
+
+
+@pytest.fixture
+def browser(chromium, tmp_path):
+    b = Chromium(chromium, tmp_path / "chromium-profile", free_port(),
+                 tmp_path / "chromium.log")
+    yield b
+    b.close()
+
+
+def _resources(root: DataRoot) -> dict:
+    from pipeline.profiles import DEMO_TRAINING
+
+    demo = {"demo_seed": TINY_SEED, "demo_preset": "tiny", "requests_per_s": 0}
+    return build_resources({
+        "settings": {"data_root": root.url, "region": "world", "crawl_level": CRAWL_LEVEL,
+                     "grid_max_level": CRAWL_LEVEL, "sources": ["mapillary"],
+                     "images_per_cell": 40},
+        "mapillary": demo, "streetview": {**demo, "store_images_acknowledged": True},
+        "dataset": {"levels": LEVELS, "min_images": 4, "k_folds": 2, "test_fraction": 0.2,
+                    "image_size": 48, "shard_size": 64},
+        "training": DEMO_TRAINING})
+
+
+def _cells() -> list[str]:
+    from geo_assets.demo.world import generate_world
+
+    lat, lon = generate_world(TINY_SEED, "tiny").image_lat_lon
+    return sorted(c for c, _ in Counter(points_to_cells(lat, lon, CRAWL_LEVEL).tolist())
+                  .most_common(3))
+
+
+def _materialize(home, root: DataRoot, cells: list[str]) -> None:
+    resources = _resources(root)
+    everything = [*ingest.CELL_ASSETS, ingest.image_manifest, ds.splits, ds.hierarchy,
+                  ds.shards, *ds.dataset_assets(LEVELS)]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions(crawl_cells.name, cells)
+        assert dg.materialize(everything, instance=instance, resources=resources,
+                              selection=[ingest.mapillary_images],
+                              tags={"dagster/asset_partition_range_start": cells[0],
+                                    "dagster/asset_partition_range_end": cells[-1]}).success
+        rest = [a for a in everything if a not in ingest.CELL_ASSETS]
+        assert dg.materialize(everything, instance=instance, resources=resources,
+                              selection=rest).success
+
+
+def test_asset_pages_explain_themselves(browser, tmp_path, artifacts_dir):
+    cells = _cells()
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    root = DataRoot(str(tmp_path / "data"))
+    _materialize(home, root, cells)
+    place = cell_places(cells[:1])[cells[0]]
+    pages = [  # (screenshot, path, texts that must show)
+        ("ui_cell_partition", f"/assets/mapillary_images?view=partitions&partition={cells[0]}",
+         ["place", place.split(",")[0], "bounds", "images_kept"]),
+        ("ui_image_manifest", "/assets/image_manifest",
+         ["drop_reasons", "coverage_map", "preview", "lat_deg"]),
+        ("ui_dataset_level", f"/assets/dataset_level_{LEVELS[-1]}",
+         ["class_map", "class_histogram", "train_images"]),
+        ("ui_shards_card", "/assets/shards", ["dataset_card", "credit_lines"]),
+    ]
+    with _webserver(home, ["-m", "pipeline.definitions"], tmp_path / "web.log",
+                    GEOSCOUT_DEPLOYMENT="demo", GEOSCOUT_DATA_ROOT=root.url) as base:
+        browser.goto(f"{base}/server_info")
+        browser.js(DISMISS_NUX)
+        browser.viewport(1600, 2200)
+        for name, path, texts in pages:
+            browser.goto(base + path)
+            browser.wait_for_text(texts, timeout=90)
+            assert browser.screenshot(artifacts_dir / f"{name}.png").stat().st_size > 10_000
