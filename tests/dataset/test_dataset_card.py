@@ -65,7 +65,7 @@ def test_card_agrees_with_shards_and_manifest(built):
 
 
 def test_class_maps_and_histograms_are_images(built):
-    root, result = built
+    _, result = built
     hierarchy = result.asset_materializations_for_node("hierarchy")[0].metadata
     for level in LEVELS:
         pixels = _inline_png(hierarchy[f"class_map_level_{level}"].value)

@@ -42,6 +42,7 @@ def test_cell_partitions_and_manifest_read_well(demo_server, covered_cells, tmp_
         assert run.success
         mats = {m.partition: m.metadata
                 for m in run.asset_materializations_for_node("mapillary_images")}
+        logs = [e.user_message or "" for e in instance.all_logs(run.run_id)]
         merged = dg.materialize([*ingest.CELL_ASSETS, ingest.image_manifest], instance=instance,
                                 resources=resources, selection=[ingest.image_manifest])
         assert merged.success
@@ -56,6 +57,10 @@ def test_cell_partitions_and_manifest_read_well(demo_server, covered_cells, tmp_
         assert mats[cell]["images_kept"].value == own["kept"].sum()
         assert mats[cell]["place"].value == places[cell]
         assert mats[cell]["bounds"].value.startswith("lat ")
+    for cell in cells:  # the per-image fetch progress reached the run log, with a count
+        own = table.filter((pl.col("cell_id") == cell) & (pl.col("source") == "mapillary"))
+        lines = [m for m in logs if f"cell {cell} images:" in m]
+        assert lines and f"/{own.height} [" in lines[-1], lines
     batch = table.filter(pl.col("source") == "mapillary").height
     assert all(0 < mats[c]["images_seen"].value < batch for c in cells)  # not the batch's
 

@@ -1,0 +1,23 @@
+"""Crawl cells in words, from the embedded Natural Earth countries."""
+
+from __future__ import annotations
+
+from geo_assets.cell_places import NO_COUNTRY, bounds_text, cell_label, cell_places
+from geo_assets.cells import cell_bounds, point_to_cell
+
+
+def test_cells_name_the_countries_they_overlap():
+    zagreb = point_to_cell(45.81, 15.98, 8)  # 0.7 x 1.4 degrees around Zagreb
+    pacific = point_to_cell(-30.0, -140.0, 6)
+    europe = point_to_cell(48.0, 10.0, 3)
+    places = cell_places([zagreb, pacific, europe])
+    assert places[zagreb].split(",")[0] == "Croatia"
+    assert places[pacific] == NO_COUNTRY
+    assert places[europe].endswith("more") and places[europe].count(",") == 2
+
+
+def test_bounds_and_label_read_as_degrees():
+    cell = point_to_cell(45.81, 15.98, 8)
+    x0, y0, x1, y1 = cell_bounds(cell)
+    assert bounds_text((x0, y0, x1, y1)) == f"lat {y0:.2f}..{y1:.2f}, lon {x0:.2f}..{x1:.2f}"
+    assert cell_label(cell, "Croatia").startswith(f"{cell}: Croatia (lat ")
