@@ -47,6 +47,23 @@ def coverage_skew(cell_ids) -> dict:
             "largest_cell_share": round(float(counts[-1] / total), 3)}
 
 
+def country_shares(cell_ids, top: int = 5) -> list[tuple[str, float]]:
+    """The ``top`` countries by share of images, each image counted for the country that
+    covers most of its cell (Natural Earth 1:110m; cells at sea read "sea or no country")."""
+    from geo_assets.cell_places import cell_places
+
+    counts = pl.Series("cell_id", cell_ids, dtype=pl.String).value_counts()
+    if not counts.height:
+        return []
+    places = cell_places(counts["cell_id"].to_list())
+    shares = (counts.with_columns(country=pl.col("cell_id").replace_strict(
+        {c: p.split(",")[0].split(" and ")[0] for c, p in places.items()}))
+        .group_by("country").agg(pl.col("count").sum())
+        .sort(["count", "country"], descending=[True, False]).head(top))
+    total = counts["count"].sum()
+    return [(c, round(n / total, 3)) for c, n in shares.iter_rows()]
+
+
 def _size_category(n: int) -> str:
     return next((label for limit, label in SIZE_CATEGORIES if n < limit), "n>10M")
 
@@ -78,6 +95,9 @@ def _bias_section(images: pl.DataFrame, skew: dict) -> list[str]:
             "follows roads and cities: rural areas, deserts and most of Africa and Asia are "
             "thin or missing, and a model trained here inherits that."),
             f"- Source mix: {mix}. Each source has its own cameras, seasons and processing.",
+            "- Countries (each image counted for its cell's largest country): "
+            + ", ".join(f"{c} {share:.0%}" for c, share in country_shares(images["cell_id"]))
+            + ".",
             ("- Capture groups (sequences, panoramas, photo sets) hold many near-identical "
             "images; splits keep each group on one side, so test scores are not inflated."),
             ("- Land and country borders are Natural Earth at coarse scale: very small islands "

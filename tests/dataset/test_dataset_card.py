@@ -58,7 +58,7 @@ def test_card_agrees_with_shards_and_manifest(built):
     for split, n in contents.group_by("split").len().iter_rows():
         shown = [line for line in card.splitlines() if line.startswith(f"| {split} |")]
         assert sum(int(line.rstrip(" |").rsplit("|", 1)[1]) for line in shown) == n
-    assert "Coverage skew" in card and "Attribution" in card
+    assert "Coverage skew" in card and "Attribution" in card and "- Countries (" in card
     meta = result.asset_materializations_for_node("shards")[0].metadata
     assert meta["credit_lines"].value == credits.height
     assert "---" not in meta["dataset_card"].value.splitlines()[0]

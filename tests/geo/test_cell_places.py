@@ -21,3 +21,12 @@ def test_bounds_and_label_read_as_degrees():
     x0, y0, x1, y1 = cell_bounds(cell)
     assert bounds_text((x0, y0, x1, y1)) == f"lat {y0:.2f}..{y1:.2f}, lon {x0:.2f}..{x1:.2f}"
     assert cell_label(cell, "Croatia").startswith(f"{cell}: Croatia (lat ")
+
+
+def test_dataset_card_country_shares_count_images_per_cell():
+    from geo_assets.cards import country_shares
+
+    cells = [point_to_cell(45.81, 15.98, 8)] * 3 + [point_to_cell(48.85, 2.35, 8),
+                                                    point_to_cell(-30.0, -140.0, 6)]
+    assert country_shares(cells) == [("Croatia", 0.6), ("France", 0.2), (NO_COUNTRY, 0.2)]
+    assert country_shares([]) == []
