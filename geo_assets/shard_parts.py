@@ -12,6 +12,9 @@ each); ``docs/operations.md`` says why that engine.
 
     python -m geo_assets.shard_parts part --table T.parquet --levels 1,3 --out DIR --part 0 --n-parts 4
     python -m geo_assets.shard_parts assemble --table T.parquet --levels 1,3 --out DIR
+
+Without ``--part``, the part number is ``$JOB_COMPLETION_INDEX``: a Kubernetes Indexed Job
+(``completionMode: Indexed``, ``completions`` = ``parallelism`` = n) runs the parts as its pods.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -73,6 +77,13 @@ def assemble_shards(table: pl.DataFrame, levels: list[int], out_dir: Path,
     return finish_build(out_dir, plan, written, levels, settings, start)
 
 
+def _index_from_env() -> int:
+    raw = os.environ.get("JOB_COMPLETION_INDEX", "0").strip()
+    if not raw.isdigit():
+        raise InputError(f"JOB_COMPLETION_INDEX={raw!r} is not a part number; pass --part")
+    return int(raw)
+
+
 def cli(argv: list[str] | None = None) -> int:
     """Run one part, or the assembly, on a shard input table stored as Parquet."""
     p = argparse.ArgumentParser("python -m geo_assets.shard_parts", description=cli.__doc__)
@@ -80,7 +91,8 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--table", required=True, help="Parquet file: the shard input table")
     p.add_argument("--levels", required=True, help="comma-separated hierarchy levels")
     p.add_argument("--out", required=True, help="the shard folder")
-    p.add_argument("--part", type=int, default=0)
+    p.add_argument("--part", type=int, default=None,
+                   help="this part's number (default: $JOB_COMPLETION_INDEX, else 0)")
     p.add_argument("--n-parts", type=int, default=1)
     p.add_argument("--full", action="store_true", help="not incremental: rewrite every shard")
     p.add_argument("--settings", default="{}", help="ShardSettings fields as JSON")
@@ -95,9 +107,10 @@ def cli(argv: list[str] | None = None) -> int:
     settings = ShardSettings(**given)
     out = Path(args.out)
     if args.step == "part":
-        stats = build_shard_part(table, levels, out, settings, args.part, args.n_parts,
+        part = args.part if args.part is not None else _index_from_env()
+        stats = build_shard_part(table, levels, out, settings, part, args.n_parts,
                                  not args.full)
-        print(json.dumps({"part": args.part, "shards": [s["name"] for s in stats]}))
+        print(json.dumps({"part": part, "shards": [s["name"] for s in stats]}))
     else:
         build = assemble_shards(table, levels, out, settings, not args.full)
         print(json.dumps({"shards": len(build.index["shards"]),

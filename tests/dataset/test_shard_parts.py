@@ -99,3 +99,19 @@ def test_assembly_refuses_until_every_part_is_done(table, tmp_path):
     with pytest.raises(InputError, match="part 2 of 2"):
         part_plans([], 2, 2)
     assert assemble_shards(table, LEVELS, out, settings).index["total_count"] == table.height
+
+
+def test_part_number_from_an_indexed_job(table, tmp_path, monkeypatch, capsys):
+    from geo_assets.shard_parts import cli
+
+    path = tmp_path / "input.parquet"
+    table.write_parquet(path)
+    args = ["part", "--table", str(path), "--levels", "1,3", "--out", str(tmp_path / "out"),
+            "--n-parts", "3", "--settings", json.dumps(SETTINGS)]
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "2")  # set by Kubernetes in an Indexed Job
+    assert cli(args) == 0
+    printed = json.loads(capsys.readouterr().out.splitlines()[-1])
+    plans = plan_build(table, LEVELS, tmp_path / "out", ShardSettings(**SETTINGS)).plans
+    assert printed == {"part": 2, "shards": [p.name for p in part_plans(plans, 2, 3)]}
+    with pytest.raises(InputError, match="unknown ShardSettings fields"):
+        cli([*args[:-1], '{"shard_sise": 3}'])
