@@ -7,7 +7,9 @@ re-opens it afterwards. The Dagster asset builds its metadata from the card.
 
 from __future__ import annotations
 
+import io
 import json
+import posixpath
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import pyarrow.parquet as pq
 
 from geo_assets import layout
 from geo_assets import model_card as mc
-from geo_assets.storage import atomic_path, sha256_file, write_json_atomic
+from geo_assets.storage import DataRoot, atomic_path, sha256_file, write_json_atomic
 from training.bundle import save_bundle
 
 
@@ -40,42 +42,58 @@ def _shard_record_ids(url: str) -> list[str]:
                 if m.isfile() and m.name.endswith(".json")]
 
 
+def _folder(location) -> DataRoot:
+    """The folder holding ``location`` (a local path or an fsspec URL), as a ``DataRoot``."""
+    return DataRoot(posixpath.dirname(str(location).rstrip("/")) or ".")
+
+
+def _read_parquet(root: DataRoot, relpath: str, columns: list[str]) -> pa.Table:
+    return pq.read_table(io.BytesIO(root.read_bytes(relpath)), columns=columns)
+
+
 def training_image_ids(desc, folds: list[int]) -> list[str]:
     """The ids of the images in the training folds' shards: the pool the run sampled from
     (derived at the end instead of collected per batch, so checkpoints stay O(1)). Read from
     the shards' ``contents.parquet``, else from the shards' own records."""
     shards = desc.select("train", folds)
-    contents = Path(shards[0].url).parent / layout.SHARD_CONTENTS_FILE if shards else None
-    names = [s.name for s in shards]
-    if contents is not None and contents.exists():
-        table = pq.read_table(contents, columns=["image_id", "shard"])
-        keep = pc.is_in(table["shard"], pa.array(names, pa.string()))
+    if not shards:
+        return []
+    folder = _folder(shards[0].url)
+    if folder.exists(layout.SHARD_CONTENTS_FILE):
+        table = _read_parquet(folder, layout.SHARD_CONTENTS_FILE, ["image_id", "shard"])
+        keep = pc.is_in(table["shard"], pa.array([s.name for s in shards], pa.string()))
         return table.filter(keep)["image_id"].to_pylist()
     return [i for s in shards for i in _shard_record_ids(s.url)]
 
 
-def data_root_of(descriptor_path: Path) -> Path:
+def data_root_of(descriptor_path) -> DataRoot:
     """The data root that holds a dataset descriptor (``<root>/datasets/dataset.json``)."""
-    folder = descriptor_path.parent
-    return folder.parent if folder.name == layout.DATASETS_DIR else folder
+    folder = _folder(descriptor_path)
+    if posixpath.basename(folder.url.rstrip("/")) == layout.DATASETS_DIR:
+        return _folder(folder.url)
+    return folder
 
 
 def train_shards(desc) -> list[dict]:
     """The train split's shard entries from the shard index (name, fold, count, sha256)."""
-    index = desc.path.parent / layout.SHARD_INDEX
-    entries = json.loads(index.read_text())["shards"] if index.exists() else []
+    folder = _folder(desc.path)
+    if not folder.exists(layout.SHARD_INDEX):
+        return []
+    entries = json.loads(folder.read_bytes(layout.SHARD_INDEX))["shards"]
     return [e for e in entries if e.get("split") == "train"]
 
 
-def cell_versions(descriptor_path: Path) -> tuple[list[dict], str | None]:
+def cell_versions(descriptor_path) -> tuple[list[dict], str | None]:
     """The exact per-cell manifest versions the dataset was built from, as sorted rows
     ``{cell_id, source, version}`` (Dagster keeps only the latest partition's version), and
     the table's SHA-256."""
-    path = data_root_of(descriptor_path) / layout.CELL_VERSIONS
-    if not path.exists():
+    root = data_root_of(descriptor_path)
+    if not root.exists(layout.CELL_VERSIONS):
         return [], None
-    rows = pq.ParquetFile(path).read(columns=["cell_id", "source", "version"]).to_pylist()
-    return sorted(rows, key=lambda r: (r["source"], r["cell_id"])), sha256_file(path)
+    rows = _read_parquet(root, layout.CELL_VERSIONS, ["cell_id", "source", "version"])
+    rows = rows.to_pylist()
+    return (sorted(rows, key=lambda r: (r["source"], r["cell_id"])),
+            root.sha256(layout.CELL_VERSIONS))
 
 
 def write_outputs(rt, state, temperatures: list[float], val_metrics: list[dict],

@@ -41,3 +41,29 @@ def test_loader_reads_shards_from_the_bucket(s3_env, tmp_path):
 
     with pytest.raises(InputError, match="not found"):
         load_dataset_descriptor(f"s3://{s3_env.bucket}/nothing-here/datasets")
+
+
+def test_training_on_a_bucket_dataset_matches_the_local_run(s3_env, tmp_path):
+    import fsspec
+    import torch
+
+    from training.config import TrainConfig
+    from training.train import main
+
+    local = build_tiny_dataset(tmp_path / "datasets", per_class=4, size=32)
+    url = f"s3://{s3_env.bucket}/{uuid.uuid4().hex[:8]}/datasets"
+    fsspec.filesystem("s3").put(str(local.parent) + "/", url, recursive=True)
+    threads = torch.get_num_threads()
+    try:
+        cards = [main(TrainConfig(dataset=str(dataset), output_dir=str(tmp_path / name),
+                                  epochs=2, batch_size=16, workers=0, image_size=32,
+                                  device="cpu", threads=1, deterministic=True, seed=2,
+                                  backbone="tiny", pretrained=False))
+                 for name, dataset in (("local", local), ("bucket", f"{url}/dataset.json"))]
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.set_num_threads(threads)
+    local_card, bucket_card = cards
+    for key in ("validation", "history", "temperatures", "shards", "n_train_images"):
+        assert bucket_card[key] == local_card[key], key
+    assert bucket_card["dataset"] == f"{url}/dataset.json" and bucket_card["shards"]
