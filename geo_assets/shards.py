@@ -15,6 +15,10 @@ Resizing runs in a process pool, in chunks, using PIL's draft mode (libjpeg DCT 
 640 px JPEG is decoded straight at 320 px) before a box (area) resize; the main process writes the
 tars in order, so a shard's bytes do not depend on the pool's timing.
 
+Parallel builds (``geo_assets.shard_parts``): every part plans the same build, writes every
+n-th shard, and one last step assembles ``contents.parquet`` and ``index.json`` from the parts'
+stats, byte for byte what the single-process build writes.
+
 Incremental builds: a shard whose samples and records are unchanged is kept as is; a shard
 whose records changed (labels, removed images) is rewritten from its own JPEG bytes without
 resizing again; images that are in no kept shard go into new shards, numbered after the last
@@ -267,8 +271,17 @@ def read_tar_images(path: Path) -> dict[str, bytes]:
     return out
 
 
-def _write_plan(out_dir: Path, plan: ShardPlan,
-                images: Iterator[tuple[bytes | None, str | None]]) -> tuple[dict, list[str]]:
+def plan_fingerprint(plan: ShardPlan, settings: ShardSettings) -> str:
+    """What a shard's bytes depend on: its samples' keys and records, image size and quality.
+    Stored in the shard's stats, so the index assembly knows the tar is this build's."""
+    h = hashlib.sha256(f"{settings.image_size}:{settings.jpeg_quality}\n".encode())
+    for key, record_sha in plan.rows.select("key", "record_sha256").iter_rows():
+        h.update(f"{key}:{record_sha}\n".encode())
+    return h.hexdigest()
+
+
+def _write_plan(out_dir: Path, plan: ShardPlan, images: Iterator[tuple[bytes | None, str | None]],
+                settings: ShardSettings) -> tuple[dict, list[str]]:
     start = time.perf_counter()
     errors: dict[str, int] = {}
     failed: list[str] = []
@@ -285,9 +298,10 @@ def _write_plan(out_dir: Path, plan: ShardPlan,
     tar = out_dir / layout.shard_file(plan.name)
     count = write_tar(tar, samples())
     stats = {"name": plan.name, "split": plan.split, "fold": plan.fold, "count": count,
-             "failed": len(failed), "failed_image_ids": failed[:100], "errors": errors,
+             "failed": len(failed), "failed_image_ids": failed, "errors": errors,
              "rewritten": plan.rewrite, "seconds": round(time.perf_counter() - start, 3),
-             "bytes": tar.stat().st_size, "sha256": sha256_file(tar)}
+             "bytes": tar.stat().st_size, "sha256": sha256_file(tar),
+             "plan_sha256": plan_fingerprint(plan, settings)}
     # written last: the shard is done
     write_json_atomic(out_dir / layout.shard_stats_file(plan.name), stats)
     return stats, failed
@@ -332,32 +346,50 @@ def _plan_images(out_dir: Path, plan: ShardPlan,
             for k in plan.rows["key"])
 
 
-def build_shards(table: pl.DataFrame, levels: list[int], out_dir: Path,
-                 settings: ShardSettings, incremental: bool = True) -> ShardBuild:
-    """Write (or update) the shards for ``table`` (see ``sample_records`` for its columns).
+@dataclass(frozen=True)
+class BuildPlan:
+    """What one build writes, keeps and deletes; the same for every part of a parallel build
+    (planning is deterministic in the inputs and the previous build's files)."""
 
-    ``incremental=False`` (or changed image size / quality) rewrites every shard."""
-    start = time.perf_counter()
+    plans: list[ShardPlan]
+    kept: list[str]
+    drop: list[str]
+    previous: pl.DataFrame | None
+    old_index: dict | None
+
+
+def plan_build(table: pl.DataFrame, levels: list[int], out_dir: Path,
+               settings: ShardSettings, incremental: bool = True) -> BuildPlan:
     out_dir.mkdir(parents=True, exist_ok=True)
     records = build_order(sample_records(table, levels), settings.seed)
     previous, old_index = _previous_contents(out_dir, settings, incremental)
     plans, kept, drop = plan_shards(records, previous, settings)
     if previous is None and old_index is not None:  # a full rebuild: drop the rest
         drop = sorted({s["name"] for s in old_index["shards"]} - {p.name for p in plans})
+    return BuildPlan(plans, kept, drop, previous, old_index)
+
+
+def write_plans(out_dir: Path, plans: list[ShardPlan], settings: ShardSettings) -> list[dict]:
+    """Write the tars and stats of ``plans`` (resizing in one pool); their stats."""
     paths = [p for plan in plans if not plan.rewrite for p in plan.rows["source_path"].to_list()]
     fresh = track(resize_many(paths, settings), total=len(paths), desc="shards", unit="img")
-    written, failed, parts = [], [], []
-    for plan in plans:
-        stats, bad = _write_plan(out_dir, plan, _plan_images(out_dir, plan, fresh))
-        written.append(stats)
-        failed += bad
-        parts.append(plan.rows.filter(~pl.col("image_id").is_in(bad)).with_columns(
-            shard=pl.lit(plan.name)).select(CONTENT_COLUMNS))
-    if previous is not None:
-        parts.append(previous.filter(pl.col("shard").is_in(kept)).select(CONTENT_COLUMNS))
-    contents = pl.concat(parts).sort("shard", "key") if parts else pl.DataFrame()
-    old_entries = {s["name"]: s for s in (old_index or {}).get("shards", [])}
-    entries = [old_entries[n] for n in kept] + [
+    return [_write_plan(out_dir, plan, _plan_images(out_dir, plan, fresh), settings)[0]
+            for plan in plans]
+
+
+def finish_build(out_dir: Path, plan: BuildPlan, written: list[dict], levels: list[int],
+            settings: ShardSettings, start: float) -> ShardBuild:
+    """contents.parquet and index.json (last) from the shards' stats; stale shards removed."""
+    failed = [i for stats in written for i in stats["failed_image_ids"]]
+    parts = [p.rows.filter(~pl.col("image_id").is_in(st["failed_image_ids"]))
+             .with_columns(shard=pl.lit(p.name)).select(CONTENT_COLUMNS)
+             for p, st in zip(plan.plans, written)]
+    if plan.previous is not None:
+        parts.append(plan.previous.filter(pl.col("shard").is_in(plan.kept))
+                     .select(CONTENT_COLUMNS))
+    contents = pl.concat(parts).sort("shard", "key").rechunk() if parts else pl.DataFrame()
+    old_entries = {s["name"]: s for s in (plan.old_index or {}).get("shards", [])}
+    entries = [old_entries[n] for n in plan.kept] + [
         {k: s[k] for k in ("name", "split", "fold", "count", "sha256", "bytes")} for s in written]
     index = {"shards": sorted(entries, key=lambda e: e["name"]), "levels": list(levels),
              "image_size": settings.image_size, "jpeg_quality": settings.jpeg_quality,
@@ -365,11 +397,22 @@ def build_shards(table: pl.DataFrame, levels: list[int], out_dir: Path,
     with atomic_path(out_dir / layout.SHARD_CONTENTS_FILE) as tmp:
         contents.write_parquet(tmp)
     write_json_atomic(out_dir / layout.SHARD_INDEX_FILE, index)  # last: the build is complete
-    for name in drop:
+    for name in plan.drop:
         for file in (layout.shard_file(name), layout.shard_stats_file(name)):
             (out_dir / file).unlink(missing_ok=True)
-    return ShardBuild(index, contents, written, kept, drop, failed,
+    return ShardBuild(index, contents, written, plan.kept, plan.drop, failed,
                       round(time.perf_counter() - start, 3))
+
+
+def build_shards(table: pl.DataFrame, levels: list[int], out_dir: Path,
+                 settings: ShardSettings, incremental: bool = True) -> ShardBuild:
+    """Write (or update) the shards for ``table`` (see ``sample_records`` for its columns).
+
+    ``incremental=False`` (or changed image size / quality) rewrites every shard."""
+    start = time.perf_counter()
+    plan = plan_build(table, levels, out_dir, settings, incremental)
+    return finish_build(out_dir, plan, write_plans(out_dir, plan.plans, settings), levels,
+                   settings, start)
 
 
 # --- inputs and the dataset descriptor -------------------------------------------------------

@@ -20,18 +20,24 @@ import; images, namespaces and GPU counts come from these variables:
                               mounted at ``GEOSCOUT_DATA_MOUNT`` (default /data) in step and
                               training pods (training writes its run folder there and the
                               step that launched it reads the model card back)
+``GEOSCOUT_K8S_<FIELD>``      pod sizes: one variable per ``PodSettings`` field (upper case,
+                              e.g. ``GEOSCOUT_K8S_STEP_MEMORY_LIMIT=8Gi``), validated
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
 from dagster_k8s import PipesK8sClient, k8s_job_executor
+from kubernetes.utils.quantity import parse_quantity
 
 from geo_assets.errors import InputError
+from geo_assets.settings import doc
 from pipeline import constants
 
 PLATFORM_ENV = "GEOSCOUT_PLATFORM"
@@ -40,10 +46,70 @@ PLATFORMS = ("local", "k8s")
 TRAINING_CLIENT_KEY = "pipes_client"
 # Per-pool step limits, stored in the instance database (dagster.yaml only has a default).
 POOL_LIMITS: dict[str, int] = {constants.MAPILLARY_POOL: 2, constants.STREETVIEW_POOL: 1}
-# Resources of a step pod (crawl, curate, shard); training pods are sized separately.
-STEP_RESOURCES = {"requests": {"cpu": "1", "memory": "2Gi"},
-                  "limits": {"cpu": "2", "memory": "4Gi"}}
-MAX_STEP_PODS_PER_RUN = 16
+POD_ENV_PREFIX = "GEOSCOUT_K8S_"
+
+
+@dataclass(frozen=True)
+class PodSettings:
+    """Pod sizes on Kubernetes (Kubernetes quantities: ``500m``, ``2``, ``4Gi``). Each field is
+    read from ``GEOSCOUT_K8S_<FIELD>`` by ``from_env``; limits must not be below requests."""
+
+    step_cpu_request: str = field(default="1", metadata=doc(
+        "CPU a step pod requests (crawl cell, curation, shard part, index assembly, the step "
+        "that launches training)."))
+    step_cpu_limit: str = field(default="2", metadata=doc("CPU limit of a step pod."))
+    step_memory_request: str = field(default="2Gi", metadata=doc(
+        "Memory a step pod requests."))
+    step_memory_limit: str = field(default="4Gi", metadata=doc(
+        "Memory limit of a step pod (a shard part holds about 4 x workers x chunk_size "
+        "resized images; the index assembly reads the shard input table)."))
+    max_step_pods: int = field(default=16, metadata=doc(
+        "Step pods running at once within one run (k8s_job_executor max_concurrent)."))
+    train_cpu: str = field(default="8", metadata=doc(
+        "CPU of a training pod (requests = limits): data-loader workers live here."))
+    train_memory: str = field(default="48Gi", metadata=doc("Memory of a training pod."))
+    train_shm: str = field(default="16Gi", metadata=doc(
+        "Size of the training pod's memory-backed /dev/shm (loader workers, NCCL)."))
+
+    def __post_init__(self) -> None:
+        sizes = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in (int, "int"):
+                if not isinstance(value, int) or value < 1:
+                    raise InputError(f"{POD_ENV_PREFIX}{f.name.upper()}={value!r}: use a "
+                                     "whole number of at least 1")
+                continue
+            try:
+                sizes[f.name] = parse_quantity(value)
+            except ValueError:
+                raise InputError(f"{POD_ENV_PREFIX}{f.name.upper()}={value!r} is not a "
+                                 "Kubernetes quantity (e.g. 500m, 2, 4Gi)") from None
+            if sizes[f.name] <= 0:
+                raise InputError(f"{POD_ENV_PREFIX}{f.name.upper()}={value!r} must be > 0")
+        for kind in ("cpu", "memory"):
+            if sizes[f"step_{kind}_limit"] < sizes[f"step_{kind}_request"]:
+                raise InputError(f"step pod {kind} limit {getattr(self, f'step_{kind}_limit')}"
+                                 f" is below its request "
+                                 f"{getattr(self, f'step_{kind}_request')}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> PodSettings:
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(POD_ENV_PREFIX + f.name.upper(), "").strip()
+            if raw:
+                is_int = f.type in (int, "int")
+                if is_int and not raw.isdigit():
+                    raise InputError(f"{POD_ENV_PREFIX}{f.name.upper()}={raw!r}: use a whole "
+                                     "number of at least 1")
+                values[f.name] = int(raw) if is_int else raw
+        return cls(**values)
+
+    def step_resources(self) -> dict[str, dict[str, str]]:
+        """The ``resources`` of a step pod's container."""
+        return {"requests": {"cpu": self.step_cpu_request, "memory": self.step_memory_request},
+                "limits": {"cpu": self.step_cpu_limit, "memory": self.step_memory_limit}}
 
 
 def platform_name() -> str:
@@ -128,8 +194,9 @@ class GpuPipesK8sClient(PipesK8sClient):
     def __init__(self, image: str, *, gpus: int = 1, namespace: str | None = None,
                  node_selector: Mapping[str, str] | None = None, data_claim: str | None = None,
                  data_mount: str = "/data", pod_wait_timeout_s: float = 3 * 24 * 3600.0,
-                 **kwargs: Any):
+                 pods: PodSettings | None = None, **kwargs: Any):
         super().__init__(**kwargs)
+        self.pods = pods or PodSettings()
         self.image = image
         self.gpus = int(gpus)
         self.namespace = namespace
@@ -139,8 +206,10 @@ class GpuPipesK8sClient(PipesK8sClient):
         self.pod_wait_timeout_s = pod_wait_timeout_s
 
     def pod_spec(self, cwd: str | None = None) -> dict[str, Any]:
-        return gpu_pod_spec(self.gpus, node_selector=self.node_selector, working_dir=cwd,
-                            data_claim=self.data_claim, data_mount=self.data_mount)
+        return gpu_pod_spec(self.gpus, cpu=self.pods.train_cpu, memory=self.pods.train_memory,
+                            shm=self.pods.train_shm, node_selector=self.node_selector,
+                            working_dir=cwd, data_claim=self.data_claim,
+                            data_mount=self.data_mount)
 
     def run(self, *, context, command: str | Sequence[str],  # type: ignore[override]
             extras: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
@@ -154,14 +223,16 @@ class GpuPipesK8sClient(PipesK8sClient):
 
 
 def k8s_executor(namespace: str | None = None, env_secrets: Sequence[str] = (),
-                 max_concurrent: int = MAX_STEP_PODS_PER_RUN, data_claim: str | None = None,
+                 pods: PodSettings | None = None, data_claim: str | None = None,
                  data_mount: str = "/data") -> dg.ExecutorDefinition:
-    """``k8s_job_executor``: one Kubernetes Job per step (per crawl-cell partition step in a
-    backfill batch); GPU-tagged steps limited to one at a time within a run."""
+    """``k8s_job_executor``: one Kubernetes Job per step (per crawl-cell or shard-part
+    partition step in a backfill batch), sized by ``pods``; GPU-tagged steps limited to one at
+    a time within a run."""
+    pods = pods or PodSettings()
     config: dict[str, Any] = {
-        "max_concurrent": max_concurrent,
+        "max_concurrent": pods.max_step_pods,
         "tag_concurrency_limits": [{"key": "gpu", "limit": 1}],
-        "step_k8s_config": {"container_config": {"resources": STEP_RESOURCES}},
+        "step_k8s_config": {"container_config": {"resources": pods.step_resources()}},
         "env_secrets": list(env_secrets),
         "labels": {"app.kubernetes.io/part-of": "geoscout"},
     }
@@ -191,15 +262,16 @@ def build_k8s_definitions(base: dg.Definitions, *, image: str | None = None) -> 
     gpus = os.environ.get("GEOSCOUT_TRAIN_GPUS", "1")
     if not gpus.strip().isdigit():
         raise InputError(f"GEOSCOUT_TRAIN_GPUS={gpus!r} is not a whole number of GPUs")
+    pods = PodSettings.from_env()
     client = GpuPipesK8sClient(
         image, gpus=int(gpus), namespace=namespace,
         node_selector=_parse_selector(os.environ.get("GEOSCOUT_TRAIN_NODE_SELECTOR")),
-        data_claim=claim, data_mount=mount)
+        data_claim=claim, data_mount=mount, pods=pods)
     resources = {**(base.resources or {}), TRAINING_CLIENT_KEY: client}
     return dg.Definitions(
         assets=base.assets, asset_checks=base.asset_checks, schedules=base.schedules,
         sensors=base.sensors, jobs=base.jobs, resources=resources, loggers=base.loggers,
-        executor=k8s_executor(namespace, secrets, data_claim=claim, data_mount=mount),
+        executor=k8s_executor(namespace, secrets, pods, data_claim=claim, data_mount=mount),
         metadata=base.metadata)
 
 

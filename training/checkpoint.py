@@ -1,6 +1,13 @@
 """Checkpoints that resume exactly: model, optimizer, scheduler, scaler, counters and every
 rank's RNG states. Written to a temporary file in the same folder, then ``os.replace``d, so a
 crash never leaves a half-written checkpoint under the real name.
+
+Nothing in a checkpoint grows with the dataset: the stream position is the shared
+(epoch, step_in_epoch) counter pair (each rank's stream is seeded from the seed, the epoch and
+the rank, so it can be replayed), plus one RNG state per rank: O(model + ranks + epochs).
+Resuming with another number of processes is refused (``check_world_size``): the per-rank
+streams, the RNG states and the steps per epoch (hence the learning-rate schedule) all depend
+on it.
 """
 
 from __future__ import annotations
@@ -12,6 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from geo_assets.errors import InputError
+
+FORMAT_VERSION = 2  # 2: no seen image ids (format 1 held every rank's, O(images))
 
 
 def rng_state() -> dict:
@@ -28,6 +39,18 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def check_world_size(saved: dict, world_size: int, path) -> None:
+    """Refuse a resume on another number of processes, naming what to do instead."""
+    was = int(saved.get("world_size", 1))
+    if was != world_size:
+        raise InputError(
+            f"{path} was written by a run of {was} training process(es) and this run has "
+            f"{world_size}: the per-process sample streams, RNG states and steps per epoch "
+            f"(so the learning-rate schedule) depend on that number, so the resume would not "
+            f"be exact. Resume with {was} process(es) (torchrun --nproc_per_node, or the "
+            f"training resource's nproc_per_node), or start a new run without --resume.")
 
 
 def seed_everything(seed: int) -> None:

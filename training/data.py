@@ -73,7 +73,7 @@ class ShardInfo:
 class DatasetDescriptor:
     """``datasets/dataset.json`` with its paths resolved."""
 
-    path: Path
+    path: Path                            # the URL string for a descriptor on object storage
     levels: tuple[int, ...]
     level_files: dict[int, Path]
     num_classes: dict[int, int]
@@ -108,10 +108,48 @@ def _resolve(base: Path, value: str) -> Path:
     return p if p.is_absolute() else base / p
 
 
+def _is_url(location) -> bool:
+    return "://" in str(location) and not str(location).startswith("file://")
+
+
+def _remote_descriptor(url: str) -> DatasetDescriptor:
+    """``dataset.json`` at an fsspec URL (``s3://bucket/root/datasets[/dataset.json]``):
+    the shard and level-file locations are URLs beside it (``path`` is the URL string)."""
+    import posixpath
+
+    import fsspec
+
+    url = url if url.endswith(".json") else posixpath.join(url, layout.DESCRIPTOR)
+    base = posixpath.dirname(url)
+    try:
+        with fsspec.open(url, "rt") as f:
+            raw = json.load(f)
+        index_url = posixpath.join(base, raw.get("shard_index", layout.SHARD_INDEX))
+        with fsspec.open(index_url, "rt") as f:
+            index = json.load(f)
+    except FileNotFoundError:
+        raise InputError(f"dataset descriptor or shard index under {base} not found: "
+                         "materialize the 'shards' asset first") from None
+    shards = tuple(ShardInfo(s["name"], posixpath.join(posixpath.dirname(index_url),
+                                                       layout.shard_file(s["name"])),
+                             s["split"], int(s["fold"]), int(s["count"]))
+                   for s in index["shards"])
+    levels = tuple(int(v) for v in raw["levels"])
+    files = raw.get("level_files", {})
+    return DatasetDescriptor(
+        url, levels,
+        {lv: posixpath.join(base, files.get(str(lv), layout.level_table(lv))) for lv in levels},
+        {lv: int(raw.get("num_classes", {}).get(str(lv), 0)) for lv in levels},
+        shards, int(index.get("image_size", raw.get("image_size", 256))), raw)
+
+
 def load_dataset_descriptor(source: str | Path | dict | DatasetDescriptor) -> DatasetDescriptor:
-    """Read ``dataset.json`` (a path to it or its folder, or the parsed dict with ``path``)."""
+    """Read ``dataset.json`` (a path to it or its folder, an fsspec URL of either, or the
+    parsed dict with ``path``)."""
     if isinstance(source, DatasetDescriptor):
         return source
+    if isinstance(source, str) and _is_url(source):
+        return _remote_descriptor(source)
     if isinstance(source, dict):
         raw, path = source, Path(source.get("path", layout.DESCRIPTOR))
     else:
@@ -281,16 +319,30 @@ def _local_tar_samples(url: str):
         yield sample
 
 
+def _fsspec_tar_samples(url: str, handler):
+    """Samples of a shard at an fsspec URL (``s3://``, ``gs://``...), streamed through
+    webdataset's tar expander (webdataset's own opener knows no object-store schemes)."""
+    import fsspec
+
+    with fsspec.open(url, "rb") as stream:
+        members = wds.tariterators.tar_file_expander([{"stream": stream, "url": url}],
+                                                     handler=handler)
+        yield from wds.tariterators.group_by_keys(members, handler=handler)
+
+
 def tar_samples(handler=wds.reraise_exception):
     """Pipeline stage: shard dicts (``url``) -> samples. Local shards use the fast reader
-    (falling back to webdataset's for anything but plain ustar); URLs go to webdataset."""
+    (falling back to webdataset's for anything but plain ustar); object-store URLs are read
+    through fsspec; ``pipe:`` / ``http(s)`` URLs go to webdataset."""
     generic = wds.tarfile_to_samples(handler=handler)
 
     def stage(src):
         for item in src:
             url = item["url"]
             if "://" in url and not url.startswith("file://"):
-                yield from generic([item])
+                scheme = url.split("://", 1)[0]
+                remote = scheme not in ("http", "https", "pipe")
+                yield from (_fsspec_tar_samples(url, handler) if remote else generic([item]))
                 continue
             try:
                 yield from _local_tar_samples(url.removeprefix("file://"))

@@ -86,10 +86,16 @@ class ClassTables:
         return torch.stack(cols[::-1], dim=1)
 
 
-def read_level_table(path: Path, level: int) -> LevelTable:
-    if not path.exists():
-        raise InputError(f"label map {path} is missing: build the dataset (hierarchy) first")
-    table = pq.read_table(path).to_pydict()
+def read_level_table(path: Path | str, level: int) -> LevelTable:
+    """A level's class table from a local path or an fsspec URL (``s3://...``)."""
+    import fsspec
+
+    try:
+        with fsspec.open(str(path), "rb") as f:
+            table = pq.read_table(f).to_pydict()
+    except FileNotFoundError:
+        raise InputError(f"label map {path} is missing: build the dataset (hierarchy) "
+                         "first") from None
     order = sorted(range(len(table["class_index"])), key=lambda i: table["class_index"][i])
     if [table["class_index"][i] for i in order] != list(range(len(order))):
         raise InputError(f"{path}: class_index must be 0..C-1 without gaps")
@@ -104,7 +110,7 @@ def read_level_table(path: Path, level: int) -> LevelTable:
 
 def load_class_tables(level_paths: dict[int, Path]) -> ClassTables:
     """Tables for ``{level: path}``; checks that each parent index exists one level up."""
-    tables = [read_level_table(Path(p), lv) for lv, p in sorted(level_paths.items())]
+    tables = [read_level_table(p, lv) for lv, p in sorted(level_paths.items())]
     for upper, lower in itertools.pairwise(tables):
         bad = [p for p in lower.parents if not 0 <= p < upper.num_classes]
         if bad:

@@ -7,52 +7,99 @@ re-opens it afterwards. The Dagster asset builds its metadata from the card.
 
 from __future__ import annotations
 
+import io
+import json
+import posixpath
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from geo_assets import layout
 from geo_assets import model_card as mc
-from geo_assets.storage import atomic_path, sha256_file, write_json_atomic
+from geo_assets.storage import DataRoot, atomic_path, sha256_file, write_json_atomic
 from training.bundle import save_bundle
 
 
-def write_image_ids(path: Path, ids: set[str]) -> None:
+def write_image_ids(path: Path, ids) -> int:
+    """Write the sorted unique ids; returns how many."""
+    ids = sorted(set(ids))
     with atomic_path(path) as tmp:
-        pq.write_table(pa.table({"image_id": pa.array(sorted(ids), pa.string())}), tmp)
+        pq.write_table(pa.table({"image_id": pa.array(ids, pa.string())}), tmp)
+    return len(ids)
 
 
-def data_root_of(descriptor_path: Path) -> Path:
+def _shard_record_ids(url: str) -> list[str]:
+    """The image ids in one shard's JSON records (when there is no contents table)."""
+    import tarfile
+
+    import fsspec
+
+    with fsspec.open(url, "rb") as fh, tarfile.open(fileobj=fh, mode="r|") as tar:
+        return [json.load(tar.extractfile(m))["image_id"] for m in tar
+                if m.isfile() and m.name.endswith(".json")]
+
+
+def _folder(location) -> DataRoot:
+    """The folder holding ``location`` (a local path or an fsspec URL), as a ``DataRoot``."""
+    return DataRoot(posixpath.dirname(str(location).rstrip("/")) or ".")
+
+
+def _read_parquet(root: DataRoot, relpath: str, columns: list[str]) -> pa.Table:
+    return pq.read_table(io.BytesIO(root.read_bytes(relpath)), columns=columns)
+
+
+def training_image_ids(desc, folds: list[int]) -> list[str]:
+    """The ids of the images in the training folds' shards: the pool the run sampled from
+    (derived at the end instead of collected per batch, so checkpoints stay O(1)). Read from
+    the shards' ``contents.parquet``, else from the shards' own records."""
+    shards = desc.select("train", folds)
+    if not shards:
+        return []
+    folder = _folder(shards[0].url)
+    if folder.exists(layout.SHARD_CONTENTS_FILE):
+        table = _read_parquet(folder, layout.SHARD_CONTENTS_FILE, ["image_id", "shard"])
+        keep = pc.is_in(table["shard"], pa.array([s.name for s in shards], pa.string()))
+        return table.filter(keep)["image_id"].to_pylist()
+    return [i for s in shards for i in _shard_record_ids(s.url)]
+
+
+def data_root_of(descriptor_path) -> DataRoot:
     """The data root that holds a dataset descriptor (``<root>/datasets/dataset.json``)."""
-    folder = descriptor_path.parent
-    return folder.parent if folder.name == layout.DATASETS_DIR else folder
+    folder = _folder(descriptor_path)
+    if posixpath.basename(folder.url.rstrip("/")) == layout.DATASETS_DIR:
+        return _folder(folder.url)
+    return folder
 
 
 def train_shards(desc) -> list[dict]:
     """The train split's shard entries from the shard index (name, fold, count, sha256)."""
-    import json
-
-    index = desc.path.parent / layout.SHARD_INDEX
-    entries = json.loads(index.read_text())["shards"] if index.exists() else []
+    folder = _folder(desc.path)
+    if not folder.exists(layout.SHARD_INDEX):
+        return []
+    entries = json.loads(folder.read_bytes(layout.SHARD_INDEX))["shards"]
     return [e for e in entries if e.get("split") == "train"]
 
 
-def cell_versions(descriptor_path: Path) -> tuple[list[dict], str | None]:
+def cell_versions(descriptor_path) -> tuple[list[dict], str | None]:
     """The exact per-cell manifest versions the dataset was built from, as sorted rows
     ``{cell_id, source, version}`` (Dagster keeps only the latest partition's version), and
     the table's SHA-256."""
-    path = data_root_of(descriptor_path) / layout.CELL_VERSIONS
-    if not path.exists():
+    root = data_root_of(descriptor_path)
+    if not root.exists(layout.CELL_VERSIONS):
         return [], None
-    rows = pq.ParquetFile(path).read(columns=["cell_id", "source", "version"]).to_pylist()
-    return sorted(rows, key=lambda r: (r["source"], r["cell_id"])), sha256_file(path)
+    rows = _read_parquet(root, layout.CELL_VERSIONS, ["cell_id", "source", "version"])
+    rows = rows.to_pylist()
+    return (sorted(rows, key=lambda r: (r["source"], r["cell_id"])),
+            root.sha256(layout.CELL_VERSIONS))
 
 
 def write_outputs(rt, state, temperatures: list[float], val_metrics: list[dict],
-                  seconds: float) -> dict:
-    """Rank 0 only: model.pt, the training image ids and the model card; returns the card."""
+                  seconds: float, folds: list[int]) -> dict:
+    """Rank 0 only: model.pt, the training image ids (of ``folds``) and the model card;
+    returns the card."""
     out = Path(rt.cfg.output_dir)
     descriptor = rt.info.raw
     info = {mc.RUN_NAME: rt.cfg.run_name, mc.CONFIG_HASH: rt.cfg.hash(),
@@ -61,7 +108,7 @@ def write_outputs(rt, state, temperatures: list[float], val_metrics: list[dict],
     model_path = out / layout.MODEL_FILE
     save_bundle(model_path, rt.bare, rt.cfg.backbone, rt.tables, temperatures,
                 rt.cfg.image_size, info)
-    write_image_ids(out / layout.TRAIN_IDS_FILE, state.seen_ids)
+    n_train = write_image_ids(out / layout.TRAIN_IDS_FILE, training_image_ids(rt.info, folds))
     versions, versions_sha = cell_versions(rt.info.path)
     card = {
         **info, mc.CREATED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
@@ -70,7 +117,7 @@ def write_outputs(rt, state, temperatures: list[float], val_metrics: list[dict],
         mc.SHARDS: train_shards(rt.info), mc.SPLIT: descriptor.get("splits"),
         mc.LEVELS: list(rt.tables.level_ids), mc.CELL_VERSIONS: versions,
         mc.CELL_VERSIONS_SHA256: versions_sha, mc.TRAIN_IMAGE_IDS: layout.TRAIN_IDS_FILE,
-        mc.N_TRAIN_IMAGES: len(state.seen_ids), mc.DAGSTER_RUN_ID: rt.cfg.dagster_run_id,
+        mc.N_TRAIN_IMAGES: n_train, mc.DAGSTER_RUN_ID: rt.cfg.dagster_run_id,
         mc.EPOCHS_RUN: state.epoch, mc.STEPS: state.global_step,
         mc.BEST_EPOCH: state.best_epoch, mc.STOPPED_EARLY: state.stopped_early,
         mc.TRAIN_SECONDS: round(seconds, 1), mc.WORLD_SIZE: rt.dist.world_size,

@@ -62,7 +62,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 @dataclass
 class TrainState:
-    """Everything besides the model/optimizer that a resumed run needs."""
+    """Everything besides the model/optimizer that a resumed run needs: counters and the
+    per-epoch history, nothing that grows with the dataset (the stream position is
+    (epoch, step_in_epoch); the training image ids are derived from the folds at the end)."""
 
     epoch: int = 0
     step_in_epoch: int = 0
@@ -71,7 +73,6 @@ class TrainState:
     best_epoch: int = -1
     bad_epochs: int = 0
     history: list[dict] = field(default_factory=list)
-    seen_ids: set[str] = field(default_factory=set)
     stopped_early: bool = False
 
 
@@ -200,7 +201,6 @@ def train_one_epoch(rt: Runtime, make_loader, state: TrainState,
         batch = next(stream).to(rt.dist.device, rt.channels_last)
         data_time += time.perf_counter() - t0
         loss = train_step(rt, batch)
-        state.seen_ids.update(batch.image_ids)
         state.step_in_epoch += 1
         state.global_step += 1
         bar.update(1)
@@ -244,18 +244,18 @@ def evaluate(model: nn.Module, loader, tables: ClassTables, device: torch.device
 # --- checkpoints and early stopping ---------------------------------------------------------
 
 def save_checkpoint(rt: Runtime, state: TrainState) -> None:
-    """Collective: every rank's RNG state and seen ids go into rank 0's checkpoint."""
+    """Collective: every rank's RNG state goes into rank 0's checkpoint. Its size is O(model +
+    ranks + epochs), whatever the number of images: each rank's stream position is the shared
+    (epoch, step_in_epoch), from which ``epoch_stream`` replays that rank's seeded stream."""
     rngs = gather_objects(ckpt.rng_state())
-    seen = gather_objects(sorted(state.seen_ids))
     if not rt.dist.is_main:
         return
-    state.seen_ids = set().union(*map(set, seen))
     payload = {
+        "format": ckpt.FORMAT_VERSION,
         "model": rt.bare.state_dict(), "optimizer": rt.optimizer.state_dict(),
         "scheduler": rt.scheduler.state_dict(),
         "scaler": rt.scaler.state_dict() if rt.scaler else None,
-        "state": {k: v for k, v in vars(state).items() if k != "seen_ids"},
-        "seen_ids": sorted(state.seen_ids), "rng": rngs,
+        "state": vars(state).copy(), "rng": rngs,
         "config": rt.cfg.to_dict(), "config_hash": rt.cfg.hash(),
         "tables_version": rt.tables.version(), "world_size": rt.dist.world_size,
     }
@@ -282,16 +282,18 @@ def resume(rt: Runtime, state: TrainState) -> dict | None:
         log.warning("resuming with different settings than the checkpoint's: not an exact resume")
     if saved["tables_version"] != rt.tables.version():
         raise ValueError(f"{path} was trained on other class tables: start a new run")
+    ckpt.check_world_size(saved, rt.dist.world_size, path)
     rt.bare.load_state_dict(saved["model"])
     rt.optimizer.load_state_dict(saved["optimizer"])
     rt.scheduler.load_state_dict(saved["scheduler"])
     if rt.scaler is not None and saved["scaler"] is not None:
         rt.scaler.load_state_dict(saved["scaler"])
+    known = set(vars(state))
     for key, value in saved["state"].items():
-        setattr(state, key, value)
-    state.seen_ids = set(saved["seen_ids"]) if rt.dist.is_main else set()
+        if key in known:  # older checkpoints also held the seen image ids: ignored
+            setattr(state, key, value)
     log.info("resumed from %s at step %d (epoch %d)", path, state.global_step, state.epoch)
-    if saved["world_size"] != rt.dist.world_size or state.step_in_epoch == 0:
+    if state.step_in_epoch == 0:
         return None
     return saved["rng"][rt.dist.rank]
 
@@ -451,11 +453,10 @@ def main(cfg: TrainConfig) -> dict | None:
 
 def finish(rt: Runtime, state: TrainState, temperatures: list[float], val_metrics: list[dict],
            seconds: float) -> dict | None:
-    seen = gather_objects(sorted(state.seen_ids))
     if not rt.dist.is_main:
         return None
-    state.seen_ids = set().union(*map(set, seen))
-    card = write_outputs(rt, state, temperatures, val_metrics, seconds)
+    card = write_outputs(rt, state, temperatures, val_metrics, seconds,
+                         training_folds(rt.cfg, rt.info))
     rt.reporter.materialize({}, data_version=card[mc.MODEL_SHA256][:16])
     return card
 

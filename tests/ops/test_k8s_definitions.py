@@ -40,9 +40,9 @@ def test_project_definitions_load_on_kubernetes(k8s_env):
     config = resolved.value["config"]
     assert config["job_namespace"] == "geoscout"
     assert config["env_secrets"] == ["geoscout-secrets"]
-    assert config["max_concurrent"] == platforms.MAX_STEP_PODS_PER_RUN
+    assert config["max_concurrent"] == platforms.PodSettings().max_step_pods
     assert config["step_k8s_config"]["container_config"]["resources"] == (
-        platforms.STEP_RESOURCES)
+        platforms.PodSettings().step_resources())
     # Step pods (crawl, curate, the step that launches training) mount the shared data root.
     assert config["volumes"] == [{"name": "geoscout-data",
                                   "persistentVolumeClaim": {"claimName": "geoscout-data"}}]
