@@ -8,6 +8,7 @@ Every other module builds data-root paths from these names (with ``DataRoot.path
     land/<natural earth files>          cached Natural Earth downloads
     grid/grid_cells.parquet             the land-filtered grid (GeoParquet)
     grid/grid_map.html, grid_preview.png
+    plan/crawl_plan.parquet, .json, .png   the crawl plan: cells, coverage, budgets
     images/ab/cd/<sha256>.<ext>         raw images, content-addressed, written once
     manifests/cells/<source>/<cell>.parquet      one manifest per crawl cell and source
     manifests/cells/<source>/<cell>.stats.json   written last: the cell is done
@@ -38,6 +39,12 @@ CHECKSUM_SUFFIX = ".sha256"  # a cached download's recorded SHA-256 sits next to
 def natural_earth_zip(stem: str) -> str:
     """A cached Natural Earth download, e.g. ``land/ne_50m_land.zip``."""
     return f"{LAND_DIR}/{stem}.zip"
+
+# --- crawl plan (density-adaptive cells and budgets; geo_assets.plan) ----------------------------
+PLAN_DIR = "plan"
+CRAWL_PLAN = f"{PLAN_DIR}/crawl_plan.parquet"      # cell_id, level, crawl_cell, coverage, images..
+CRAWL_PLAN_SUMMARY = f"{PLAN_DIR}/crawl_plan.json"  # settings and the dry run's figures
+CRAWL_PLAN_PNG = f"{PLAN_DIR}/crawl_plan.png"      # the plan's cells coloured by budget
 
 # --- images and manifests -----------------------------------------------------------------------
 IMAGES_DIR = "images"

@@ -75,6 +75,53 @@ class IngestSettings:
     filters: FilterSettings = field(default_factory=FilterSettings, metadata=doc("Filters."))
 
 
+# --- crawl plan ----------------------------------------------------------------------------------
+
+PLAN_POLICIES = ("uniform", "coverage", "weight")
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    policy: str = field(
+        default="coverage", metadata=doc("How the total target is shared among the plan's "
+            "cells: uniform, coverage (proportional to estimated coverage, capped at "
+            "max_images_per_cell) or weight (proportional to the weights file's column)."))
+    total_images: int = field(
+        default=0, metadata=doc("Images to list over the whole region (0: no plan budget; "
+            "every cell gets images_per_cell)."))
+    split_threshold: float = field(
+        default=500.0, metadata=doc("A crawl cell whose estimated coverage exceeds this splits "
+            "into its four children (recursively); nothing merges below the crawl level."))
+    max_split_levels: int = field(
+        default=3, metadata=doc("Levels below the crawl level a cell may split into at most."))
+    max_images_per_cell: int = field(
+        default=2000, metadata=doc("Budget cap per plan cell (coverage and weight policies); "
+            "what a capped cell cannot take goes to the others."))
+    coverage_zoom: int = field(
+        default=5, metadata=doc("Zoom of the Mapillary coverage tiles read for the plan (low: "
+            "few requests; zoom <= 5 counts sequences, 6-13 sequence lines, 14 images)."))
+    weights_file: str | None = field(
+        default=None, metadata=doc("CSV or Parquet with lat_deg, lon_deg and the weight column "
+            "(e.g. population of places), summed per cell (weight policy)."))
+    weight_column: str = field(
+        default="weight", metadata=doc("Column of weights_file that the weight policy uses."))
+    streetview_usd_per_1000: float = field(
+        default=7.0, metadata=doc("Street View Static API price per 1000 images in USD, for "
+            "the dry run's cost (metadata lookups are free)."))
+
+    def __post_init__(self) -> None:
+        if self.policy not in PLAN_POLICIES:
+            raise InputError(f"plan policy {self.policy!r} is unknown: use one of "
+                             f"{', '.join(PLAN_POLICIES)}")
+        if self.total_images < 0 or self.max_images_per_cell < 1:
+            raise InputError("plan total_images must be >= 0 and max_images_per_cell >= 1")
+        if self.split_threshold <= 0 or self.max_split_levels < 0:
+            raise InputError("plan split_threshold must be > 0 and max_split_levels >= 0")
+        if self.policy == "weight" and not self.weights_file:
+            raise InputError("plan policy 'weight' needs weights_file (CSV or Parquet with "
+                             "lat_deg, lon_deg and the weight column)")
+
+
 # --- HTTP and API clients ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
