@@ -95,7 +95,7 @@ def mapillary_coverage(client, cells: list[str], zoom: int) -> Coverage:
 
 
 def streetview_coverage(client, cells: list[str], samples_per_cell: int, seed: int = 0,
-                        land=None) -> Coverage:
+                        land_of=None) -> Coverage:
     """Coverage from Street View metadata lookups (free) at ``samples_per_cell`` points of
     each cell's land part; every pano found counts one, weighted by cell area per sample so
     that cells of different sizes compare. ``client`` is a ``StreetViewClient``."""
@@ -105,6 +105,7 @@ def streetview_coverage(client, cells: list[str], samples_per_cell: int, seed: i
     lat, lon, w = [], [], []
     requests = 0
     for cell in cells:
+        land = land_of(cell) if land_of is not None else None
         for p_lat, p_lon in sample_points(cell, land, samples_per_cell, rng):
             requests += 1
             meta = client.metadata(float(p_lat), float(p_lon))
@@ -115,6 +116,23 @@ def streetview_coverage(client, cells: list[str], samples_per_cell: int, seed: i
                 w.append(1.0 / max(1, samples_per_cell))
     cov = points_coverage(lat, lon, w, unit="pano share", source="streetview")
     return Coverage(cov.lat_deg, cov.lon_deg, cov.weight, cov.unit, cov.source, requests)
+
+
+def estimate_coverage(source, cells: list[str], settings: PlanSettings, *, seed: int = 0,
+                      land_of=None) -> Coverage:
+    """Coverage of ``cells`` from an opened image source (``geo_assets.clients``): Mapillary
+    tiles, Street View metadata samples (on each cell's land, ``land_of(cell)``) or a local
+    folder's photos."""
+    name = str(getattr(source, "name", ""))
+    if name == "mapillary":
+        return mapillary_coverage(source.client, cells, settings.coverage_zoom)
+    if name == "streetview":
+        return streetview_coverage(source.client, cells, settings.streetview_samples_per_cell,
+                                   seed, land_of)
+    if name == "local":
+        photos = source.photos
+        return points_coverage([p.lat for p in photos], [p.lon for p in photos])
+    raise InputError(f"plan source {name!r} is unknown: use mapillary, streetview or local")
 
 
 def load_weights(path: str, column: str) -> Coverage:
@@ -352,6 +370,23 @@ def write_plan(root: DataRoot, plan: CrawlPlan, dry: dict[str, dict], land=None)
     info = summary(plan, dry)
     root.write_bytes(layout.CRAWL_PLAN_SUMMARY, json.dumps(info, indent=1).encode())
     return info
+
+
+def make_plan(root: DataRoot, crawl_cells: list[str], source, settings: PlanSettings, *,
+              sources: list[str], images_per_cell: int,
+              mapillary: MapillarySettings | None = None,
+              streetview: StreetViewSettings | None = None, land_parts=None) -> dict:
+    """Estimate coverage with ``source``, plan, dry-run and store the plan; its summary."""
+    from geo_assets.land import cell_land
+
+    land_of = (lambda cell: cell_land(land_parts, cell)) if land_parts is not None else None
+    coverage = estimate_coverage(source, crawl_cells, settings, land_of=land_of)
+    weights = load_weights(settings.weights_file, settings.weight_column) \
+        if settings.policy == "weight" else None
+    plan = build_plan(crawl_cells, coverage, settings, images_per_cell=images_per_cell,
+                      weights=weights)
+    dry = dry_run(plan, sources, mapillary=mapillary, streetview=streetview)
+    return write_plan(root, plan, dry, land=land_parts)
 
 
 def read_plan(root: DataRoot):

@@ -100,6 +100,9 @@ class PlanSettings:
     coverage_zoom: int = field(
         default=5, metadata=doc("Zoom of the Mapillary coverage tiles read for the plan (low: "
             "few requests; zoom <= 5 counts sequences, 6-13 sequence lines, 14 images)."))
+    streetview_samples_per_cell: int = field(
+        default=16, metadata=doc("Street View metadata lookups per crawl cell when the plan "
+            "estimates coverage from Street View (free requests)."))
     weights_file: str | None = field(
         default=None, metadata=doc("CSV or Parquet with lat_deg, lon_deg and the weight column "
             "(e.g. population of places), summed per cell (weight policy)."))

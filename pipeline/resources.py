@@ -16,6 +16,7 @@ from geo_assets.settings import (
     HttpSettings,
     IngestSettings,
     MapillarySettings,
+    PlanSettings,
     ShardSettings,
     SplitSettings,
     StreetViewSettings,
@@ -68,10 +69,29 @@ class GeoscoutSettings(dg.ConfigurableResource):
         default=CELLS_PER_RUN, description="Crawl cells per run that the crawl-cells sensor requests.")
     images_per_cell: int = library_field(IngestSettings, "target_per_cell")
     download_workers: int = library_field(IngestSettings, "workers")
+    force_recrawl: bool = library_field(IngestSettings, "force")
+    # --- crawl plan (issue 15; geo_assets/plan.py) ---
+    plan_source: str = Field(
+        default="mapillary", description="Source whose coverage the crawl plan estimates: "
+        "mapillary (coverage tiles), streetview (metadata samples) or local (the folder's "
+        "photos).")
+    plan_policy: str = library_field(PlanSettings, "policy")
+    plan_total_images: int = library_field(PlanSettings, "total_images")
+    plan_split_threshold: float = library_field(PlanSettings, "split_threshold")
+    plan_max_split_levels: int = library_field(PlanSettings, "max_split_levels")
+    plan_max_images_per_cell: int = library_field(PlanSettings, "max_images_per_cell")
+    plan_coverage_zoom: int = library_field(PlanSettings, "coverage_zoom")
+    plan_weights_file: str | None = library_field(PlanSettings, "weights_file")
+    plan_weight_column: str = library_field(PlanSettings, "weight_column")
+    streetview_usd_per_1000: float = library_field(PlanSettings, "streetview_usd_per_1000")
 
     def ingest_settings(self) -> IngestSettings:
         return IngestSettings(target_per_cell=self.images_per_cell,
                               workers=self.download_workers)
+
+    def plan_settings(self) -> PlanSettings:
+        return to_library(PlanSettings, {k.removeprefix("plan_"): v
+                                         for k, v in self.model_dump().items()})
 
     def root(self) -> DataRoot:
         return DataRoot(self.data_root)
@@ -164,13 +184,15 @@ class MapillaryResource(_DemoAware):
         from geo_assets.clients.mapillary import MapillaryClient, MapillarySource
 
         graph_url, tiles_url, token = self.endpoints()
-        client = MapillaryClient(token, graph_url, tiles_url, MapillarySettings(
-            thumb_resolution=self.thumbnail_size,
-            http=HttpSettings(requests_per_s=self.requests_per_s)))
+        client = MapillaryClient(token, graph_url, tiles_url, self.library_settings())
         try:
             yield MapillarySource(client)
         finally:
             client.close()
+
+    def library_settings(self) -> MapillarySettings:
+        return MapillarySettings(thumb_resolution=self.thumbnail_size,
+                                 http=HttpSettings(requests_per_s=self.requests_per_s))
 
     def endpoints(self) -> tuple[str, str, str]:
         """(graph URL, tiles URL, token); the demo server's when in demo mode."""
@@ -213,16 +235,19 @@ class StreetViewResource(_DemoAware):
         from geo_assets.clients.streetview import StreetViewClient, StreetViewSource
 
         base_url, key, secret = self.endpoints()
-        client = StreetViewClient(key, secret, base_url, StreetViewSettings(
-            headings=tuple(float(h) for h in self.headings_deg),
-            size=(self.image_size, self.image_size), radius_m=self.search_radius_m,
-            max_lookups=self.max_lookups_per_cell,
-            http=HttpSettings(requests_per_s=self.requests_per_s)))
+        client = StreetViewClient(key, secret, base_url, self.library_settings())
         try:
             yield StreetViewSource(client,
                                    acknowledge_storage_terms=self.store_images_acknowledged)
         finally:
             client.close()
+
+    def library_settings(self) -> StreetViewSettings:
+        return StreetViewSettings(
+            headings=tuple(float(h) for h in self.headings_deg),
+            size=(self.image_size, self.image_size), radius_m=self.search_radius_m,
+            max_lookups=self.max_lookups_per_cell,
+            http=HttpSettings(requests_per_s=self.requests_per_s))
 
     def endpoints(self) -> tuple[str, str, str | None]:
         """(base URL, key, signing secret); the demo server's when in demo mode."""

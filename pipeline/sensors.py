@@ -97,6 +97,33 @@ def _done_cells(instance: dg.DagsterInstance, asset_keys: Sequence[dg.AssetKey])
     return set.intersection(*sets) if sets else set()
 
 
+def wanted_cells(root, crawl_level: int) -> tuple[list[str], set[str]]:
+    """The cells to crawl and the cells to retire: the crawl plan's cells (children of dense
+    cells included) and its split parents when a plan at ``crawl_level`` is stored, else the
+    grid's land cells at ``crawl_level``."""
+    from geo_assets.plan import read_plan
+
+    grid_cells = land_crawl_cells(load_grid(root), crawl_level)
+    table = read_plan(root)
+    if table is None or set(table["crawl_cell"].to_list()) - set(grid_cells) or \
+            any(len(c) != crawl_level for c in table["crawl_cell"].unique()):
+        return grid_cells, set()  # no plan, or one made for another grid or level
+    cells = table["cell_id"].to_list()
+    return cells, set(grid_cells) - set(cells)
+
+
+def retire_cells(registered: list[str], retired: set[str], cursor: CellsCursor
+                 ) -> tuple[list[str], CellsCursor, list[str]]:
+    """Registered cells less the retired ones (their partitions deleted; stored images and
+    cell manifests stay in the data root), with the cursor moved to match."""
+    retire = sorted(k for k in registered if k in retired)
+    if not retire:
+        return registered, cursor, []
+    kept = [k for k in registered if k not in retired]
+    done = sum(k not in retired for k in registered[:cursor.requested])
+    return kept, CellsCursor(done, cursor.level, len(kept)), retire
+
+
 def make_crawl_cells_sensor(
     job: dg.JobDefinition,  # or the unresolved job that define_asset_job returns
     asset_keys: Sequence[dg.AssetKey],
@@ -118,24 +145,27 @@ def make_crawl_cells_sensor(
             return dg.SkipReason("grid_cells is not materialized yet: materialize the grid "
                                  "group (or wait for grid_refresh_schedule)")
         try:
-            wanted = land_crawl_cells(load_grid(root), settings.crawl_level)
+            wanted, retired = wanted_cells(root, settings.crawl_level)
         except InputError as exc:  # e.g. crawl_level deeper than the grid
             return dg.SkipReason(str(exc))
-        registered = list(context.instance.get_dynamic_partitions(crawl_cells.name))
-        cursor = CellsCursor.parse(context.cursor)
+        registered, cursor, retire = retire_cells(
+            list(context.instance.get_dynamic_partitions(crawl_cells.name)), retired,
+            CellsCursor.parse(context.cursor))
         plan = plan_cells(wanted, registered, _done_cells(context.instance, asset_keys),
                           cursor, settings.cells_per_run, settings.crawl_level)
-        if not plan.new_cells and not plan.batches:
+        if not plan.new_cells and not plan.batches and not retire:
             return dg.SensorResult(
                 skip_reason=f"all {len(wanted)} crawl cells at level {settings.crawl_level} "
                 "are registered and requested", cursor=plan.cursor.dumps())
-        context.log.info(f"{len(plan.new_cells)} new crawl cells; requesting "
+        context.log.info(f"{len(plan.new_cells)} new crawl cells, {len(retire)} retired "
+                         f"(split by the crawl plan); requesting "
                          f"{sum(map(len, plan.batches))} cells in {len(plan.batches)} runs")
+        requests = [crawl_cells.build_delete_request(retire)] if retire else []
+        if plan.new_cells:
+            requests.append(crawl_cells.build_add_request(plan.new_cells))
         return dg.SensorResult(
             run_requests=[batch_run_request(b, cursor.requested) for b in plan.batches],
-            dynamic_partitions_requests=(
-                [crawl_cells.build_add_request(plan.new_cells)] if plan.new_cells else []),
-            cursor=plan.cursor.dumps(),
+            dynamic_partitions_requests=requests, cursor=plan.cursor.dumps(),
         )
 
     return _sensor

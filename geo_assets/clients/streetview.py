@@ -35,7 +35,8 @@ TERMS_HELP = (
     "Google's Street View terms forbid storing Street View images without a separate "
     "agreement with Google. If you have one, acknowledge it explicitly: "
     "StreetViewSource(..., acknowledge_storage_terms=True) (Dagster: set "
-    "streetview_acknowledge_storage_terms: true in the resource config)."
+    "store_images_acknowledged: true on the streetview resource; production: "
+    "GEOSCOUT_STREETVIEW_ACKNOWLEDGED=1)."
 )
 LICENSE = "Google Street View (storage needs an agreement with Google)"
 TRANSIENT = {"OVER_QUERY_LIMIT", "UNKNOWN_ERROR"}

@@ -21,6 +21,7 @@ from geo_assets.clients.http import (
 )
 from geo_assets.errors import InputError
 from geo_assets.manifest import Source
+from geo_assets.settings import IngestSettings
 from pipeline.constants import CELLS_PER_RUN, MAPILLARY_POOL, STREETVIEW_POOL
 from pipeline.partitions import crawl_cells
 from pipeline.resources import (
@@ -90,6 +91,7 @@ def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
         context.log.info(f"{source.value} is not in settings.sources: nothing to crawl")
         return dg.MaterializeResult(metadata={"enabled": False, "cells": len(cells)})
     root, ingest_settings = settings.root(), settings.ingest_settings()
+    cell_inputs = _cell_inputs(context, settings, ingest_settings)
     rows, failed = [], {}
     start = time.monotonic()
     try:
@@ -99,8 +101,9 @@ def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
             client.preflight()
             for i, cell_id in enumerate(cells, 1):
                 try:
-                    res = ingest_cell(client, cell_id, root, ingest_settings,
-                                      _progress(context, cell_id))
+                    cell_settings, land = cell_inputs(cell_id)
+                    res = ingest_cell(client, cell_id, root, cell_settings,
+                                      _progress(context, cell_id), land=land)
                 except QuotaExceededError:
                     raise  # the other cells would hit it too: back off (RetryPolicy), retry
                 except TransientServiceError as exc:
@@ -119,6 +122,32 @@ def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
             f"{len(failed)} of {len(cells)} {source.value} cells failed; finished cells are "
             "kept and skipped on retry", metadata={"failed_cells": dg.MetadataValue.json(failed)})
     return dg.MaterializeResult(metadata=_batch_metadata(rows, time.monotonic() - start))
+
+
+FORCE_TAG = "geoscout/force"  # a run tagged "true" re-crawls its cells (images kept)
+
+
+def _cell_inputs(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
+                 base: IngestSettings):
+    """``cell_id -> (settings, land)``: the crawl plan's budget for the cell (else
+    ``images_per_cell``), ``force`` from the setting or the run tag, and the cell's land part
+    (Street View samples its lookups there) when the land polygons are stored."""
+    from dataclasses import replace
+
+    from geo_assets.land import cell_land, land_parts, load_land
+    from geo_assets.plan import plan_budgets
+
+    root = settings.root()
+    budgets = plan_budgets(root) or {}
+    force = settings.force_recrawl or context.run.tags.get(FORCE_TAG) == "true"
+    parts = land_parts(load_land(root)) if root.exists(layout.LAND_POLYGONS) else None
+
+    def inputs(cell_id: str):
+        cell = replace(base, target_per_cell=budgets.get(cell_id, base.target_per_cell),
+                       force=force)
+        return cell, (cell_land(parts, cell_id) if parts is not None else None)
+
+    return inputs
 
 
 def _batch_metadata(rows: list[dict], seconds: float) -> dict:
