@@ -318,6 +318,18 @@ def previous_outcomes(root: DataRoot, manifest_rel: str) -> dict[str, dict]:
     return out
 
 
+def earlier_rows(root: DataRoot, manifest_rel: str, listed: set[str]) -> list[dict]:
+    """Rows of an earlier crawl of the cell that this (forced) crawl did not list again:
+    a re-crawl adds new images and keeps the ones stored before."""
+    if not root.exists(manifest_rel):
+        return []
+    import pyarrow.parquet as pq
+
+    with root.fs.open(root.path(manifest_rel), "rb") as f:
+        rows = pq.read_table(f).to_pylist()
+    return [r for r in rows if r["image_id"] not in listed]
+
+
 def _journal_path(root: DataRoot, source: str, cell_id: str) -> Path | None:
     if not root.is_local:
         return None
@@ -359,6 +371,8 @@ def ingest_cell(source: ImageSource, cell_id: str, root: DataRoot, settings: Ing
     t_fetch = time.monotonic()
     _check_failures(outcomes, settings, name, cell_id)
     rows = build_rows(cands, outcomes, cell_id, settings.filters)
+    rows += earlier_rows(root, manifest_rel, {c.image_id for c in cands}) if settings.force \
+        else []
     data = table_to_parquet_bytes(rows_to_table(rows))
     root.write_bytes(manifest_rel, data)
     timings = {"list_s": t_list - t0, "fetch_s": t_fetch - t_list,
@@ -388,6 +402,7 @@ def _stats(source, cell_id, rows, outcomes, version, manifest_rel, stats_rel, ti
     n_kept = sum(r["kept"] for r in rows)
     return {
         "cell_id": cell_id, "source": str(source.name), "schema_version": SCHEMA_VERSION,
+        "finished_at": round(time.time(), 3),
         "status": "ok" if rows else "no_coverage",
         "message": "" if rows else f"no {source.name} imagery found in cell {cell_id}",
         "manifest": manifest_rel, "stats_file": stats_rel, "version": version,

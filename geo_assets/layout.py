@@ -13,6 +13,7 @@ Every other module builds data-root paths from these names (with ``DataRoot.path
     manifests/cells/<source>/<cell>.parquet      one manifest per crawl cell and source
     manifests/cells/<source>/<cell>.stats.json   written last: the cell is done
     manifests/cells/<source>/<cell>.journal.jsonl   resume journal of a cell in progress
+    manifests/cells/<source>/<cell>.failed.json     a failed cell's retry state
     manifests/image_manifest.parquet    the merged manifest
     manifests/cell_versions.parquet     per-cell manifest versions (lineage)
     datasets/                           splits, hierarchy, shards (names below)
@@ -68,6 +69,14 @@ def cell_manifest(source: str, cell_id: str) -> str:
 
 def cell_stats(source: str, cell_id: str) -> str:
     return f"{CELLS_DIR}/{source}/{cell_id}{CELL_STATS_SUFFIX}"
+
+
+CELL_FAILURE_SUFFIX = ".failed.json"
+
+
+def cell_failure(source: str, cell_id: str) -> str:
+    """The cell's last failure (attempts, error, next retry); removed once it succeeds."""
+    return f"{CELLS_DIR}/{source}/{cell_id}{CELL_FAILURE_SUFFIX}"
 
 
 def cell_journal(source: str, cell_id: str) -> str:

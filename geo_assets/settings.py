@@ -125,6 +125,21 @@ class PlanSettings:
                              "lat_deg, lon_deg and the weight column)")
 
 
+@dataclass(frozen=True)
+class RecoverySettings:
+    max_age_days: float = field(
+        default=0.0, metadata=doc("Re-crawl a done cell once its crawl is older than this many "
+            "days, keeping the images stored before (0: never)."))
+    retry_base_s: float = field(
+        default=600.0, metadata=doc("First wait before the sensor retries a failed cell "
+            "(doubles per failure)."))
+    retry_max_s: float = field(
+        default=86_400.0, metadata=doc("Longest wait between retries of a failed cell."))
+    quota_retry_s: float = field(
+        default=3600.0, metadata=doc("Wait after a cell failed on an exhausted quota before its "
+            "first retry (doubles per failure, up to retry_max_s)."))
+
+
 # --- HTTP and API clients ------------------------------------------------------------------------
 
 @dataclass(frozen=True)

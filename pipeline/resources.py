@@ -17,6 +17,7 @@ from geo_assets.settings import (
     IngestSettings,
     MapillarySettings,
     PlanSettings,
+    RecoverySettings,
     ShardSettings,
     SplitSettings,
     StreetViewSettings,
@@ -84,10 +85,20 @@ class GeoscoutSettings(dg.ConfigurableResource):
     plan_weights_file: str | None = library_field(PlanSettings, "weights_file")
     plan_weight_column: str = library_field(PlanSettings, "weight_column")
     streetview_usd_per_1000: float = library_field(PlanSettings, "streetview_usd_per_1000")
+    # --- freshness and recovery (issue 15; geo_assets/crawl_state.py) ---
+    recrawl_max_age_days: float = library_field(RecoverySettings, "max_age_days")
+    retry_base_s: float = library_field(RecoverySettings, "retry_base_s")
+    retry_max_s: float = library_field(RecoverySettings, "retry_max_s")
+    quota_retry_s: float = library_field(RecoverySettings, "quota_retry_s")
 
     def ingest_settings(self) -> IngestSettings:
         return IngestSettings(target_per_cell=self.images_per_cell,
                               workers=self.download_workers)
+
+    def recovery_settings(self) -> RecoverySettings:
+        return RecoverySettings(max_age_days=self.recrawl_max_age_days,
+                                retry_base_s=self.retry_base_s, retry_max_s=self.retry_max_s,
+                                quota_retry_s=self.quota_retry_s)
 
     def plan_settings(self) -> PlanSettings:
         return to_library(PlanSettings, {k.removeprefix("plan_"): v

@@ -19,7 +19,7 @@ from geo_assets import layout
 from geo_assets.errors import InputError
 from geo_assets.grid import crawl_cells as land_crawl_cells
 from geo_assets.grid import load_grid
-from pipeline.constants import EVAL, TRAIN
+from pipeline.constants import EVAL, FORCE_TAG, TRAIN
 from pipeline.partitions import crawl_cells
 from pipeline.resources import GeoscoutSettings
 
@@ -124,6 +124,29 @@ def retire_cells(registered: list[str], retired: set[str], cursor: CellsCursor
     return kept, CellsCursor(done, cursor.level, len(kept)), retire
 
 
+def recovery_requests(root, settings: GeoscoutSettings, registered: Sequence[str],
+                      batches: Sequence[Sequence[str]], now: float | None = None
+                      ) -> list[dg.RunRequest]:
+    """One run per registered cell that is due again: failed cells whose backoff is over
+    (run key per attempt, so each retry launches once) and stale cells (older than
+    ``recrawl_max_age_days``; re-crawled with the force tag, images kept)."""
+    from geo_assets.crawl_state import STALE, due_cells
+
+    in_batches = {c for b in batches for c in b}
+    todo = [c for c in registered if c not in in_batches]
+    out = []
+    for state in due_cells(root, list(settings.sources), todo, settings.recovery_settings(),
+                           now):
+        stale = state.state == STALE
+        key = f"recrawl-{state.cell_id}-{int(state.crawled_at or 0)}" if stale else \
+            f"retry-{state.cell_id}-{state.attempts}"
+        tags = {"geoscout/retry": str(state.attempts), "geoscout/cells": "1"}
+        if stale:
+            tags = {FORCE_TAG: "true", "geoscout/cells": "1"}
+        out.append(dg.RunRequest(run_key=key, partition_key=state.cell_id, tags=tags))
+    return out
+
+
 def make_crawl_cells_sensor(
     job: dg.JobDefinition,  # or the unresolved job that define_asset_job returns
     asset_keys: Sequence[dg.AssetKey],
@@ -153,19 +176,21 @@ def make_crawl_cells_sensor(
             CellsCursor.parse(context.cursor))
         plan = plan_cells(wanted, registered, _done_cells(context.instance, asset_keys),
                           cursor, settings.cells_per_run, settings.crawl_level)
-        if not plan.new_cells and not plan.batches and not retire:
+        again = recovery_requests(root, settings, registered, plan.batches)
+        if not plan.new_cells and not plan.batches and not retire and not again:
             return dg.SensorResult(
                 skip_reason=f"all {len(wanted)} crawl cells at level {settings.crawl_level} "
                 "are registered and requested", cursor=plan.cursor.dumps())
-        context.log.info(f"{len(plan.new_cells)} new crawl cells, {len(retire)} retired "
+        context.log.info(f"{len(again)} cells retried or refreshed; "
+                         f"{len(plan.new_cells)} new crawl cells, {len(retire)} retired "
                          f"(split by the crawl plan); requesting "
                          f"{sum(map(len, plan.batches))} cells in {len(plan.batches)} runs")
         requests = [crawl_cells.build_delete_request(retire)] if retire else []
         if plan.new_cells:
             requests.append(crawl_cells.build_add_request(plan.new_cells))
         return dg.SensorResult(
-            run_requests=[batch_run_request(b, cursor.requested) for b in plan.batches],
-            dynamic_partitions_requests=requests, cursor=plan.cursor.dumps(),
+            run_requests=[batch_run_request(b, cursor.requested) for b in plan.batches]
+            + again, dynamic_partitions_requests=requests, cursor=plan.cursor.dumps(),
         )
 
     return _sensor

@@ -22,7 +22,7 @@ from geo_assets.clients.http import (
 from geo_assets.errors import InputError
 from geo_assets.manifest import Source
 from geo_assets.settings import IngestSettings
-from pipeline.constants import CELLS_PER_RUN, MAPILLARY_POOL, STREETVIEW_POOL
+from pipeline.constants import CELLS_PER_RUN, FORCE_TAG, MAPILLARY_POOL, STREETVIEW_POOL
 from pipeline.partitions import crawl_cells
 from pipeline.resources import (
     GeoscoutSettings,
@@ -84,6 +84,7 @@ def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
     """Run ``ingest_cell`` on every cell of this run. A bad credential or setting fails the
     run without retries; a cell that fails transiently is retried with the whole batch (the
     cells already done are skipped then), after the other cells have been crawled."""
+    from geo_assets.crawl_state import clear_failure
     from geo_assets.ingest import ingest_cell
 
     cells = sorted(context.partition_keys)
@@ -104,13 +105,14 @@ def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
                     cell_settings, land = cell_inputs(cell_id)
                     res = ingest_cell(client, cell_id, root, cell_settings,
                                       _progress(context, cell_id), land=land)
-                except QuotaExceededError:
-                    raise  # the other cells would hit it too: back off (RetryPolicy), retry
+                except QuotaExceededError as exc:  # the other cells would hit it too
+                    _stop_for_quota(settings, source, cells[i - 1:], exc)
                 except TransientServiceError as exc:
-                    failed[cell_id] = str(exc)
+                    failed[cell_id] = _note_failure(settings, source, cell_id, exc, False)
                     context.log.warning(f"[{i}/{len(cells)}] {source.value} cell {cell_id} "
                                         f"failed, retried later: {exc}")
                     continue
+                clear_failure(root, source.value, cell_id)
                 context.log.info(
                     f"[{i}/{len(cells)}] {source.value} cell {cell_id}: {res.n_rows} images, "
                     f"{res.n_kept} kept" + (" (done before)" if res.skipped else ""))
@@ -124,7 +126,29 @@ def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
     return dg.MaterializeResult(metadata=_batch_metadata(rows, time.monotonic() - start))
 
 
-FORCE_TAG = "geoscout/force"  # a run tagged "true" re-crawls its cells (images kept)
+def _note_failure(settings: GeoscoutSettings, source: Source, cell_id: str, exc: Exception,
+                  quota: bool) -> dict:
+    """Record the cell's failure for the sensor's retry; what the UI shows of it."""
+    from geo_assets.crawl_state import record_failure
+
+    rec = record_failure(settings.root(), source.value, cell_id, str(exc), quota=quota,
+                         settings=settings.recovery_settings())
+    return {"error": rec["error"], "attempts": rec["attempts"], "kind": rec["kind"],
+            "next_retry_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                           time.gmtime(rec["next_retry_at"]))}
+
+
+def _stop_for_quota(settings: GeoscoutSettings, source: Source, rest: list[str],
+                    exc: Exception):
+    """An exhausted quota stops the batch: this cell and the ones not crawled yet are
+    recorded as failed, to be retried by the sensor once the quota has recovered."""
+    failed = {cell: _note_failure(settings, source, cell, exc, True) for cell in rest}
+    raise dg.Failure(
+        f"{source.value} quota exhausted: {exc}; {len(rest)} cells will be retried by the "
+        "crawl-cells sensor after the backoff", allow_retries=False,
+        metadata={"failed_cells": dg.MetadataValue.json(failed)}) from exc
+
+
 
 
 def _cell_inputs(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
