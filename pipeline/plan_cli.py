@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--make", action="store_true", help="make the plan now, then print it")
     p.add_argument("--demo", action="store_true", help="with --make: the demo profile")
     p.add_argument("--status", action="store_true", help="print the crawl's status per cell")
+    p.add_argument("--max-age-days", type=float, default=0.0,
+                   help="with --status: crawls older than this count as stale (0: never)")
     p.add_argument("--total-images", type=int, help="images over the whole region")
     p.add_argument("--policy", choices=["uniform", "coverage", "weight"], help="budget policy")
     p.add_argument("--threshold", type=float, help="coverage above which a cell splits")
@@ -82,15 +84,31 @@ def make(args: argparse.Namespace) -> DataRoot:
     return resources["settings"].root()
 
 
+def status_text(root: DataRoot, max_age_days: float = 0.0) -> str:
+    """The crawl's state per source: the plan's cells (else every cell crawled or failed
+    so far), done / stale / failed / retry due / pending, and the failed cells' next retry."""
+    from geo_assets.crawl_state import crawl_status, format_status
+    from geo_assets.plan import read_plan
+    from geo_assets.settings import RecoverySettings
+
+    files = root.glob(f"{layout.CELLS_DIR}/*/*")
+    sources = sorted({f.split("/")[-2] for f in files}) or ["mapillary"]
+    table = read_plan(root)
+    cells = table["cell_id"].to_list() if table is not None else \
+        sorted({f.split("/")[-1].split(".")[0] for f in files})
+    if not cells:
+        return f"no crawl plan and no crawled cells in {root.url}"
+    return format_status(crawl_status(root, sources, cells,
+                                      RecoverySettings(max_age_days=max_age_days)))
+
+
 def cli(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     root = DataRoot(args.data_root or default_data_root())
     if args.make:
         root = make(args)
     if args.status:
-        from pipeline.crawl_status import crawl_status, format_status
-
-        print(format_status(crawl_status(root)))
+        print(status_text(root, args.max_age_days))
         return 0
     print(format_plan(read_summary(root)))
     return 0

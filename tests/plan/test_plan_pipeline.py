@@ -12,7 +12,7 @@ import polars as pl
 from geo_assets import layout
 from geo_assets.cells import points_to_cells
 from geo_assets.storage import DataRoot
-from pipeline import jobs
+from pipeline import jobs, plan_cli
 from pipeline.assets import ingest
 from pipeline.assets.plan import crawl_plan
 from pipeline.partitions import crawl_cells
@@ -45,7 +45,7 @@ def _region(covered_cells) -> str:
 
 
 def test_plan_sensor_and_crawl_follow_the_budgets(demo_server, tiny_world, covered_cells,
-                                                  tmp_path):
+                                                  tmp_path, capsys):
     root = DataRoot(str(tmp_path / "data"))
     region = _region(covered_cells)
     grid = write_grid(root.url, region)
@@ -64,6 +64,10 @@ def test_plan_sensor_and_crawl_follow_the_budgets(demo_server, tiny_world, cover
         assert "| mapillary |" in meta["dry_run_table"].value
         table = pl.read_parquet(root.path(layout.CRAWL_PLAN))
         assert meta["split_cells"].value == table.filter(pl.col("split")).height > 0
+        assert plan_cli.cli(["--data-root", root.url]) == 0
+        printed = capsys.readouterr().out
+        assert f"{table.height} cells" in printed and "mapillary" in printed
+        assert "150 images in" in printed and "cdn 150" in printed
 
         second = _tick(sensor, instance, settings, cursor=first.cursor)
         _apply(instance, second)
@@ -82,6 +86,8 @@ def test_plan_sensor_and_crawl_follow_the_budgets(demo_server, tiny_world, cover
                                      "dagster/asset_partition_range_end": registered[-1]})
         assert crawl.success
 
+    assert plan_cli.cli(["--data-root", root.url, "--status"]) == 0
+    assert f"mapillary  done {table.height}," in capsys.readouterr().out
     lat, lon = tiny_world.image_lat_lon
     budgets = dict(zip(table["cell_id"], table["images"]))
     for cell, budget in budgets.items():
