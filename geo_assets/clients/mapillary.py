@@ -14,7 +14,10 @@ How a cell is listed (:meth:`MapillarySource.list_candidates`):
 4. Thumbnails are fetched right after listing; the signed URLs stay in memory only. An
    expired link (403/404/410 from the CDN) is refreshed once through ``GET /{id}``.
 
-The token travels in the ``Authorization: OAuth`` header, never in a URL.
+The token travels in the ``Authorization: OAuth`` header to the Graph API and, as Mapillary's
+own SDK sends it, as the ``access_token`` query parameter to ``tiles.mapillary.com`` (the
+"preferred method for interacting with vector tiles"); the redactor removes it from every
+message, and no URL is stored.
 """
 
 from __future__ import annotations
@@ -141,10 +144,13 @@ class MapillaryClient:
                               headers=auth, classify=classify_graph, seed=seed)
         self.cdn = HttpClient("mapillary-cdn", self.settings.http, redactor=self.redactor,
                               classify=classify_cdn, seed=seed)
+        self.tiles = HttpClient("mapillary-tiles", self.settings.http, redactor=self.redactor,
+                                classify=classify_graph, seed=seed)
 
     def close(self) -> None:
         self.api.close()
         self.cdn.close()
+        self.tiles.close()
 
     def fields(self) -> str:
         return ",".join([*BASE_FIELDS, self.settings.thumb_field()])
@@ -167,7 +173,8 @@ class MapillaryClient:
     def coverage_tile(self, z: int, x: int, y: int) -> bytes | None:
         url = f"{self.tiles_url}/maps/vtp/mly1_public/2/{z}/{x}/{y}"
         try:
-            return self.api.get_bytes(url, what=f"coverage tile {z}/{x}/{y}")
+            return self.tiles.request("GET", url, params={"access_token": self.token},
+                                      what=f"coverage tile {z}/{x}/{y}").content
         except NotFoundError:
             return None
 
@@ -308,7 +315,8 @@ class MapillarySource:
         self._budget_lock = threading.Lock()
 
     def http_counters(self) -> dict[str, int]:
-        return dict(self.client.api.counters + self.client.cdn.counters)
+        c = self.client
+        return dict(c.api.counters + c.cdn.counters + c.tiles.counters)
 
     def preflight(self) -> None:
         if not self.client.token:
