@@ -145,19 +145,27 @@ class Outcome:
         return {k: v for k, v in asdict(self).items() if k != "resumed"}
 
 
-def _fetch_one(source: ImageSource, cand: Candidate, root: DataRoot,
-               settings: IngestSettings) -> Outcome:
+def _download(source: ImageSource, cand: Candidate) -> bytes | Outcome:
+    """The network stage: the image's bytes, or a fetch_failed outcome."""
     try:
-        data = source.fetch(cand)
-        info = inspect_image(data, settings.images)
-        if settings.refetch_corrupt and info.drop_reason in REFETCH_REASONS:
-            again = source.fetch(cand)  # a transfer cut short by the network, or a bad file?
-            if again != data:
-                data, info = again, inspect_image(again, settings.images)
+        return source.fetch(cand)
     except (CredentialError, QuotaExceededError):
         raise
     except (RemoteServiceError, OSError) as exc:
         return Outcome(drop_reason=str(DropReason.FETCH_FAILED), error=str(exc)[:300])
+
+
+def _check_and_store(source: ImageSource, cand: Candidate, data: bytes | Outcome,
+                     root: DataRoot, settings: IngestSettings) -> Outcome:
+    """The CPU stage, off the request path: full decode and checks, then content-addressed
+    storage (SHA-256, fsync); a corrupt image is fetched once more first."""
+    if isinstance(data, Outcome):
+        return data
+    info = inspect_image(data, settings.images)
+    if settings.refetch_corrupt and info.drop_reason in REFETCH_REASONS:
+        again = _download(source, cand)  # a transfer cut short by the network, or a bad file?
+        if isinstance(again, bytes) and again != data:
+            data, info = again, inspect_image(again, settings.images)
     if not info.ok:
         return Outcome.from_info(data, info, None)
     digest, _ = root.put_image(data, getattr(source, "ext", "jpg"))
@@ -177,7 +185,10 @@ def _resumed(entry: dict | None, root: DataRoot, ext: str) -> Outcome | None:
 def download_all(source: ImageSource, cands: list[Candidate], root: DataRoot,
                  journal: Journal, settings: IngestSettings,
                  progress: Progress | None = None, cell_id: str = "") -> dict[str, Outcome]:
-    """Fetch, validate and store every candidate not already done; bounded in flight."""
+    """Fetch, validate and store every candidate not already done, in two stages: up to
+    ``max_in_flight`` downloads on ``fetch_threads`` threads (the network is the bottleneck:
+    keep requests in flight), and the decode, checks, hashing and storage on ``workers``
+    threads, so CPU work never holds a request slot."""
     ext = getattr(source, "ext", "jpg")
     out: dict[str, Outcome] = {}
     todo = []
@@ -188,21 +199,28 @@ def download_all(source: ImageSource, cands: list[Candidate], root: DataRoot,
         else:
             todo.append(c)
     total, finished = len(cands), len(out)
-    with ThreadPoolExecutor(max_workers=max(1, settings.workers)) as pool:
-        pending: dict[Future, Candidate] = {}
+    in_flight = max(1, settings.max_in_flight)
+    with ThreadPoolExecutor(max(1, min(settings.fetch_threads, in_flight))) as net, \
+            ThreadPoolExecutor(max(1, settings.workers)) as cpu:
+        pending: dict[Future, tuple[str, Candidate]] = {}
         queue = iter(todo)
         try:
             while True:
-                while len(pending) < max(1, settings.max_in_flight):
+                while sum(stage == "net" for stage, _ in pending.values()) < in_flight:
                     c = next(queue, None)
                     if c is None:
                         break
-                    pending[pool.submit(_fetch_one, source, c, root, settings)] = c
+                    pending[net.submit(_download, source, c)] = ("net", c)
                 if not pending:
                     break
                 ready, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in ready:
-                    c = pending.pop(fut)
+                    stage, c = pending.pop(fut)
+                    if stage == "net":
+                        job = cpu.submit(_check_and_store, source, c, fut.result(), root,
+                                         settings)
+                        pending[job] = ("cpu", c)
+                        continue
                     outcome = fut.result()
                     out[c.image_id] = outcome
                     if outcome.drop_reason != DropReason.FETCH_FAILED:

@@ -62,9 +62,14 @@ class IngestSettings:
     target_per_cell: int = field(
         default=200, metadata=doc("Candidate images listed per cell and source (before filters)."))
     seed: int = field(default=0, metadata=doc("Seed of the per-cell sampling."))
-    workers: int = field(default=8, metadata=doc("Concurrent downloads per cell."))
+    workers: int = field(
+        default=8, metadata=doc("Threads that decode, check, hash and store downloaded images "
+            "(CPU work, off the request path)."))
+    fetch_threads: int = field(
+        default=64, metadata=doc("Threads that download images (network waits; bounded by "
+            "max_in_flight and the HTTP rate limit)."))
     max_in_flight: int = field(
-        default=16, metadata=doc("Downloads submitted but not finished, at most."))
+        default=64, metadata=doc("Downloads submitted but not finished, at most."))
     max_fetch_failure_ratio: float = field(
         default=0.5, metadata=doc("Above this share of failed downloads the cell fails (and is "
             "retried later)."))

@@ -70,6 +70,7 @@ class GeoscoutSettings(dg.ConfigurableResource):
         default=CELLS_PER_RUN, description="Crawl cells per run that the crawl-cells sensor requests.")
     images_per_cell: int = library_field(IngestSettings, "target_per_cell")
     download_workers: int = library_field(IngestSettings, "workers")
+    download_threads: int = library_field(IngestSettings, "fetch_threads")
     force_recrawl: bool = library_field(IngestSettings, "force")
     # --- crawl plan (issue 15; geo_assets/plan.py) ---
     plan_source: str = Field(
@@ -93,7 +94,8 @@ class GeoscoutSettings(dg.ConfigurableResource):
 
     def ingest_settings(self) -> IngestSettings:
         return IngestSettings(target_per_cell=self.images_per_cell,
-                              workers=self.download_workers)
+                              workers=self.download_workers,
+                              fetch_threads=self.download_threads)
 
     def recovery_settings(self) -> RecoverySettings:
         return RecoverySettings(max_age_days=self.recrawl_max_age_days,
