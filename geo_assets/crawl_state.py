@@ -40,13 +40,17 @@ def read_failure(root: DataRoot, source: str, cell_id: str) -> dict | None:
 
 
 def record_failure(root: DataRoot, source: str, cell_id: str, error: str, *, quota: bool,
-                   settings: RecoverySettings, now: float | None = None) -> dict:
-    """Note one more failure of the cell and when to retry it; the record is returned.
+                   settings: RecoverySettings, now: float | None = None,
+                   retry_at: float | None = None) -> dict:
+    """Note one more failure of the cell and when to retry it (``retry_at`` when the cause
+    says, e.g. a daily budget's reset; else the backoff); the record is returned.
     ``error`` must already be redacted (the clients' errors are)."""
     now = time.time() if now is None else now
     attempts = (read_failure(root, source, cell_id) or {}).get("attempts", 0) + 1
     base = settings.quota_retry_s if quota else settings.retry_base_s
     wait = min(settings.retry_max_s, base * 2 ** (attempts - 1))
+    if retry_at is not None:
+        wait = max(0.0, retry_at - now)
     record = {"cell_id": cell_id, "source": source, "attempts": attempts,
               "kind": "quota" if quota else "transient", "error": error[:300],
               "failed_at": now, "next_retry_at": now + wait}

@@ -47,6 +47,11 @@ CRAWL_PLAN = f"{PLAN_DIR}/crawl_plan.parquet"      # cell_id, level, crawl_cell,
 CRAWL_PLAN_SUMMARY = f"{PLAN_DIR}/crawl_plan.json"  # settings and the dry run's figures
 CRAWL_PLAN_PNG = f"{PLAN_DIR}/crawl_plan.png"      # the plan's cells coloured by budget
 
+
+def request_usage(source: str, day: str) -> str:
+    """Requests per endpoint class that a source used on a UTC day (request budgets)."""
+    return f"{PLAN_DIR}/usage/{source}/{day}.json"
+
 # --- images and manifests -----------------------------------------------------------------------
 IMAGES_DIR = "images"
 MANIFESTS_DIR = "manifests"

@@ -145,6 +145,25 @@ class RecoverySettings:
             "first retry (doubles per failure, up to retry_max_s)."))
 
 
+@dataclass(frozen=True)
+class RequestBudgetSettings:
+    """Request budgets per endpoint class (0: unlimited). Defaults follow Mapillary's
+    published limits (search 10,000 and entity 60,000 requests a minute, vector tiles 50,000
+    a day); set Street View's from your Google Cloud quotas."""
+
+    search_per_min: int = field(default=10_000, metadata=doc("Search requests a minute "
+        "(Mapillary bbox searches, Street View metadata lookups)."))
+    search_per_day: int = field(default=0, metadata=doc("Search requests a day."))
+    entity_per_min: int = field(default=60_000, metadata=doc("Entity requests a minute "
+        "(Mapillary GET /{image_id})."))
+    entity_per_day: int = field(default=0, metadata=doc("Entity requests a day."))
+    tiles_per_min: int = field(default=0, metadata=doc("Coverage tile requests a minute."))
+    tiles_per_day: int = field(default=50_000, metadata=doc("Coverage tile requests a day."))
+    cdn_per_min: int = field(default=0, metadata=doc("Image downloads a minute (Mapillary "
+        "thumbnails, Street View images)."))
+    cdn_per_day: int = field(default=0, metadata=doc("Image downloads a day."))
+
+
 # --- HTTP and API clients ------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from geo_assets.settings import (
     MapillarySettings,
     PlanSettings,
     RecoverySettings,
+    RequestBudgetSettings,
     ShardSettings,
     SplitSettings,
     StreetViewSettings,
@@ -172,6 +173,18 @@ class _DemoAware(dg.ConfigurableResource):
         description="Demo mode: talk to the seeded demo world's server on loopback (started "
         "in-process when needed) instead of the real API. Unset for real crawls.")
     demo_preset: str = Field(default="demo", description="Demo world preset: demo or tiny.")
+    # request budgets per endpoint class (issue 15; geo_assets/request_budget.py)
+    search_per_min: int = library_field(RequestBudgetSettings, "search_per_min")
+    search_per_day: int = library_field(RequestBudgetSettings, "search_per_day")
+    entity_per_min: int = library_field(RequestBudgetSettings, "entity_per_min")
+    entity_per_day: int = library_field(RequestBudgetSettings, "entity_per_day")
+    tiles_per_min: int = library_field(RequestBudgetSettings, "tiles_per_min")
+    tiles_per_day: int = library_field(RequestBudgetSettings, "tiles_per_day")
+    cdn_per_min: int = library_field(RequestBudgetSettings, "cdn_per_min")
+    cdn_per_day: int = library_field(RequestBudgetSettings, "cdn_per_day")
+
+    def budget_settings(self) -> RequestBudgetSettings:
+        return to_library(RequestBudgetSettings, self.model_dump())
 
     def demo_url(self) -> str | None:
         if self.demo_seed is None:

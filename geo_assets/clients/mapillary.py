@@ -146,6 +146,11 @@ class MapillaryClient:
                               classify=classify_cdn, seed=seed)
         self.tiles = HttpClient("mapillary-tiles", self.settings.http, redactor=self.redactor,
                                 classify=classify_graph, seed=seed)
+        self.budget = None  # a geo_assets.request_budget.RequestBudget, set by the caller
+
+    def _take(self, endpoint_class: str) -> None:
+        if self.budget is not None:
+            self.budget.take(endpoint_class)
 
     def close(self) -> None:
         self.api.close()
@@ -158,6 +163,7 @@ class MapillaryClient:
     def search(self, bbox: tuple[float, float, float, float], limit: int = SEARCH_CAP) -> list:
         box = ",".join(f"{v:.7f}" for v in bbox)
         params = {"bbox": box, "fields": self.fields(), "limit": str(limit)}
+        self._take("search")
         body = self.api.get_json(f"{self.graph_url}/images", params=params,
                                  what=f"image search bbox={box}")
         data = body.get("data") if isinstance(body, dict) else None
@@ -166,12 +172,14 @@ class MapillaryClient:
         return data
 
     def image(self, image_id: str, fields: str | None = None) -> dict:
+        self._take("entity")
         return self.api.get_json(f"{self.graph_url}/{image_id}",
                                  params={"fields": fields or self.fields()},
                                  what=f"image {image_id}")
 
     def coverage_tile(self, z: int, x: int, y: int) -> bytes | None:
         url = f"{self.tiles_url}/maps/vtp/mly1_public/2/{z}/{x}/{y}"
+        self._take("tiles")
         try:
             return self.tiles.request("GET", url, params={"access_token": self.token},
                                       what=f"coverage tile {z}/{x}/{y}").content
@@ -184,6 +192,7 @@ class MapillaryClient:
         what = f"thumbnail of {candidate.image_id}"
         if url:
             try:
+                self._take("cdn")
                 return self.cdn.get_bytes(url, what=what)
             except NotFoundError:
                 pass
@@ -191,6 +200,7 @@ class MapillaryClient:
         url = fresh.get(self.settings.thumb_field())
         if not url:
             raise RemoteServiceError(f"mapillary: {candidate.image_id} has no thumbnail link")
+        self._take("cdn")
         return self.cdn.get_bytes(url, what=what)
 
 

@@ -100,12 +100,14 @@ def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
             if client is None:
                 raise InputError(f"{source.value} is in settings.sources but not configured")
             client.preflight()
+            budget = _attach_budget(root, resource, client)
             for i, cell_id in enumerate(cells, 1):
                 try:
                     cell_settings, land = cell_inputs(cell_id)
                     res = ingest_cell(client, cell_id, root, cell_settings,
                                       _progress(context, cell_id), land=land)
                 except QuotaExceededError as exc:  # the other cells would hit it too
+                    _save_usage(root, source, budget)
                     _stop_for_quota(settings, source, cells[i - 1:], exc)
                 except TransientServiceError as exc:
                     failed[cell_id] = _note_failure(settings, source, cell_id, exc, False)
@@ -113,6 +115,7 @@ def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
                                         f"failed, retried later: {exc}")
                     continue
                 clear_failure(root, source.value, cell_id)
+                _save_usage(root, source, budget)
                 context.log.info(
                     f"[{i}/{len(cells)}] {source.value} cell {cell_id}: {res.n_rows} images, "
                     f"{res.n_kept} kept" + (" (done before)" if res.skipped else ""))
@@ -126,13 +129,33 @@ def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
     return dg.MaterializeResult(metadata=_batch_metadata(rows, time.monotonic() - start))
 
 
+def _attach_budget(root, resource, source):
+    """The source's request budgets (per endpoint class), continuing today's usage."""
+    from geo_assets.request_budget import RequestBudget, load_usage, utc_day
+
+    client = getattr(source, "client", None)
+    if client is None or not hasattr(resource, "budget_settings"):
+        return None
+    client.budget = RequestBudget(resource.budget_settings(),
+                                  load_usage(root, source.name, utc_day(time.time())))
+    return client.budget
+
+
+def _save_usage(root, source: Source, budget) -> None:
+    if budget is not None:
+        from geo_assets.request_budget import save_usage
+
+        save_usage(root, source.value, budget)
+
+
 def _note_failure(settings: GeoscoutSettings, source: Source, cell_id: str, exc: Exception,
                   quota: bool) -> dict:
     """Record the cell's failure for the sensor's retry; what the UI shows of it."""
     from geo_assets.crawl_state import record_failure
 
     rec = record_failure(settings.root(), source.value, cell_id, str(exc), quota=quota,
-                         settings=settings.recovery_settings())
+                         settings=settings.recovery_settings(),
+                         retry_at=getattr(exc, "resume_at", None))
     return {"error": rec["error"], "attempts": rec["attempts"], "kind": rec["kind"],
             "next_retry_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                            time.gmtime(rec["next_retry_at"]))}
