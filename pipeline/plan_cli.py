@@ -74,7 +74,7 @@ def make(args: argparse.Namespace) -> DataRoot:
                  if k in SETTING_FLAGS and v is not None}
     if args.data_root:
         overrides["data_root"] = args.data_root
-    resources["settings"] = settings.model_copy(update=overrides)
+    resources["settings"] = type(settings)(**{**settings.model_dump(), **overrides})
     defs = build_definitions(resources=resources)
     keys = [dg.AssetKey(k) for k in ("land_polygons", "grid_cells", "crawl_plan")]
     assets = [defs.get_assets_def(k) for k in keys]
