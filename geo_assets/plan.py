@@ -97,18 +97,19 @@ def mapillary_coverage(client, cells: list[str], zoom: int) -> Coverage:
 def streetview_coverage(client, cells: list[str], samples_per_cell: int, seed: int = 0,
                         land_of=None) -> Coverage:
     """Coverage from Street View metadata lookups (free) at ``samples_per_cell`` points of
-    each cell's land part; every pano found counts one, weighted by cell area per sample so
-    that cells of different sizes compare. ``client`` is a ``StreetViewClient``."""
-    from geo_assets.clients.streetview import sample_points
+    each cell's land part, each searching a radius that lets the samples cover the cell; a
+    pano found counts ``1 / samples_per_cell``. ``client`` is a ``StreetViewClient``."""
+    from geo_assets.clients.streetview import covering_radius_m, sample_points
 
     rng = np.random.default_rng(seed)
     lat, lon, w = [], [], []
     requests = 0
     for cell in cells:
         land = land_of(cell) if land_of is not None else None
+        radius = covering_radius_m(cell, samples_per_cell)  # the samples' circles cover it
         for p_lat, p_lon in sample_points(cell, land, samples_per_cell, rng):
             requests += 1
-            meta = client.metadata(float(p_lat), float(p_lon))
+            meta = client.metadata(float(p_lat), float(p_lon), radius)
             loc = meta.get("location") if meta.get("status") == "OK" else None
             if loc:
                 lat.append(float(loc["lat"]))

@@ -13,7 +13,7 @@ from geo_assets import layout
 from geo_assets import plan as P
 from geo_assets.cells import points_to_cells
 from geo_assets.errors import InputError
-from geo_assets.settings import HttpSettings, MapillarySettings, PlanSettings
+from geo_assets.settings import HttpSettings, MapillarySettings, PlanSettings, StreetViewSettings
 
 CRAWL_LEVEL = 4
 
@@ -128,3 +128,30 @@ def test_dry_run_and_stored_plan(tiny_plan_inputs, data_root):
     assert info["dry_run"] == dry and info["images_total"] == 400
     assert P.plan_budgets(data_root) == plan.budgets()
     assert data_root.read_bytes(layout.CRAWL_PLAN_PNG)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_streetview_samples_and_local_points_estimate_coverage(demo_world, demo_server,
+                                                                tmp_path):
+    from geo_assets.clients.local_folder import LocalFolderSource
+    from geo_assets.clients.streetview import StreetViewClient
+
+    lat = np.array([p.lat for p in demo_world.panoramas])
+    lon = np.array([p.lon for p in demo_world.panoramas])
+    counts = Counter(points_to_cells(lat, lon, 3).tolist())
+    busy = max(counts, key=counts.get)
+    empty = next(c for c in ("000", "001", "010", "011") if c not in counts)
+    client = StreetViewClient("demo-key", None, f"{demo_server.url}/google",
+                              StreetViewSettings(http=HttpSettings(requests_per_s=0)))
+    try:
+        cov = P.streetview_coverage(client, [busy, empty], samples_per_cell=8)
+    finally:
+        client.close()
+    assert cov.requests == 16 and cov.source == "streetview"
+    sums = P.CellSums(cov, 3)([busy, empty])
+    assert sums[0] > 0 and sums[1] == 0
+
+    sidecar = tmp_path / "photos.csv"
+    pl.DataFrame({"file": [f"{i}.jpg" for i in range(5)], "lat": [45.0 + i * 1e-3
+                  for i in range(5)], "lon": [7.0] * 5}).write_csv(sidecar)
+    local = P.estimate_coverage(LocalFolderSource(tmp_path, sidecar), ["3"], PlanSettings())
+    assert P.CellSums(local, 1)(["3", "0"]).tolist() == [5.0, 0.0]
