@@ -26,13 +26,13 @@ def ensure_img2dataset() -> Path:
     return python
 
 
-def serve_demo(preset: str, queue, stop) -> None:
-    """Child-process target: serve the seed-0 demo world, put its URL on ``queue``, run
-    until ``stop`` is set."""
+def serve_demo(preset: str, queue, stop, latency_s: float = 0.0) -> None:
+    """Child-process target: serve the seed-0 demo world (``latency_s`` added to every
+    reply), put its URL on ``queue``, run until ``stop`` is set."""
     from geo_assets.demo.server import DemoServer
     from geo_assets.demo.world import generate_world
 
-    with DemoServer(generate_world(0, preset)) as server:
+    with DemoServer(generate_world(0, preset), latency_s=latency_s) as server:
         queue.put(server.url)
         stop.wait()
 

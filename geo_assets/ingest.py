@@ -145,19 +145,27 @@ class Outcome:
         return {k: v for k, v in asdict(self).items() if k != "resumed"}
 
 
-def _fetch_one(source: ImageSource, cand: Candidate, root: DataRoot,
-               settings: IngestSettings) -> Outcome:
+def _download(source: ImageSource, cand: Candidate) -> bytes | Outcome:
+    """The network stage: the image's bytes, or a fetch_failed outcome."""
     try:
-        data = source.fetch(cand)
-        info = inspect_image(data, settings.images)
-        if settings.refetch_corrupt and info.drop_reason in REFETCH_REASONS:
-            again = source.fetch(cand)  # a transfer cut short by the network, or a bad file?
-            if again != data:
-                data, info = again, inspect_image(again, settings.images)
+        return source.fetch(cand)
     except (CredentialError, QuotaExceededError):
         raise
     except (RemoteServiceError, OSError) as exc:
         return Outcome(drop_reason=str(DropReason.FETCH_FAILED), error=str(exc)[:300])
+
+
+def _check_and_store(source: ImageSource, cand: Candidate, data: bytes | Outcome,
+                     root: DataRoot, settings: IngestSettings) -> Outcome:
+    """The CPU stage, off the request path: full decode and checks, then content-addressed
+    storage (SHA-256, fsync); a corrupt image is fetched once more first."""
+    if isinstance(data, Outcome):
+        return data
+    info = inspect_image(data, settings.images)
+    if settings.refetch_corrupt and info.drop_reason in REFETCH_REASONS:
+        again = _download(source, cand)  # a transfer cut short by the network, or a bad file?
+        if isinstance(again, bytes) and again != data:
+            data, info = again, inspect_image(again, settings.images)
     if not info.ok:
         return Outcome.from_info(data, info, None)
     digest, _ = root.put_image(data, getattr(source, "ext", "jpg"))
@@ -177,7 +185,10 @@ def _resumed(entry: dict | None, root: DataRoot, ext: str) -> Outcome | None:
 def download_all(source: ImageSource, cands: list[Candidate], root: DataRoot,
                  journal: Journal, settings: IngestSettings,
                  progress: Progress | None = None, cell_id: str = "") -> dict[str, Outcome]:
-    """Fetch, validate and store every candidate not already done; bounded in flight."""
+    """Fetch, validate and store every candidate not already done, in two stages: up to
+    ``max_in_flight`` downloads on ``fetch_threads`` threads (the network is the bottleneck:
+    keep requests in flight), and the decode, checks, hashing and storage on ``workers``
+    threads, so CPU work never holds a request slot."""
     ext = getattr(source, "ext", "jpg")
     out: dict[str, Outcome] = {}
     todo = []
@@ -188,21 +199,28 @@ def download_all(source: ImageSource, cands: list[Candidate], root: DataRoot,
         else:
             todo.append(c)
     total, finished = len(cands), len(out)
-    with ThreadPoolExecutor(max_workers=max(1, settings.workers)) as pool:
-        pending: dict[Future, Candidate] = {}
+    in_flight = max(1, settings.max_in_flight)
+    with ThreadPoolExecutor(max(1, min(settings.fetch_threads, in_flight))) as net, \
+            ThreadPoolExecutor(max(1, settings.workers)) as cpu:
+        pending: dict[Future, tuple[str, Candidate]] = {}
         queue = iter(todo)
         try:
             while True:
-                while len(pending) < max(1, settings.max_in_flight):
+                while sum(stage == "net" for stage, _ in pending.values()) < in_flight:
                     c = next(queue, None)
                     if c is None:
                         break
-                    pending[pool.submit(_fetch_one, source, c, root, settings)] = c
+                    pending[net.submit(_download, source, c)] = ("net", c)
                 if not pending:
                     break
                 ready, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in ready:
-                    c = pending.pop(fut)
+                    stage, c = pending.pop(fut)
+                    if stage == "net":
+                        job = cpu.submit(_check_and_store, source, c, fut.result(), root,
+                                         settings)
+                        pending[job] = ("cpu", c)
+                        continue
                     outcome = fut.result()
                     out[c.image_id] = outcome
                     if outcome.drop_reason != DropReason.FETCH_FAILED:
@@ -318,6 +336,18 @@ def previous_outcomes(root: DataRoot, manifest_rel: str) -> dict[str, dict]:
     return out
 
 
+def earlier_rows(root: DataRoot, manifest_rel: str, listed: set[str]) -> list[dict]:
+    """Rows of an earlier crawl of the cell that this (forced) crawl did not list again:
+    a re-crawl adds new images and keeps the ones stored before."""
+    if not root.exists(manifest_rel):
+        return []
+    import pyarrow.parquet as pq
+
+    with root.fs.open(root.path(manifest_rel), "rb") as f:
+        rows = pq.read_table(f).to_pylist()
+    return [r for r in rows if r["image_id"] not in listed]
+
+
 def _journal_path(root: DataRoot, source: str, cell_id: str) -> Path | None:
     if not root.is_local:
         return None
@@ -359,6 +389,8 @@ def ingest_cell(source: ImageSource, cell_id: str, root: DataRoot, settings: Ing
     t_fetch = time.monotonic()
     _check_failures(outcomes, settings, name, cell_id)
     rows = build_rows(cands, outcomes, cell_id, settings.filters)
+    rows += earlier_rows(root, manifest_rel, {c.image_id for c in cands}) if settings.force \
+        else []
     data = table_to_parquet_bytes(rows_to_table(rows))
     root.write_bytes(manifest_rel, data)
     timings = {"list_s": t_list - t0, "fetch_s": t_fetch - t_list,
@@ -388,6 +420,7 @@ def _stats(source, cell_id, rows, outcomes, version, manifest_rel, stats_rel, ti
     n_kept = sum(r["kept"] for r in rows)
     return {
         "cell_id": cell_id, "source": str(source.name), "schema_version": SCHEMA_VERSION,
+        "finished_at": round(time.time(), 3),
         "status": "ok" if rows else "no_coverage",
         "message": "" if rows else f"no {source.name} imagery found in cell {cell_id}",
         "manifest": manifest_rel, "stats_file": stats_rel, "version": version,

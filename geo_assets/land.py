@@ -232,3 +232,12 @@ def write_land(parts: np.ndarray, root: DataRoot) -> str:
 def load_land(root: DataRoot) -> gpd.GeoDataFrame:
     """The region's land polygons written by the ``land_polygons`` asset."""
     return read_geoparquet(root, layout.LAND_POLYGONS, "land polygons", "land_polygons")
+
+
+def cell_land(parts: np.ndarray, cell_id: str):
+    """The land part of one crawl cell as one geometry (None when the cell holds no land):
+    what the Street View listing samples its lookup points in."""
+    from geo_assets.cells import cell_bounds
+
+    clipped = clip_to_rect(parts, cell_bounds(cell_id))
+    return shapely.union_all(clipped) if len(clipped) else None

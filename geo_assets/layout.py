@@ -8,10 +8,12 @@ Every other module builds data-root paths from these names (with ``DataRoot.path
     land/<natural earth files>          cached Natural Earth downloads
     grid/grid_cells.parquet             the land-filtered grid (GeoParquet)
     grid/grid_map.html, grid_preview.png
+    plan/crawl_plan.parquet, .json, .png   the crawl plan: cells, coverage, budgets
     images/ab/cd/<sha256>.<ext>         raw images, content-addressed, written once
     manifests/cells/<source>/<cell>.parquet      one manifest per crawl cell and source
     manifests/cells/<source>/<cell>.stats.json   written last: the cell is done
     manifests/cells/<source>/<cell>.journal.jsonl   resume journal of a cell in progress
+    manifests/cells/<source>/<cell>.failed.json     a failed cell's retry state
     manifests/image_manifest.parquet    the merged manifest
     manifests/cell_versions.parquet     per-cell manifest versions (lineage)
     datasets/                           splits, hierarchy, shards (names below)
@@ -39,6 +41,17 @@ def natural_earth_zip(stem: str) -> str:
     """A cached Natural Earth download, e.g. ``land/ne_50m_land.zip``."""
     return f"{LAND_DIR}/{stem}.zip"
 
+# --- crawl plan (density-adaptive cells and budgets; geo_assets.plan) ----------------------------
+PLAN_DIR = "plan"
+CRAWL_PLAN = f"{PLAN_DIR}/crawl_plan.parquet"      # cell_id, level, crawl_cell, coverage, images..
+CRAWL_PLAN_SUMMARY = f"{PLAN_DIR}/crawl_plan.json"  # settings and the dry run's figures
+CRAWL_PLAN_PNG = f"{PLAN_DIR}/crawl_plan.png"      # the plan's cells coloured by budget
+
+
+def request_usage(source: str, day: str) -> str:
+    """Requests per endpoint class that a source used on a UTC day (request budgets)."""
+    return f"{PLAN_DIR}/usage/{source}/{day}.json"
+
 # --- images and manifests -----------------------------------------------------------------------
 IMAGES_DIR = "images"
 MANIFESTS_DIR = "manifests"
@@ -62,6 +75,14 @@ def cell_manifest(source: str, cell_id: str) -> str:
 
 def cell_stats(source: str, cell_id: str) -> str:
     return f"{CELLS_DIR}/{source}/{cell_id}{CELL_STATS_SUFFIX}"
+
+
+CELL_FAILURE_SUFFIX = ".failed.json"
+
+
+def cell_failure(source: str, cell_id: str) -> str:
+    """The cell's last failure (attempts, error, next retry); removed once it succeeds."""
+    return f"{CELLS_DIR}/{source}/{cell_id}{CELL_FAILURE_SUFFIX}"
 
 
 def cell_journal(source: str, cell_id: str) -> str:

@@ -345,3 +345,17 @@ def predictions_map_html(true_lat, true_lon, pred_lat, pred_lon, tooltips) -> by
         folium.CircleMarker(guess, radius=3, color=PREDICTION_COLOUR, fill=True,
                             tooltip=tip).add_to(fmap)
     return map_html(fmap)
+
+
+def budget_png(bounds, values, *, land=None, title: str = "", size_px=(1000, 520)) -> bytes:
+    """PNG of cells shaded by a count (the crawl plan's image budgets), framed on the cells."""
+    import matplotlib
+
+    v = np.asarray(values, dtype=np.float64)
+    top = float(v.max()) if len(v) and v.max() > 0 else 1.0
+    cmap = matplotlib.colormaps["viridis"]
+    colours = [cmap(x / top) for x in v]
+    legend = {f"{round(top * q)} images": matplotlib.colors.to_hex(cmap(q))
+              for q in (0.0, 0.5, 1.0)}
+    return boxes_png(bounds, colours, land=land, title=title, legend=legend, size_px=size_px,
+                     extent=extent_of(bounds))

@@ -62,9 +62,14 @@ class IngestSettings:
     target_per_cell: int = field(
         default=200, metadata=doc("Candidate images listed per cell and source (before filters)."))
     seed: int = field(default=0, metadata=doc("Seed of the per-cell sampling."))
-    workers: int = field(default=8, metadata=doc("Concurrent downloads per cell."))
+    workers: int = field(
+        default=8, metadata=doc("Threads that decode, check, hash and store downloaded images "
+            "(CPU work, off the request path)."))
+    fetch_threads: int = field(
+        default=64, metadata=doc("Threads that download images (network waits; bounded by "
+            "max_in_flight and the HTTP rate limit)."))
     max_in_flight: int = field(
-        default=16, metadata=doc("Downloads submitted but not finished, at most."))
+        default=64, metadata=doc("Downloads submitted but not finished, at most."))
     max_fetch_failure_ratio: float = field(
         default=0.5, metadata=doc("Above this share of failed downloads the cell fails (and is "
             "retried later)."))
@@ -73,6 +78,90 @@ class IngestSettings:
     force: bool = field(default=False, metadata=doc("Re-crawl a cell that is already done."))
     images: ImageSettings = field(default_factory=ImageSettings, metadata=doc("Image checks."))
     filters: FilterSettings = field(default_factory=FilterSettings, metadata=doc("Filters."))
+
+
+# --- crawl plan ----------------------------------------------------------------------------------
+
+PLAN_POLICIES = ("uniform", "coverage", "weight")
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    policy: str = field(
+        default="coverage", metadata=doc("How the total target is shared among the plan's "
+            "cells: uniform, coverage (proportional to estimated coverage, capped at "
+            "max_images_per_cell) or weight (proportional to the weights file's column)."))
+    total_images: int = field(
+        default=0, metadata=doc("Images to list over the whole region (0: no plan budget; "
+            "every cell gets images_per_cell)."))
+    split_threshold: float = field(
+        default=500.0, metadata=doc("A crawl cell whose estimated coverage exceeds this splits "
+            "into its four children (recursively); nothing merges below the crawl level."))
+    max_split_levels: int = field(
+        default=3, metadata=doc("Levels below the crawl level a cell may split into at most."))
+    max_images_per_cell: int = field(
+        default=2000, metadata=doc("Budget cap per plan cell (coverage and weight policies); "
+            "what a capped cell cannot take goes to the others."))
+    coverage_zoom: int = field(
+        default=5, metadata=doc("Zoom of the Mapillary coverage tiles read for the plan (low: "
+            "few requests; zoom <= 5 counts sequences, 6-13 sequence lines, 14 images)."))
+    streetview_samples_per_cell: int = field(
+        default=16, metadata=doc("Street View metadata lookups per crawl cell when the plan "
+            "estimates coverage from Street View (free requests)."))
+    weights_file: str | None = field(
+        default=None, metadata=doc("CSV or Parquet with lat_deg, lon_deg and the weight column "
+            "(e.g. population of places), summed per cell (weight policy)."))
+    weight_column: str = field(
+        default="weight", metadata=doc("Column of weights_file that the weight policy uses."))
+    streetview_usd_per_1000: float = field(
+        default=7.0, metadata=doc("Street View Static API price per 1000 images in USD, for "
+            "the dry run's cost (metadata lookups are free)."))
+
+    def __post_init__(self) -> None:
+        if self.policy not in PLAN_POLICIES:
+            raise InputError(f"plan policy {self.policy!r} is unknown: use one of "
+                             f"{', '.join(PLAN_POLICIES)}")
+        if self.total_images < 0 or self.max_images_per_cell < 1:
+            raise InputError("plan total_images must be >= 0 and max_images_per_cell >= 1")
+        if self.split_threshold <= 0 or self.max_split_levels < 0:
+            raise InputError("plan split_threshold must be > 0 and max_split_levels >= 0")
+        if self.policy == "weight" and not self.weights_file:
+            raise InputError("plan policy 'weight' needs weights_file (CSV or Parquet with "
+                             "lat_deg, lon_deg and the weight column)")
+
+
+@dataclass(frozen=True)
+class RecoverySettings:
+    max_age_days: float = field(
+        default=0.0, metadata=doc("Re-crawl a done cell once its crawl is older than this many "
+            "days, keeping the images stored before (0: never)."))
+    retry_base_s: float = field(
+        default=600.0, metadata=doc("First wait before the sensor retries a failed cell "
+            "(doubles per failure)."))
+    retry_max_s: float = field(
+        default=86_400.0, metadata=doc("Longest wait between retries of a failed cell."))
+    quota_retry_s: float = field(
+        default=3600.0, metadata=doc("Wait after a cell failed on an exhausted quota before its "
+            "first retry (doubles per failure, up to retry_max_s)."))
+
+
+@dataclass(frozen=True)
+class RequestBudgetSettings:
+    """Request budgets per endpoint class (0: unlimited). Defaults follow Mapillary's
+    published limits (search 10,000 and entity 60,000 requests a minute, vector tiles 50,000
+    a day); set Street View's from your Google Cloud quotas."""
+
+    search_per_min: int = field(default=10_000, metadata=doc("Search requests a minute "
+        "(Mapillary bbox searches, Street View metadata lookups)."))
+    search_per_day: int = field(default=0, metadata=doc("Search requests a day."))
+    entity_per_min: int = field(default=60_000, metadata=doc("Entity requests a minute "
+        "(Mapillary GET /{image_id})."))
+    entity_per_day: int = field(default=0, metadata=doc("Entity requests a day."))
+    tiles_per_min: int = field(default=0, metadata=doc("Coverage tile requests a minute."))
+    tiles_per_day: int = field(default=50_000, metadata=doc("Coverage tile requests a day."))
+    cdn_per_min: int = field(default=0, metadata=doc("Image downloads a minute (Mapillary "
+        "thumbnails, Street View images)."))
+    cdn_per_day: int = field(default=0, metadata=doc("Image downloads a day."))
 
 
 # --- HTTP and API clients ------------------------------------------------------------------------

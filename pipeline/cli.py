@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo-server": ("geo_assets.demo.server", "serve the demo world's Mapillary/Street View API"),
     "predict": ("training.predict", "predict where photos were taken"),
     "lineage": ("geo_assets.lineage_cli", "show which images fed which datasets and models"),
+    "plan": ("pipeline.plan_cli", "crawl plan: dry run (requests, images, cost) and status"),
 }
 
 

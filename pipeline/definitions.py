@@ -12,12 +12,12 @@ import os
 import dagster as dg
 
 from pipeline import constants, jobs, platforms, schedules, sensors
-from pipeline.assets import dataset, evaluate, grid, ingest, train
+from pipeline.assets import dataset, evaluate, grid, ingest, plan, train
 from pipeline.profiles import DEMO_PRESET, DEMO_SEED, demo_profile
 from pipeline.resources import build_resources
 
 # Stage modules and their groups, in graph order.
-STAGES = [(grid, constants.GRID), (ingest, constants.INGEST), (dataset, constants.DATASET),
+STAGES = [(grid, constants.GRID), (plan, constants.GRID), (ingest, constants.INGEST), (dataset, constants.DATASET),
           (train, constants.TRAIN), (evaluate, constants.EVAL)]
 
 def demo_resources(seed: int = DEMO_SEED, preset: str = DEMO_PRESET,
@@ -41,6 +41,8 @@ def production_resources() -> dict[str, object]:
                       if "mapillary" in sources else None},
         "streetview": {
             "api_key": dg.EnvVar("GOOGLE_MAPS_API_KEY") if "streetview" in sources else None,
+            "signing_secret": dg.EnvVar("GOOGLE_MAPS_SIGNING_SECRET") if "streetview" in sources
+            and os.environ.get("GOOGLE_MAPS_SIGNING_SECRET") else None,
             "store_images_acknowledged":
                 os.environ.get("GEOSCOUT_STREETVIEW_ACKNOWLEDGED") == "1"},
         "local_folder": {"folder": os.environ.get("GEOSCOUT_LOCAL_FOLDER")},

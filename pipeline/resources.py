@@ -16,6 +16,9 @@ from geo_assets.settings import (
     HttpSettings,
     IngestSettings,
     MapillarySettings,
+    PlanSettings,
+    RecoverySettings,
+    RequestBudgetSettings,
     ShardSettings,
     SplitSettings,
     StreetViewSettings,
@@ -68,10 +71,41 @@ class GeoscoutSettings(dg.ConfigurableResource):
         default=CELLS_PER_RUN, description="Crawl cells per run that the crawl-cells sensor requests.")
     images_per_cell: int = library_field(IngestSettings, "target_per_cell")
     download_workers: int = library_field(IngestSettings, "workers")
+    download_threads: int = library_field(IngestSettings, "fetch_threads")
+    force_recrawl: bool = library_field(IngestSettings, "force")
+    # --- crawl plan (issue 15; geo_assets/plan.py) ---
+    plan_source: str = Field(
+        default="mapillary", description="Source whose coverage the crawl plan estimates: "
+        "mapillary (coverage tiles), streetview (metadata samples) or local (the folder's "
+        "photos).")
+    plan_policy: str = library_field(PlanSettings, "policy")
+    plan_total_images: int = library_field(PlanSettings, "total_images")
+    plan_split_threshold: float = library_field(PlanSettings, "split_threshold")
+    plan_max_split_levels: int = library_field(PlanSettings, "max_split_levels")
+    plan_max_images_per_cell: int = library_field(PlanSettings, "max_images_per_cell")
+    plan_coverage_zoom: int = library_field(PlanSettings, "coverage_zoom")
+    plan_weights_file: str | None = library_field(PlanSettings, "weights_file")
+    plan_weight_column: str = library_field(PlanSettings, "weight_column")
+    streetview_usd_per_1000: float = library_field(PlanSettings, "streetview_usd_per_1000")
+    # --- freshness and recovery (issue 15; geo_assets/crawl_state.py) ---
+    recrawl_max_age_days: float = library_field(RecoverySettings, "max_age_days")
+    retry_base_s: float = library_field(RecoverySettings, "retry_base_s")
+    retry_max_s: float = library_field(RecoverySettings, "retry_max_s")
+    quota_retry_s: float = library_field(RecoverySettings, "quota_retry_s")
 
     def ingest_settings(self) -> IngestSettings:
         return IngestSettings(target_per_cell=self.images_per_cell,
-                              workers=self.download_workers)
+                              workers=self.download_workers,
+                              fetch_threads=self.download_threads)
+
+    def recovery_settings(self) -> RecoverySettings:
+        return RecoverySettings(max_age_days=self.recrawl_max_age_days,
+                                retry_base_s=self.retry_base_s, retry_max_s=self.retry_max_s,
+                                quota_retry_s=self.quota_retry_s)
+
+    def plan_settings(self) -> PlanSettings:
+        return to_library(PlanSettings, {k.removeprefix("plan_"): v
+                                         for k, v in self.model_dump().items()})
 
     def root(self) -> DataRoot:
         return DataRoot(self.data_root)
@@ -139,6 +173,18 @@ class _DemoAware(dg.ConfigurableResource):
         description="Demo mode: talk to the seeded demo world's server on loopback (started "
         "in-process when needed) instead of the real API. Unset for real crawls.")
     demo_preset: str = Field(default="demo", description="Demo world preset: demo or tiny.")
+    # request budgets per endpoint class (issue 15; geo_assets/request_budget.py)
+    search_per_min: int = library_field(RequestBudgetSettings, "search_per_min")
+    search_per_day: int = library_field(RequestBudgetSettings, "search_per_day")
+    entity_per_min: int = library_field(RequestBudgetSettings, "entity_per_min")
+    entity_per_day: int = library_field(RequestBudgetSettings, "entity_per_day")
+    tiles_per_min: int = library_field(RequestBudgetSettings, "tiles_per_min")
+    tiles_per_day: int = library_field(RequestBudgetSettings, "tiles_per_day")
+    cdn_per_min: int = library_field(RequestBudgetSettings, "cdn_per_min")
+    cdn_per_day: int = library_field(RequestBudgetSettings, "cdn_per_day")
+
+    def budget_settings(self) -> RequestBudgetSettings:
+        return to_library(RequestBudgetSettings, self.model_dump())
 
     def demo_url(self) -> str | None:
         if self.demo_seed is None:
@@ -164,13 +210,15 @@ class MapillaryResource(_DemoAware):
         from geo_assets.clients.mapillary import MapillaryClient, MapillarySource
 
         graph_url, tiles_url, token = self.endpoints()
-        client = MapillaryClient(token, graph_url, tiles_url, MapillarySettings(
-            thumb_resolution=self.thumbnail_size,
-            http=HttpSettings(requests_per_s=self.requests_per_s)))
+        client = MapillaryClient(token, graph_url, tiles_url, self.library_settings())
         try:
             yield MapillarySource(client)
         finally:
             client.close()
+
+    def library_settings(self) -> MapillarySettings:
+        return MapillarySettings(thumb_resolution=self.thumbnail_size,
+                                 http=HttpSettings(requests_per_s=self.requests_per_s))
 
     def endpoints(self) -> tuple[str, str, str]:
         """(graph URL, tiles URL, token); the demo server's when in demo mode."""
@@ -213,16 +261,19 @@ class StreetViewResource(_DemoAware):
         from geo_assets.clients.streetview import StreetViewClient, StreetViewSource
 
         base_url, key, secret = self.endpoints()
-        client = StreetViewClient(key, secret, base_url, StreetViewSettings(
-            headings=tuple(float(h) for h in self.headings_deg),
-            size=(self.image_size, self.image_size), radius_m=self.search_radius_m,
-            max_lookups=self.max_lookups_per_cell,
-            http=HttpSettings(requests_per_s=self.requests_per_s)))
+        client = StreetViewClient(key, secret, base_url, self.library_settings())
         try:
             yield StreetViewSource(client,
                                    acknowledge_storage_terms=self.store_images_acknowledged)
         finally:
             client.close()
+
+    def library_settings(self) -> StreetViewSettings:
+        return StreetViewSettings(
+            headings=tuple(float(h) for h in self.headings_deg),
+            size=(self.image_size, self.image_size), radius_m=self.search_radius_m,
+            max_lookups=self.max_lookups_per_cell,
+            http=HttpSettings(requests_per_s=self.requests_per_s))
 
     def endpoints(self) -> tuple[str, str, str | None]:
         """(base URL, key, signing secret); the demo server's when in demo mode."""

@@ -19,7 +19,7 @@ from geo_assets import layout
 from geo_assets.errors import InputError
 from geo_assets.grid import crawl_cells as land_crawl_cells
 from geo_assets.grid import load_grid
-from pipeline.constants import EVAL, TRAIN
+from pipeline.constants import EVAL, FORCE_TAG, TRAIN
 from pipeline.partitions import crawl_cells
 from pipeline.resources import GeoscoutSettings
 
@@ -97,6 +97,56 @@ def _done_cells(instance: dg.DagsterInstance, asset_keys: Sequence[dg.AssetKey])
     return set.intersection(*sets) if sets else set()
 
 
+def wanted_cells(root, crawl_level: int) -> tuple[list[str], set[str]]:
+    """The cells to crawl and the cells to retire: the crawl plan's cells (children of dense
+    cells included) and its split parents when a plan at ``crawl_level`` is stored, else the
+    grid's land cells at ``crawl_level``."""
+    from geo_assets.plan import read_plan
+
+    grid_cells = land_crawl_cells(load_grid(root), crawl_level)
+    table = read_plan(root)
+    if table is None or set(table["crawl_cell"].to_list()) - set(grid_cells) or \
+            any(len(c) != crawl_level for c in table["crawl_cell"].unique()):
+        return grid_cells, set()  # no plan, or one made for another grid or level
+    cells = table["cell_id"].to_list()
+    return cells, set(grid_cells) - set(cells)
+
+
+def retire_cells(registered: list[str], retired: set[str], cursor: CellsCursor
+                 ) -> tuple[list[str], CellsCursor, list[str]]:
+    """Registered cells less the retired ones (their partitions deleted; stored images and
+    cell manifests stay in the data root), with the cursor moved to match."""
+    retire = sorted(k for k in registered if k in retired)
+    if not retire:
+        return registered, cursor, []
+    kept = [k for k in registered if k not in retired]
+    done = sum(k not in retired for k in registered[:cursor.requested])
+    return kept, CellsCursor(done, cursor.level, len(kept)), retire
+
+
+def recovery_requests(root, settings: GeoscoutSettings, registered: Sequence[str],
+                      batches: Sequence[Sequence[str]], now: float | None = None
+                      ) -> list[dg.RunRequest]:
+    """One run per registered cell that is due again: failed cells whose backoff is over
+    (run key per attempt, so each retry launches once) and stale cells (older than
+    ``recrawl_max_age_days``; re-crawled with the force tag, images kept)."""
+    from geo_assets.crawl_state import STALE, due_cells
+
+    in_batches = {c for b in batches for c in b}
+    todo = [c for c in registered if c not in in_batches]
+    out = []
+    for state in due_cells(root, list(settings.sources), todo, settings.recovery_settings(),
+                           now):
+        stale = state.state == STALE
+        key = f"recrawl-{state.cell_id}-{int(state.crawled_at or 0)}" if stale else \
+            f"retry-{state.cell_id}-{state.attempts}"
+        tags = {"geoscout/retry": str(state.attempts), "geoscout/cells": "1"}
+        if stale:
+            tags = {FORCE_TAG: "true", "geoscout/cells": "1"}
+        out.append(dg.RunRequest(run_key=key, partition_key=state.cell_id, tags=tags))
+    return out
+
+
 def make_crawl_cells_sensor(
     job: dg.JobDefinition,  # or the unresolved job that define_asset_job returns
     asset_keys: Sequence[dg.AssetKey],
@@ -118,24 +168,29 @@ def make_crawl_cells_sensor(
             return dg.SkipReason("grid_cells is not materialized yet: materialize the grid "
                                  "group (or wait for grid_refresh_schedule)")
         try:
-            wanted = land_crawl_cells(load_grid(root), settings.crawl_level)
+            wanted, retired = wanted_cells(root, settings.crawl_level)
         except InputError as exc:  # e.g. crawl_level deeper than the grid
             return dg.SkipReason(str(exc))
-        registered = list(context.instance.get_dynamic_partitions(crawl_cells.name))
-        cursor = CellsCursor.parse(context.cursor)
+        registered, cursor, retire = retire_cells(
+            list(context.instance.get_dynamic_partitions(crawl_cells.name)), retired,
+            CellsCursor.parse(context.cursor))
         plan = plan_cells(wanted, registered, _done_cells(context.instance, asset_keys),
                           cursor, settings.cells_per_run, settings.crawl_level)
-        if not plan.new_cells and not plan.batches:
+        again = recovery_requests(root, settings, registered, plan.batches)
+        if not plan.new_cells and not plan.batches and not retire and not again:
             return dg.SensorResult(
                 skip_reason=f"all {len(wanted)} crawl cells at level {settings.crawl_level} "
                 "are registered and requested", cursor=plan.cursor.dumps())
-        context.log.info(f"{len(plan.new_cells)} new crawl cells; requesting "
+        context.log.info(f"{len(again)} cells retried or refreshed; "
+                         f"{len(plan.new_cells)} new crawl cells, {len(retire)} retired "
+                         f"(split by the crawl plan); requesting "
                          f"{sum(map(len, plan.batches))} cells in {len(plan.batches)} runs")
+        requests = [crawl_cells.build_delete_request(retire)] if retire else []
+        if plan.new_cells:
+            requests.append(crawl_cells.build_add_request(plan.new_cells))
         return dg.SensorResult(
-            run_requests=[batch_run_request(b, cursor.requested) for b in plan.batches],
-            dynamic_partitions_requests=(
-                [crawl_cells.build_add_request(plan.new_cells)] if plan.new_cells else []),
-            cursor=plan.cursor.dumps(),
+            run_requests=[batch_run_request(b, cursor.requested) for b in plan.batches]
+            + again, dynamic_partitions_requests=requests, cursor=plan.cursor.dumps(),
         )
 
     return _sensor

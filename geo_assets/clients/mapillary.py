@@ -14,7 +14,10 @@ How a cell is listed (:meth:`MapillarySource.list_candidates`):
 4. Thumbnails are fetched right after listing; the signed URLs stay in memory only. An
    expired link (403/404/410 from the CDN) is refreshed once through ``GET /{id}``.
 
-The token travels in the ``Authorization: OAuth`` header, never in a URL.
+The token travels in the ``Authorization: OAuth`` header to the Graph API and, as Mapillary's
+own SDK sends it, as the ``access_token`` query parameter to ``tiles.mapillary.com`` (the
+"preferred method for interacting with vector tiles"); the redactor removes it from every
+message, and no URL is stored.
 """
 
 from __future__ import annotations
@@ -141,10 +144,18 @@ class MapillaryClient:
                               headers=auth, classify=classify_graph, seed=seed)
         self.cdn = HttpClient("mapillary-cdn", self.settings.http, redactor=self.redactor,
                               classify=classify_cdn, seed=seed)
+        self.tiles = HttpClient("mapillary-tiles", self.settings.http, redactor=self.redactor,
+                                classify=classify_graph, seed=seed)
+        self.budget = None  # a geo_assets.request_budget.RequestBudget, set by the caller
+
+    def _take(self, endpoint_class: str) -> None:
+        if self.budget is not None:
+            self.budget.take(endpoint_class)
 
     def close(self) -> None:
         self.api.close()
         self.cdn.close()
+        self.tiles.close()
 
     def fields(self) -> str:
         return ",".join([*BASE_FIELDS, self.settings.thumb_field()])
@@ -152,6 +163,7 @@ class MapillaryClient:
     def search(self, bbox: tuple[float, float, float, float], limit: int = SEARCH_CAP) -> list:
         box = ",".join(f"{v:.7f}" for v in bbox)
         params = {"bbox": box, "fields": self.fields(), "limit": str(limit)}
+        self._take("search")
         body = self.api.get_json(f"{self.graph_url}/images", params=params,
                                  what=f"image search bbox={box}")
         data = body.get("data") if isinstance(body, dict) else None
@@ -160,14 +172,17 @@ class MapillaryClient:
         return data
 
     def image(self, image_id: str, fields: str | None = None) -> dict:
+        self._take("entity")
         return self.api.get_json(f"{self.graph_url}/{image_id}",
                                  params={"fields": fields or self.fields()},
                                  what=f"image {image_id}")
 
     def coverage_tile(self, z: int, x: int, y: int) -> bytes | None:
         url = f"{self.tiles_url}/maps/vtp/mly1_public/2/{z}/{x}/{y}"
+        self._take("tiles")
         try:
-            return self.api.get_bytes(url, what=f"coverage tile {z}/{x}/{y}")
+            return self.tiles.request("GET", url, params={"access_token": self.token},
+                                      what=f"coverage tile {z}/{x}/{y}").content
         except NotFoundError:
             return None
 
@@ -177,6 +192,7 @@ class MapillaryClient:
         what = f"thumbnail of {candidate.image_id}"
         if url:
             try:
+                self._take("cdn")
                 return self.cdn.get_bytes(url, what=what)
             except NotFoundError:
                 pass
@@ -184,6 +200,7 @@ class MapillaryClient:
         url = fresh.get(self.settings.thumb_field())
         if not url:
             raise RemoteServiceError(f"mapillary: {candidate.image_id} has no thumbnail link")
+        self._take("cdn")
         return self.cdn.get_bytes(url, what=what)
 
 
@@ -308,7 +325,8 @@ class MapillarySource:
         self._budget_lock = threading.Lock()
 
     def http_counters(self) -> dict[str, int]:
-        return dict(self.client.api.counters + self.client.cdn.counters)
+        c = self.client
+        return dict(c.api.counters + c.cdn.counters + c.tiles.counters)
 
     def preflight(self) -> None:
         if not self.client.token:

@@ -35,7 +35,8 @@ TERMS_HELP = (
     "Google's Street View terms forbid storing Street View images without a separate "
     "agreement with Google. If you have one, acknowledge it explicitly: "
     "StreetViewSource(..., acknowledge_storage_terms=True) (Dagster: set "
-    "streetview_acknowledge_storage_terms: true in the resource config)."
+    "store_images_acknowledged: true on the streetview resource; production: "
+    "GEOSCOUT_STREETVIEW_ACKNOWLEDGED=1)."
 )
 LICENSE = "Google Street View (storage needs an agreement with Google)"
 TRANSIENT = {"OVER_QUERY_LIMIT", "UNKNOWN_ERROR"}
@@ -98,6 +99,7 @@ class StreetViewClient:
                                     classify=classify_metadata, seed=seed)
         self.image_http = HttpClient("streetview", self.settings.http, redactor=self.redactor,
                                      classify=classify_image, seed=seed)
+        self.budget = None  # a geo_assets.request_budget.RequestBudget, set by the caller
 
     def close(self) -> None:
         self.meta_http.close()
@@ -117,6 +119,8 @@ class StreetViewClient:
         s = self.settings
         radius = round(radius_m if radius_m is not None else s.radius_m)
         params = {"location": f"{lat:.7f},{lon:.7f}", "radius": radius, "source": s.source}
+        if self.budget is not None:
+            self.budget.take("search")
         return self.meta_http.get_json(self.url("/metadata", params),
                                        what=f"metadata near {lat:.5f},{lon:.5f}")
 
@@ -124,6 +128,8 @@ class StreetViewClient:
         s = self.settings
         params = {"pano": pano_id, "size": f"{s.size[0]}x{s.size[1]}", "heading": f"{heading:g}",
                   "pitch": f"{s.pitch:g}", "fov": f"{s.fov:g}", "return_error_code": "true"}
+        if self.budget is not None:
+            self.budget.take("cdn")
         return self.image_http.get_bytes(self.url("", params),
                                          what=f"image {pano_id} heading {heading:g}")
 

@@ -118,6 +118,8 @@ class MapillaryAPI:
         self.signed_url = signed_url  # (image_id, size) -> absolute signed URL
         self.max_bbox_deg = max_bbox_deg
         self.lat, self.lon = world.image_lat_lon
+        self.ids = np.array([im.image_id for im in world.images])
+        self.held_back = np.zeros(len(self.ids), dtype=bool)  # not published yet (searches)
 
     def authorised(self, params: dict[str, str], headers) -> bool:
         auth = headers.get("Authorization", "") or ""
@@ -188,7 +190,7 @@ class MapillaryAPI:
         if not {"bbox", "sequence_id", "image_ids"} & set(params):
             return mly_error(400, "Invalid parameter: one of bbox, sequence_id or image_ids "
                              "is required", 100)
-        mask = np.ones(len(self.lat), dtype=bool)
+        mask = ~self.held_back
         if "bbox" in params:
             box = parse_bbox(params["bbox"])
             if box is None:

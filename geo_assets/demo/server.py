@@ -33,6 +33,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 from urllib.parse import parse_qsl, urlsplit
 
+import numpy as np
+
 from geo_assets.demo import mapillary_api as mly
 from geo_assets.demo.faults import FaultConfig, FaultInjector
 from geo_assets.demo.render import RenderCache, no_imagery_jpeg, render_image
@@ -55,8 +57,9 @@ class DemoServer:
                  mapillary_token: str = "demo-token", google_key: str = "demo-key",
                  signing_secret: str | None = None, faults: FaultConfig | None = None,
                  max_bbox_deg: float = 0.01, thumb_ttl_s: float = 600.0,
-                 cache_bytes: int = 256 * 2**20):
+                 cache_bytes: int = 256 * 2**20, latency_s: float = 0.0):
         self.world = world
+        self.latency_s = latency_s  # added to every reply: a distant server, for benchmarks
         self.host, self.port = host, port
         self.faults = FaultInjector(faults)
         self.signer = ThumbSigner(secrets.token_bytes(32), thumb_ttl_s)
@@ -105,6 +108,17 @@ class DemoServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    def hold_back(self, image_ids) -> None:
+        """Hide these Mapillary images from searches until ``publish``: imagery that the
+        service adds later (a re-crawl should find it)."""
+        self.mapillary.held_back |= np.isin(self.mapillary.ids, list(image_ids))
+
+    def publish(self, image_ids=None) -> None:
+        """Make held-back images searchable (all of them when ``image_ids`` is None)."""
+        api = self.mapillary
+        api.held_back &= np.zeros(len(api.ids), bool) if image_ids is None else \
+            ~np.isin(api.ids, list(image_ids))
 
     @property
     def counters(self) -> dict[str, int]:
@@ -277,6 +291,8 @@ class _Handler(BaseHTTPRequestHandler):
         demo.count(counts)
         if reply.fault == "slow":
             time.sleep(demo.faults.config.slow_seconds)
+        if demo.latency_s > 0:
+            time.sleep(demo.latency_s)
         self._send(reply)
 
     def _send(self, reply: Reply) -> None:
@@ -315,6 +331,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="Mapillary access token to accept (default demo-token)")
     p.add_argument("--key", default="demo-key",
                    help="Google API key to accept (default demo-key)")
+    p.add_argument("--latency-ms", type=float, default=0.0,
+                   help="milliseconds added to every reply, like a distant server (default 0)")
     p.add_argument("--signing-secret", default=None,
                    help="require Street View URL signatures with this url-safe base64 secret")
     return p
@@ -343,7 +361,7 @@ def cli(argv: list[str]) -> int:
     world = generate_world(args.seed, args.preset)
     server = DemoServer(world, host=args.host, port=args.port, faults=faults,
                         mapillary_token=args.token, google_key=args.key,
-                        signing_secret=args.signing_secret)
+                        signing_secret=args.signing_secret, latency_s=args.latency_ms / 1000)
     try:
         server.start()
         print(_banner(server, args.seed), flush=True)

@@ -21,8 +21,9 @@ from geo_assets.clients.http import (
 )
 from geo_assets.errors import InputError
 from geo_assets.manifest import Source
+from geo_assets.settings import IngestSettings
 from pipeline import readable_metadata
-from pipeline.constants import CELLS_PER_RUN, MAPILLARY_POOL, STREETVIEW_POOL
+from pipeline.constants import CELLS_PER_RUN, FORCE_TAG, MAPILLARY_POOL, STREETVIEW_POOL
 from pipeline.partitions import crawl_cells
 from pipeline.resources import (
     GeoscoutSettings,
@@ -90,6 +91,7 @@ def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
     """Run ``ingest_cell`` on every cell of this run. A bad credential or setting fails the
     run without retries; a cell that fails transiently is retried with the whole batch (the
     cells already done are skipped then), after the other cells have been crawled."""
+    from geo_assets.crawl_state import clear_failure
     from geo_assets.ingest import ingest_cell
 
     cells = sorted(context.partition_keys)
@@ -97,6 +99,7 @@ def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
         context.log.info(f"{source.value} is not in settings.sources: nothing to crawl")
         return dg.MaterializeResult(metadata={"enabled": False, "cells": len(cells)})
     root, ingest_settings = settings.root(), settings.ingest_settings()
+    cell_inputs = _cell_inputs(context, settings, ingest_settings)
     rows, failed = [], {}
     start = time.monotonic()
     try:
@@ -106,18 +109,23 @@ def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
             client.preflight()
             cells_bar = _cells_progress(context, source, len(cells))
             describe = _cell_describer(cells)
+            budget = _attach_budget(root, resource, client)
             for i, cell_id in enumerate(cells, 1):
                 try:
-                    res = ingest_cell(client, cell_id, root, ingest_settings,
-                                      _progress(context, cell_id))
-                except QuotaExceededError:
-                    raise  # the other cells would hit it too: back off (RetryPolicy), retry
+                    cell_settings, land = cell_inputs(cell_id)
+                    res = ingest_cell(client, cell_id, root, cell_settings,
+                                      _progress(context, cell_id), land=land)
+                except QuotaExceededError as exc:  # the other cells would hit it too
+                    _save_usage(root, source, budget)
+                    _stop_for_quota(settings, source, cells[i - 1:], exc)
                 except TransientServiceError as exc:
-                    failed[cell_id] = str(exc)
+                    failed[cell_id] = _note_failure(settings, source, cell_id, exc, False)
                     context.log.warning(f"[{i}/{len(cells)}] {source.value} cell {cell_id} "
                                         f"failed, retried later: {exc}")
                     cells_bar.update(1)
                     continue
+                clear_failure(root, source.value, cell_id)
+                _save_usage(root, source, budget)
                 context.log.info(
                     f"[{i}/{len(cells)}] {source.value} cell {cell_id}: {res.n_rows} images, "
                     f"{res.n_kept} kept" + (" (done before)" if res.skipped else ""))
@@ -154,6 +162,74 @@ def _cells_progress(context: dg.AssetExecutionContext, source: Source, n: int):
     from geo_assets.progress import progress
 
     return progress(n, desc=f"{source.value} cells", unit="cell", write=context.log.info)
+
+
+def _attach_budget(root, resource, source):
+    """The source's request budgets (per endpoint class), continuing today's usage."""
+    from geo_assets.request_budget import RequestBudget, load_usage, utc_day
+
+    client = getattr(source, "client", None)
+    if client is None or not hasattr(resource, "budget_settings"):
+        return None
+    client.budget = RequestBudget(resource.budget_settings(),
+                                  load_usage(root, source.name, utc_day(time.time())))
+    return client.budget
+
+
+def _save_usage(root, source: Source, budget) -> None:
+    if budget is not None:
+        from geo_assets.request_budget import save_usage
+
+        save_usage(root, source.value, budget)
+
+
+def _note_failure(settings: GeoscoutSettings, source: Source, cell_id: str, exc: Exception,
+                  quota: bool) -> dict:
+    """Record the cell's failure for the sensor's retry; what the UI shows of it."""
+    from geo_assets.crawl_state import record_failure
+
+    rec = record_failure(settings.root(), source.value, cell_id, str(exc), quota=quota,
+                         settings=settings.recovery_settings(),
+                         retry_at=getattr(exc, "resume_at", None))
+    return {"error": rec["error"], "attempts": rec["attempts"], "kind": rec["kind"],
+            "next_retry_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                           time.gmtime(rec["next_retry_at"]))}
+
+
+def _stop_for_quota(settings: GeoscoutSettings, source: Source, rest: list[str],
+                    exc: Exception):
+    """An exhausted quota stops the batch: this cell and the ones not crawled yet are
+    recorded as failed, to be retried by the sensor once the quota has recovered."""
+    failed = {cell: _note_failure(settings, source, cell, exc, True) for cell in rest}
+    raise dg.Failure(
+        f"{source.value} quota exhausted: {exc}; {len(rest)} cells will be retried by the "
+        "crawl-cells sensor after the backoff", allow_retries=False,
+        metadata={"failed_cells": dg.MetadataValue.json(failed)}) from exc
+
+
+
+
+def _cell_inputs(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
+                 base: IngestSettings):
+    """``cell_id -> (settings, land)``: the crawl plan's budget for the cell (else
+    ``images_per_cell``), ``force`` from the setting or the run tag, and the cell's land part
+    (Street View samples its lookups there) when the land polygons are stored."""
+    from dataclasses import replace
+
+    from geo_assets.land import cell_land, land_parts, load_land
+    from geo_assets.plan import plan_budgets
+
+    root = settings.root()
+    budgets = plan_budgets(root) or {}
+    force = settings.force_recrawl or context.run.tags.get(FORCE_TAG) == "true"
+    parts = land_parts(load_land(root)) if root.exists(layout.LAND_POLYGONS) else None
+
+    def inputs(cell_id: str):
+        cell = replace(base, target_per_cell=budgets.get(cell_id, base.target_per_cell),
+                       force=force)
+        return cell, (cell_land(parts, cell_id) if parts is not None else None)
+
+    return inputs
 
 
 def _batch_metadata(rows: list[dict], seconds: float) -> dict:

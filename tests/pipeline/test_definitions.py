@@ -13,7 +13,7 @@ CELL_ASSETS = ["local_images", "mapillary_images", "streetview_images"]
 
 # Every asset key of the graph, sorted: an accidental rename or a dropped asset fails here.
 EXPECTED_ASSET_KEYS = sorted([
-    "grid_cells", "land_polygons",
+    "grid_cells", "land_polygons", "crawl_plan",
     *CELL_ASSETS, "image_manifest",
     "splits", "hierarchy", "shards",
     "dataset_level_1", "dataset_level_3", "dataset_level_5", "dataset_level_8",
