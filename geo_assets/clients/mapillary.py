@@ -24,6 +24,7 @@ import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import numpy as np
 import requests
@@ -37,6 +38,18 @@ from geo_assets.clients.http import (
     RemoteServiceError,
     TransientServiceError,
     Verdict,
+)
+from geo_assets.clients.records import (
+    RecordError,
+    coordinate,
+    epoch_ms,
+    optional_bool,
+    optional_float,
+    optional_text,
+    record_digest,
+    rejected,
+    safe_coordinates,
+    source_id,
 )
 from geo_assets.clients.redact import Redactor
 from geo_assets.clients.vector_tiles import decode_tile, tiles_covering
@@ -100,28 +113,56 @@ def classify_cdn(response: requests.Response) -> Verdict:
     return "fatal", f"CDN rejected the request (HTTP {status})"
 
 
-def parse_image(entity: dict, thumb_field: str) -> Candidate | None:
-    """One Graph API image entity -> Candidate; None without usable coordinates."""
-    geometry = entity.get("computed_geometry") or entity.get("geometry") or {}
-    coords = geometry.get("coordinates") or []
-    if len(coords) < 2 or entity.get("id") is None:
-        return None
-    lon, lat = float(coords[0]), float(coords[1])
-    if not (math.isfinite(lat) and math.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
-        return None
-    creator = entity.get("creator") or {}
-    username = creator.get("username") if isinstance(creator, dict) else None
-    heading = entity.get("computed_compass_angle", entity.get("compass_angle"))
-    sid = str(entity["id"])
-    return Candidate(
-        image_id=f"{Source.MAPILLARY}:{sid}", source=str(Source.MAPILLARY), source_id=sid,
-        lat_deg=lat, lon_deg=lon, group_id=entity.get("sequence"), creator=username,
-        captured_at_ms=int(entity["captured_at"]) if entity.get("captured_at") else None,
-        heading_deg=float(heading) % 360.0 if heading is not None else None,
-        is_pano=entity.get("is_pano"), license=LICENSE,
-        attribution=f"{username or 'unknown contributor'} / Mapillary, {LICENSE}",
-        fetch_ref=entity.get(thumb_field),
-    )
+def _geometry(entity: dict) -> tuple[float, float]:
+    geometry = entity.get("computed_geometry") or entity.get("geometry")
+    if not isinstance(geometry, dict):
+        raise RecordError(f"geometry is {type(geometry).__name__}, not a GeoJSON point",
+                          location=True)
+    coords = geometry.get("coordinates")
+    if not isinstance(coords, list) or len(coords) < 2:
+        raise RecordError("geometry has no [lon, lat] coordinates", location=True)
+    return coordinate(coords[1], "latitude", 90), coordinate(coords[0], "longitude", 180)
+
+
+def _fields(entity: dict, thumb_field: str) -> dict:
+    creator = entity.get("creator")
+    if creator is not None and not isinstance(creator, dict):
+        raise RecordError(f"creator is {type(creator).__name__}, not an object")
+    username = optional_text((creator or {}).get("username"), "creator.username")
+    heading = optional_float(entity.get("computed_compass_angle",
+                                        entity.get("compass_angle")), "compass_angle")
+    thumb = optional_text(entity.get(thumb_field), thumb_field)
+    return {"group_id": optional_text(entity.get("sequence"), "sequence"), "creator": username,
+            "captured_at_ms": epoch_ms(entity.get("captured_at"), "captured_at"),
+            "heading_deg": heading % 360.0 if heading is not None else None,
+            "is_pano": optional_bool(entity.get("is_pano"), "is_pano"), "license": LICENSE,
+            "attribution": f"{username or 'unknown contributor'} / Mapillary, {LICENSE}",
+            "fetch_ref": thumb}
+
+
+def parse_image(entity: object, thumb_field: str) -> Candidate:
+    """One Graph API image entity -> Candidate, strictly typed. A malformed entity becomes a
+    rejected candidate (``no_location`` / ``invalid_record``) whose error names the field."""
+    source = str(Source.MAPILLARY)
+    if not isinstance(entity, dict):
+        return rejected(source, f"invalid-{record_digest(entity)}",
+                        f"entity is {type(entity).__name__}, not an object", location=False)
+    try:
+        sid = source_id(entity.get("id"))
+    except RecordError as exc:
+        return rejected(source, f"invalid-{record_digest(entity)}", f"mapillary entity: {exc}",
+                        location=False)
+    try:
+        lat, lon = _geometry(entity)
+        return Candidate(image_id=f"{source}:{sid}", source=source, source_id=sid,
+                         lat_deg=lat, lon_deg=lon, **_fields(entity, thumb_field))
+    except RecordError as exc:
+        geometry = entity.get("computed_geometry") or entity.get("geometry")
+        coords = geometry.get("coordinates") if isinstance(geometry, dict) else None
+        lat, lon = (safe_coordinates(coords[1], coords[0])
+                    if isinstance(coords, list) and len(coords) >= 2 else (math.nan, math.nan))
+        return rejected(source, sid, f"mapillary image {sid}: {exc}", location=exc.location,
+                        lat=lat, lon=lon)
 
 
 class MapillaryClient:
@@ -160,7 +201,7 @@ class MapillaryClient:
         return data
 
     def image(self, image_id: str, fields: str | None = None) -> dict:
-        return self.api.get_json(f"{self.graph_url}/{image_id}",
+        return self.api.get_json(f"{self.graph_url}/{quote(str(image_id), safe='')}",
                                  params={"fields": fields or self.fields()},
                                  what=f"image {image_id}")
 
@@ -181,8 +222,8 @@ class MapillaryClient:
             except NotFoundError:
                 pass
         fresh = self.image(candidate.source_id, fields=self.settings.thumb_field())
-        url = fresh.get(self.settings.thumb_field())
-        if not url:
+        url = fresh.get(self.settings.thumb_field()) if isinstance(fresh, dict) else None
+        if not url or not isinstance(url, str):
             raise RemoteServiceError(f"mapillary: {candidate.image_id} has no thumbnail link")
         return self.cdn.get_bytes(url, what=what)
 
@@ -304,6 +345,7 @@ class MapillarySource:
         self.client = client
         self.settings = client.settings
         self.last_listing: dict = {}
+        self.rejected: dict[str, Candidate] = {}
         self._margin = 0.0
         self._budget_lock = threading.Lock()
 
@@ -387,6 +429,7 @@ class MapillarySource:
         grid = BoxGrid.over(cell_bounds(request.cell_id), self.settings.box_deg)
         rng = random.Random(f"{request.seed}:{request.cell_id}")
         self.last_listing = {"boxes_total": grid.size}
+        self.rejected: dict[str, Candidate] = {}
         idx = self._boxes_to_search(request, grid, rng)
         boxes = grid.boxes(idx)
         order = spread_order(boxes, grid.bbox, self.settings.strata, rng)
@@ -412,15 +455,19 @@ class MapillarySource:
                     chosen.update((c.image_id, c) for c in found[:share])
                     leftovers.append(found[share:])
         self._fill(chosen, leftovers, request.target)
-        self.last_listing.update(boxes_with_coverage=len(idx), boxes_searched=searched)
-        return sorted(chosen.values(), key=lambda c: c.image_id)
+        self.last_listing.update(boxes_with_coverage=len(idx), boxes_searched=searched,
+                                 records_rejected=len(self.rejected))
+        rejects = [c for k, c in self.rejected.items() if k not in chosen]
+        return sorted([*chosen.values(), *rejects], key=lambda c: c.image_id)
 
-    def _parse(self, entities: list[dict], chosen: dict, rng: random.Random) -> list[Candidate]:
+    def _parse(self, entities: list, chosen: dict, rng: random.Random) -> list[Candidate]:
         thumb = self.settings.thumb_field()
         found = {}
         for entity in entities:
             c = parse_image(entity, thumb)
-            if c is not None and c.image_id not in chosen:
+            if c.drop_reason is not None:
+                self.rejected.setdefault(c.image_id, c)  # recorded, never fetched
+            elif c.image_id not in chosen:
                 found[c.image_id] = c
         out = [found[k] for k in sorted(found)]
         rng.shuffle(out)
