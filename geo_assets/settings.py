@@ -103,6 +103,27 @@ class HttpSettings:
     burst: int = field(default=10, metadata=doc("Requests allowed at once above the rate."))
     pool_size: int = field(default=32, metadata=doc("Connections kept open per host."))
     retry: RetryPolicy = field(default_factory=RetryPolicy, metadata=doc("Retries and backoff."))
+    deadline_s: float = field(
+        default=60.0, metadata=doc("Overall time one attempt may take (connect, headers and "
+            "the whole body), seconds: a server dripping bytes cannot hold a worker longer."))
+    total_deadline_s: float = field(
+        default=300.0, metadata=doc("Overall time a request may take over all its retries, "
+            "seconds."))
+    max_body_bytes: int = field(
+        default=64 * 1024 * 1024, metadata=doc("Largest response body read (streamed); a "
+            "larger one is refused, never buffered."))
+    max_redirects: int = field(
+        default=5, metadata=doc("Redirects followed at most, each only to an allowed host."))
+    extra_hosts: tuple[str, ...] = field(
+        default=(), metadata=doc("Host names (fnmatch patterns such as *.example.org) allowed "
+            "in addition to the client's own API and media hosts."))
+
+    def __post_init__(self) -> None:
+        for name in ("deadline_s", "total_deadline_s", "max_body_bytes"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"HttpSettings.{name} must be positive, got {getattr(self, name)}")
+        if self.max_redirects < 0:
+            raise ValueError(f"HttpSettings.max_redirects must be >= 0, got {self.max_redirects}")
 
 
 @dataclass(frozen=True)

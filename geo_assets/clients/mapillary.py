@@ -38,6 +38,7 @@ from geo_assets.clients.http import (
     RemoteServiceError,
     TransientServiceError,
     Verdict,
+    url_host,
 )
 from geo_assets.clients.records import (
     RecordError,
@@ -61,6 +62,8 @@ LICENSE = "CC BY-SA 4.0"
 BASE_FIELDS = ("id", "computed_geometry", "geometry", "captured_at", "compass_angle",
                "computed_compass_angle", "sequence", "creator", "is_pano")
 SEARCH_CAP = 2000
+# hosts of Mapillary's signed thumbnail links; anything else in an entity is refused
+CDN_HOSTS = ("*.fbcdn.net", "*.mapillary.com")
 TILE_SLACK_PX = 4  # coverage vertices are rounded to the tile grid: search this far around
 QUERY_TIMEOUT_SUBCODE = 3404014
 INVALID_TOKEN_CODE = 190
@@ -178,10 +181,13 @@ class MapillaryClient:
         self.redactor = Redactor()
         self.redactor.add(self.token)
         auth = {"Authorization": f"OAuth {self.token}"}
+        api_hosts = (url_host(self.graph_url), url_host(self.tiles_url))
         self.api = HttpClient("mapillary", self.settings.http, redactor=self.redactor,
-                              headers=auth, classify=classify_graph, seed=seed)
+                              headers=auth, classify=classify_graph, seed=seed,
+                              allowed_hosts=api_hosts)
         self.cdn = HttpClient("mapillary-cdn", self.settings.http, redactor=self.redactor,
-                              classify=classify_cdn, seed=seed)
+                              classify=classify_cdn, seed=seed,
+                              allowed_hosts=(*CDN_HOSTS, *api_hosts))
 
     def close(self) -> None:
         self.api.close()

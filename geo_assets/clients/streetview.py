@@ -24,7 +24,7 @@ import requests
 
 from geo_assets.cells import cell_bounds, point_to_cell
 from geo_assets.clients.base import Candidate, ListRequest
-from geo_assets.clients.http import HttpClient, Verdict
+from geo_assets.clients.http import HttpClient, Verdict, url_host
 from geo_assets.clients.records import (
     SOURCE_ID_RE,
     RecordError,
@@ -103,10 +103,11 @@ class StreetViewClient:
         self.settings = settings or StreetViewSettings()
         self.redactor = Redactor()
         self.redactor.add(self.key, self.signing_secret)
+        hosts = (url_host(self.base_url),)
         self.meta_http = HttpClient("streetview", self.settings.http, redactor=self.redactor,
-                                    classify=classify_metadata, seed=seed)
+                                    classify=classify_metadata, seed=seed, allowed_hosts=hosts)
         self.image_http = HttpClient("streetview", self.settings.http, redactor=self.redactor,
-                                     classify=classify_image, seed=seed)
+                                     classify=classify_image, seed=seed, allowed_hosts=hosts)
 
     def close(self) -> None:
         self.meta_http.close()
