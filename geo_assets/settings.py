@@ -39,6 +39,15 @@ class ImageSettings:
             "brightness and pHash checks."))
     formats: tuple[str, ...] = field(
         default=("JPEG", "PNG", "WEBP"), metadata=doc("Image formats accepted."))
+    max_frames: int = field(
+        default=64, metadata=doc("Animated images with more frames are refused; otherwise "
+            "the first frame is used."))
+
+    def __post_init__(self) -> None:
+        for name in ("min_width", "min_height", "max_pixels", "analysis_px", "max_frames"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ImageSettings.{name} must be at least 1, got "
+                                 f"{getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,15 @@ class IngestSettings:
     force: bool = field(default=False, metadata=doc("Re-crawl a cell that is already done."))
     images: ImageSettings = field(default_factory=ImageSettings, metadata=doc("Image checks."))
     filters: FilterSettings = field(default_factory=FilterSettings, metadata=doc("Filters."))
+
+    def __post_init__(self) -> None:
+        for name in ("target_per_cell", "workers", "max_in_flight"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"IngestSettings.{name} (images_per_cell for target_per_cell) "
+                                 f"must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.max_fetch_failure_ratio <= 1.0:
+            raise ValueError("IngestSettings.max_fetch_failure_ratio must lie in 0..1, got "
+                             f"{self.max_fetch_failure_ratio}")
 
 
 # --- HTTP and API clients ------------------------------------------------------------------------

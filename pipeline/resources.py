@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dagster as dg
-from pydantic import Field, create_model
+from pydantic import Field, create_model, field_validator
 
 from geo_assets.settings import (
     HierarchySettings,
@@ -68,6 +68,14 @@ class GeoscoutSettings(dg.ConfigurableResource):
         default=CELLS_PER_RUN, description="Crawl cells per run that the crawl-cells sensor requests.")
     images_per_cell: int = library_field(IngestSettings, "target_per_cell")
     download_workers: int = library_field(IngestSettings, "workers")
+
+    @field_validator("images_per_cell", "download_workers")
+    @classmethod
+    def _at_least_one(cls, value: int, info) -> int:
+        """Checked when the resource is configured, not when a crawl has already run."""
+        if value < 1:
+            raise ValueError(f"{info.field_name} must be at least 1, got {value}")
+        return value
 
     def ingest_settings(self) -> IngestSettings:
         return IngestSettings(target_per_cell=self.images_per_cell,
