@@ -43,6 +43,7 @@ from geo_assets.clients.base import Candidate, ImageSource, ListRequest
 from geo_assets.clients.http import (
     CredentialError,
     QuotaExceededError,
+    RefusedTargetError,
     RemoteServiceError,
     TransientServiceError,
 )
@@ -165,6 +166,9 @@ def _fetch_one(source: ImageSource, cand: Candidate, root: DataRoot,
                 data, info = again, inspect_image(again, settings.images)
     except (CredentialError, QuotaExceededError):
         raise
+    except RefusedTargetError as exc:  # the record points outside the allow-list: for good
+        return Outcome(drop_reason=str(DropReason.INVALID_RECORD),
+                       error=PROCESS_REDACTOR(exc)[:300])
     except (RemoteServiceError, OSError) as exc:
         return Outcome(drop_reason=str(DropReason.FETCH_FAILED),
                        error=PROCESS_REDACTOR(exc)[:300])

@@ -162,7 +162,8 @@ class HttpClient:
                  allowed_hosts: tuple[str, ...] = ()) -> None:
         self.name = name
         self.settings = settings or HttpSettings()
-        self.allowed_hosts = tuple(h for h in (*allowed_hosts, *self.settings.extra_hosts) if h)
+        self.allowed_hosts = tuple(dict.fromkeys(
+            h for h in (*allowed_hosts, *self.settings.extra_hosts) if h))
         self.redactor = redactor or Redactor()
         install_log_redaction()
         self.classify = classify
