@@ -18,9 +18,10 @@ coverage writes an empty manifest whose stats say ``"status": "no_coverage"``.
 
 Retryable outcomes (``manifest.RETRYABLE_REASONS``: failed downloads, and bodies that did not
 decode, which a network can cut short or swap) are never journalled nor carried into a later
-run: the stats count them (``retryable``), a later crawl re-opens such a cell even without
-``force`` and downloads only those images again. A record the source could not parse is a row
-with its reason (``no_location`` / ``invalid_record``), never a failed cell.
+run: the stats count them (``retryable``), and a later crawl re-opens such a cell even without
+``force`` (at most ``retry_rounds`` times) and downloads only those images again. A record
+the source could not parse is a row with its reason (``no_location`` / ``invalid_record``),
+never a failed cell.
 """
 
 from __future__ import annotations
@@ -367,10 +368,13 @@ def ingest_cell(source: ImageSource, cell_id: str, root: DataRoot, settings: Ing
     stats_rel = layout.cell_stats(name, cell_id)
     if not settings.force and root.exists(stats_rel):
         done = json.loads(root.read_bytes(stats_rel))
-        if not done.get("retryable"):
+        retry_round = done.get("retry_round", 0) + 1
+        if not done.get("retryable") or retry_round > settings.retry_rounds:
             return CellResult.from_stats(done, skipped=True)
         # a done cell with retryable drops: crawl it again, fetching only those images
         settings = dataclasses.replace(settings, force=True)
+    else:
+        retry_round = 0
     source.preflight()
     t0, before = time.monotonic(), _counters(source)
     cands = list_unique(source, ListRequest(cell_id, settings.target_per_cell, settings.seed,
@@ -393,6 +397,7 @@ def ingest_cell(source: ImageSource, cell_id: str, root: DataRoot, settings: Ing
                "total_s": time.monotonic() - t0}
     stats = _stats(source, cell_id, rows, outcomes, sha256_hex(data), manifest_rel, stats_rel,
                    timings, _counters(source) - before)
+    stats["retry_round"] = retry_round
     root.write_bytes(stats_rel, json.dumps(stats, indent=1, sort_keys=True).encode())
     journal.remove()
     if progress is not None:

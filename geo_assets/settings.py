@@ -80,6 +80,9 @@ class IngestSettings:
     refetch_corrupt: bool = field(
         default=True, metadata=doc("Download a corrupt image once more before dropping it."))
     force: bool = field(default=False, metadata=doc("Re-crawl a cell that is already done."))
+    retry_rounds: int = field(
+        default=3, metadata=doc("Later crawls that re-open a done cell to fetch its retryable "
+            "drops again (failed, truncated or non-image downloads); 0: never."))
     images: ImageSettings = field(default_factory=ImageSettings, metadata=doc("Image checks."))
     filters: FilterSettings = field(default_factory=FilterSettings, metadata=doc("Filters."))
 
