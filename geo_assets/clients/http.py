@@ -222,7 +222,7 @@ class HttpClient:
         if not host_allowed(url, self.allowed_hosts):
             self.count("refused_targets")
             raise RefusedTargetError(self.redactor(
-                f"{self.name}: {label}: refused to contact {redact_url(url)[:200]}: only http(s) "
+                f"{self.name}: {label}: refused to contact {self.redactor(redact_url(url))[:200]}: only http(s) "
                 f"to {', '.join(self.allowed_hosts) or 'no host'} is allowed (add a host to "
                 "HttpSettings.extra_hosts if you trust it)"))
 

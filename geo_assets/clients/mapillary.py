@@ -52,7 +52,7 @@ from geo_assets.clients.records import (
     safe_coordinates,
     source_id,
 )
-from geo_assets.clients.redact import Redactor
+from geo_assets.clients.redact import PROCESS_REDACTOR, Redactor
 from geo_assets.clients.vector_tiles import decode_tile, tiles_covering
 from geo_assets.errors import InputError
 from geo_assets.manifest import Source
@@ -87,7 +87,7 @@ def classify_graph(response: requests.Response) -> Verdict:
         return "ok", ""
     err = _error_body(response)
     code, subcode = err.get("code"), err.get("error_subcode")
-    message = str(err.get("message", ""))[:200]
+    message = PROCESS_REDACTOR(err.get("message", ""))[:200]  # redact before cutting
     if code == INVALID_TOKEN_CODE or status == 401:
         return "credential", f"Mapillary rejected the access token (code 190): {TOKEN_HELP}"
     if status == 429 or code in RATE_LIMIT_CODES:

@@ -23,6 +23,14 @@ MIN_EPOCH_MS, MAX_EPOCH_MS = 0, 4_102_444_800_000  # 1970 .. 2100
 MAX_TEXT = 500
 
 
+def show(value: object) -> str:
+    """A field's value for an error text: secrets redacted first, then shortened (a cut
+    secret would escape the redactor)."""
+    from geo_assets.clients.redact import PROCESS_REDACTOR
+
+    return repr(PROCESS_REDACTOR(str(value))[:40])
+
+
 class RecordError(ValueError):
     """One field of an external record is unusable; ``location`` says it was a coordinate."""
 
@@ -37,7 +45,7 @@ def _number(value: object, name: str) -> float:
     try:
         return float(value)
     except (ValueError, OverflowError):
-        raise RecordError(f"{name} {str(value)[:40]!r} is not a number") from None
+        raise RecordError(f"{name} {show(value)} is not a number") from None
 
 
 def coordinate(value: object, name: str, limit: float) -> float:
@@ -66,7 +74,9 @@ def optional_text(value: object, name: str) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise RecordError(f"{name} is {type(value).__name__}, not text")
-    return str(value)[:MAX_TEXT]
+    from geo_assets.clients.redact import PROCESS_REDACTOR
+
+    return PROCESS_REDACTOR(str(value))[:MAX_TEXT]  # a server may echo a secret into data
 
 
 def optional_bool(value: object, name: str) -> bool | None:
@@ -81,7 +91,7 @@ def epoch_ms(value: object, name: str) -> int | None:
         return None
     x = _number(value, name)
     if not math.isfinite(x) or not MIN_EPOCH_MS <= x <= MAX_EPOCH_MS:
-        raise RecordError(f"{name} {str(value)[:40]!r} is not a time in epoch milliseconds "
+        raise RecordError(f"{name} {show(value)} is not a time in epoch milliseconds "
                           "(1970..2100)")
     return int(x)
 
@@ -89,7 +99,7 @@ def epoch_ms(value: object, name: str) -> int | None:
 def source_id(value: object, name: str = "id") -> str:
     text = optional_text(value, name)
     if text is None or not SOURCE_ID_RE.match(text):
-        raise RecordError(f"{name} {str(value)[:40]!r} is missing or not a plain id "
+        raise RecordError(f"{name} {show(value)} is missing or not a plain id "
                           "(letters, digits, _ . : -)")
     return text
 

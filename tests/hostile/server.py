@@ -14,11 +14,16 @@ Behaviours (``Hostile.route(prefix, kind, **options)``):
 - ``flood``: announces ``content_length=`` bytes and streams zeros (up to ``MAX_SEND``);
 - ``redirect``: 302 to ``location=`` (a format string: ``{base}`` is this server's URL);
 - ``echo``: ``status=`` with a JSON body that echoes the request's path, query and headers
-  (a server that leaks the credentials it was sent back into error texts).
+  (a server that leaks the credentials it was sent back into error texts);
+- ``proxy``: forwards to ``upstream=`` but, the first time it sees one in ``echo_every=``
+  requests (by a hash of path and query), answers 429 with the request's credentials echoed
+  in the error message, and adds to every image search result an entity whose fields carry
+  the credentials (a server that echoes secrets into data).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -41,6 +46,8 @@ class Hostile:
         self.routes: list[tuple[str, str, dict]] = []
         self.requests: list[dict] = []
         self.sent = 0
+        self.seen: set[str] = set()
+        self.echoes = 0  # proxy answers that echoed a credential
         self._lock = threading.Lock()
         self.httpd = _Quiet((host, 0), self._handler())
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -145,5 +152,38 @@ class Hostile:
                 self._json(body={"error": {"message": f"bad request {self.path} with "
                                            f"{dict(self.headers)}", "query": query}},
                            status=status)
+
+            def _proxy(self, upstream: str, echo_every: int = 4) -> None:
+                import requests
+
+                secret = self.headers.get("Authorization", "").removeprefix("OAuth ")
+                query = dict(parse_qsl(urlsplit(self.path).query))
+                secret = secret or query.get("key", "")
+                digest = hashlib.blake2b(self.path.encode(), digest_size=4).digest()
+                with outer._lock:
+                    first = self.path not in outer.seen
+                    outer.seen.add(self.path)
+                if first and int.from_bytes(digest, "big") % echo_every == 0:
+                    with outer._lock:
+                        outer.echoes += 1
+                    self._json(body={"error": {"message": f"rate limited for {secret} on "
+                                               f"{self.path}", "code": 4}}, status=429,
+                               headers={"Retry-After": "0"})
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                r = requests.get(upstream + self.path, headers=headers, timeout=30)
+                body = r.content
+                if "/images" in self.path and r.ok and "data" in r.text:
+                    data = r.json()
+                    if data["data"]:
+                        leaky = dict(data["data"][0], id="777" + str(len(data["data"])),
+                                     captured_at=secret, creator={"username": secret})
+                        data["data"].append(leaky)
+                        with outer._lock:
+                            outer.echoes += 1
+                    body = json.dumps(data).encode()
+                keep = {k: v for k, v in r.headers.items()
+                        if k.lower() in ("content-type", "retry-after")}
+                self._bytes(body, r.status_code, keep)
 
         return Handler

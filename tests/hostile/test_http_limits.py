@@ -98,3 +98,32 @@ def test_raw_requests_errors_never_escape():
     with pytest.raises(RemoteServiceError) as info:
         client(hosts=("127.0.0.1",)).get_bytes("http://127.0.0.1:1/closed-port")
     assert type(info.value) is TransientServiceError and "network error" in str(info.value)
+
+
+def test_memory_stays_bounded_while_a_flood_is_refused():
+    import tracemalloc
+
+    with Hostile() as server:
+        server.route("/", "bytes", body=b"z" * (8 * 1024 * 1024), announce=False)
+        body = b""  # allocated before tracing starts
+        tracemalloc.start()
+        try:
+            with pytest.raises(ResponseTooLargeError):
+                body = client(max_body_bytes=512 * 1024).get_bytes(server.url + "/flood")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert body == b"" and peak < 4 * 1024 * 1024  # the cap and a chunk, not the 8 MB sent
+
+
+def test_a_secret_echoed_into_a_redirect_never_reaches_the_error_text():
+    from urllib.parse import quote
+
+    with Hostile() as server:
+        server.route("/", "redirect",
+                     location="http://evil.example/steal?t=" + quote(TOKEN, safe="") +
+                     "&raw=" + TOKEN)
+        with pytest.raises(RefusedTargetError) as info:
+            client().get_bytes(server.url + "/thumb")
+    text = str(info.value)
+    assert "evil.example" in text and "canary" not in text
