@@ -323,6 +323,8 @@ class MapillarySource:
             raise
         except (RemoteServiceError, ValueError, IndexError, UnicodeDecodeError):
             return None  # tiles refused or unreadable: fall back to sampled boxes
+        except Exception:  # noqa: BLE001 - tile bytes are untrusted; any decoder failure
+            return None    # (AssertionError, struct or zlib errors) means: sample boxes
         return np.vstack(parts)
 
     def _tile_points(self, data: bytes, z: int, x: int, y: int) -> list[np.ndarray]:

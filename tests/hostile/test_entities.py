@@ -174,3 +174,25 @@ def test_any_streetview_metadata_parses_or_names_the_field(meta, location):
         return
     assert np.isfinite([pano["location"]["lat"], pano["location"]["lng"]]).all()
     assert SOURCE_ID_RE.match(pano["pano_id"])
+
+
+def test_garbage_coverage_tiles_fall_back_to_sampled_boxes(tmp_path):
+    import random
+
+    rng = random.Random(0)
+    with Hostile() as server:
+        server.route("/graph/images", "json", body={"data": [
+            {k: (v.format(base=server.url) if isinstance(v, str) and "{base}" in v else v)
+             for k, v in e.items()} for e in GOOD]})
+        server.route("/cdn/", "bytes", body=jpeg_bytes(160, 120))
+        server.route("/tiles/", "bytes", body=bytes(rng.randrange(256) for _ in range(300)))
+        source = source_for(server)
+        source.settings = source.client.settings = MapillarySettings(
+            thumb_resolution=256, use_coverage_tiles=True, max_search_requests=1,
+            http=source.client.settings.http)
+        result = ingest_cell(source, CELL, DataRoot(str(tmp_path / "data")),
+                             IngestSettings(target_per_cell=100, workers=2))
+    assert any(r["path"].startswith("/tiles/") for r in server.requests)
+    assert result.stats["listing"]["coverage"] == "sampled"
+    assert result.n_rows == len(GOOD)  # all listed and fetched; same bytes: one kept
+    assert result.n_kept == 1 and result.drop_reasons == {"duplicate_content": len(GOOD) - 1}
