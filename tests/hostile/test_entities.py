@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 import polars as pl
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -176,16 +177,36 @@ def test_any_streetview_metadata_parses_or_names_the_field(meta, location):
     assert SOURCE_ID_RE.match(pano["pano_id"])
 
 
-def test_garbage_coverage_tiles_fall_back_to_sampled_boxes(tmp_path):
+def _tile_that_breaks_the_decoder(tile: bytes) -> bytes:
+    """A real coverage tile with a few bytes changed so that the MVT decoder fails with
+    something other than ValueError (an AssertionError on a broken tag list)."""
     import random
 
+    from geo_assets.clients.vector_tiles import decode_tile
+
     rng = random.Random(0)
+    for _ in range(2000):
+        b = bytearray(tile)
+        for _ in range(rng.randint(1, 20)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        try:
+            decode_tile(bytes(b), 14, 1, 1)
+        except (ValueError, IndexError, UnicodeDecodeError):
+            continue
+        except Exception:  # noqa: BLE001 - the kind of failure wanted here
+            return bytes(b)
+    pytest.skip("no decoder-breaking mutation found")
+
+
+def test_garbage_coverage_tiles_fall_back_to_sampled_boxes(tmp_path, shared_data):
+    tile = min(shared_data("api_fixtures", "mapillary", "coverage_tiles_z14").glob("*.mvt"))
+    garbage = _tile_that_breaks_the_decoder(tile.read_bytes())
     with Hostile() as server:
         server.route("/graph/images", "json", body={"data": [
             {k: (v.format(base=server.url) if isinstance(v, str) and "{base}" in v else v)
              for k, v in e.items()} for e in GOOD]})
         server.route("/cdn/", "bytes", body=jpeg_bytes(160, 120))
-        server.route("/tiles/", "bytes", body=bytes(rng.randrange(256) for _ in range(300)))
+        server.route("/tiles/", "bytes", body=garbage)
         source = source_for(server)
         source.settings = source.client.settings = MapillarySettings(
             thumb_resolution=256, use_coverage_tiles=True, max_search_requests=1,
