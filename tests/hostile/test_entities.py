@@ -112,9 +112,11 @@ def test_a_cell_of_hostile_entities_records_every_one_and_keeps_the_good(tmp_pat
     assert sorted(os.listdir(tmp_path)) == ["data"]
 
 
-def test_the_crawl_of_hostile_entities_is_done_and_not_reopened(tmp_path):
+def test_the_crawl_of_hostile_entities_is_done_and_passes_the_manifest_checks(tmp_path):
+    from geo_assets.manifest_checks import coordinates_outside_cells, duplicate_image_ids
+
     table, _ = crawl(tmp_path)
-    assert table["image_id"].is_unique().all()
+    assert duplicate_image_ids(table).passed and coordinates_outside_cells(table).passed
     assert not set(table["drop_reason"].drop_nulls()) & {"fetch_failed", "corrupt"}
 
 
