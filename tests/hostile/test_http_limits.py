@@ -127,3 +127,20 @@ def test_a_secret_echoed_into_a_redirect_never_reaches_the_error_text():
             client().get_bytes(server.url + "/thumb")
     text = str(info.value)
     assert "evil.example" in text and "canary" not in text
+
+
+def test_a_gzip_bomb_is_cut_at_the_cap_of_decoded_bytes():
+    import gzip
+    import tracemalloc
+
+    bomb = gzip.compress(b"\0" * (200 * 1024 * 1024), compresslevel=9)  # ~200 KB on the wire
+    with Hostile() as server:
+        server.route("/", "bytes", body=bomb, headers={"Content-Encoding": "gzip"})
+        tracemalloc.start()
+        try:
+            with pytest.raises(ResponseTooLargeError, match="sent more than"):
+                client(max_body_bytes=1024 * 1024).get_bytes(server.url + "/bomb")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024  # not the 200 MB it inflates to
