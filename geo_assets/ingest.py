@@ -15,10 +15,18 @@ Failures: a credential error or an exhausted quota raises at once; a cell whose 
 transiently raises ``TransientServiceError`` (retry the cell later, nothing marked done); so
 does a cell where more than ``max_fetch_failure_ratio`` of downloads failed. A cell with no
 coverage writes an empty manifest whose stats say ``"status": "no_coverage"``.
+
+Retryable outcomes (``manifest.RETRYABLE_REASONS``: failed downloads, and bodies that did not
+decode, which a network can cut short or swap) are never journalled nor carried into a later
+run: the stats count them (``retryable``), and a later crawl re-opens such a cell even without
+``force`` (at most ``retry_rounds`` times) and downloads only those images again. A record
+the source could not parse is a row with its reason (``no_location`` / ``invalid_record``),
+never a failed cell.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -36,11 +44,14 @@ from geo_assets.clients.base import Candidate, ImageSource, ListRequest
 from geo_assets.clients.http import (
     CredentialError,
     QuotaExceededError,
+    RefusedTargetError,
     RemoteServiceError,
     TransientServiceError,
 )
+from geo_assets.clients.redact import PROCESS_REDACTOR
 from geo_assets.images import ImageInfo, inspect_image
 from geo_assets.manifest import (
+    RETRYABLE_REASONS,
     SCHEMA_VERSION,
     DropReason,
     rows_to_table,
@@ -151,8 +162,12 @@ def _download(source: ImageSource, cand: Candidate) -> bytes | Outcome:
         return source.fetch(cand)
     except (CredentialError, QuotaExceededError):
         raise
+    except RefusedTargetError as exc:  # the record points outside the allow-list: for good
+        return Outcome(drop_reason=str(DropReason.INVALID_RECORD),
+                       error=PROCESS_REDACTOR(exc)[:300])
     except (RemoteServiceError, OSError) as exc:
-        return Outcome(drop_reason=str(DropReason.FETCH_FAILED), error=str(exc)[:300])
+        return Outcome(drop_reason=str(DropReason.FETCH_FAILED),
+                       error=PROCESS_REDACTOR(exc)[:300])
 
 
 def _check_and_store(source: ImageSource, cand: Candidate, data: bytes | Outcome,
@@ -223,7 +238,7 @@ def download_all(source: ImageSource, cands: list[Candidate], root: DataRoot,
                         continue
                     outcome = fut.result()
                     out[c.image_id] = outcome
-                    if outcome.drop_reason != DropReason.FETCH_FAILED:
+                    if outcome.drop_reason not in RETRYABLE_REASONS:  # re-fetched on resume
                         journal.append({"image_id": c.image_id, **outcome.record()})
                     finished += 1
                     if progress is not None:
@@ -288,15 +303,23 @@ def apply_filters(rows: list[dict], fs: filters.FilterSettings) -> None:
 
 def build_rows(cands: list[Candidate], outcomes: dict[str, Outcome], cell_id: str,
                fs: filters.FilterSettings) -> list[dict]:
+    """One row per candidate: its outcome; a rejected record with its own reason; anything
+    else lies outside the cell. Every error text is redacted before it is stored."""
     rows = []
     for c in cands:
         row = base_row(c, cell_id)
         o = outcomes.get(c.image_id)
         if o is None:
-            row.update(drop_reason=str(DropReason.OUT_OF_CELL), sha256=None, file_bytes=None,
+            located = np.isfinite(c.lat_deg) and np.isfinite(c.lon_deg)
+            reason = (c.drop_reason if c.drop_reason and not located
+                      else c.drop_reason if c.drop_reason and _in_cell([c], cell_id)[0]
+                      else str(DropReason.OUT_OF_CELL))
+            row.update(drop_reason=reason, error=c.error, sha256=None, file_bytes=None,
                        width=None, height=None, brightness=None, phash=None)
         else:
             row.update(o.record())
+        if row["error"] is not None:
+            row["error"] = PROCESS_REDACTOR(row["error"])[:500]
         rows.append(row)
     apply_filters(rows, fs)
     return rows
@@ -312,8 +335,9 @@ def _in_cell(cands: list[Candidate], cell_id: str) -> np.ndarray:
     return points_to_cells(lat, lon, len(cell_id)) == cell_id
 
 
-VALIDATION_REASONS = {str(r) for r in (DropReason.NOT_AN_IMAGE, DropReason.CORRUPT,
-                                       DropReason.DECOMPRESSION_BOMB, DropReason.TOO_SMALL)}
+# rejections that the same bytes always get: carried into a forced re-crawl (the retryable
+# ones, ``manifest.RETRYABLE_REASONS``, are fetched again)
+VALIDATION_REASONS = {str(r) for r in (DropReason.DECOMPRESSION_BOMB, DropReason.TOO_SMALL)}
 
 
 def previous_outcomes(root: DataRoot, manifest_rel: str) -> dict[str, dict]:
@@ -373,7 +397,14 @@ def ingest_cell(source: ImageSource, cell_id: str, root: DataRoot, settings: Ing
     name = str(source.name)
     stats_rel = layout.cell_stats(name, cell_id)
     if not settings.force and root.exists(stats_rel):
-        return CellResult.from_stats(json.loads(root.read_bytes(stats_rel)), skipped=True)
+        done = json.loads(root.read_bytes(stats_rel))
+        retry_round = done.get("retry_round", 0) + 1
+        if not done.get("retryable") or retry_round > settings.retry_rounds:
+            return CellResult.from_stats(done, skipped=True)
+        # a done cell with retryable drops: crawl it again, fetching only those images
+        settings = dataclasses.replace(settings, force=True)
+    else:
+        retry_round = 0
     source.preflight()
     t0, before = time.monotonic(), _counters(source)
     cands = list_unique(source, ListRequest(cell_id, settings.target_per_cell, settings.seed,
@@ -384,7 +415,8 @@ def ingest_cell(source: ImageSource, cell_id: str, root: DataRoot, settings: Ing
     journal = Journal(_journal_path(root, name, cell_id))
     manifest_rel = layout.cell_manifest(name, cell_id)
     journal.entries = {**previous_outcomes(root, manifest_rel), **journal.entries}
-    inside = [c for c, ok in zip(cands, _in_cell(cands, cell_id)) if ok]
+    valid = [c for c in cands if c.drop_reason is None]
+    inside = [c for c, ok in zip(valid, _in_cell(valid, cell_id)) if ok]
     outcomes = download_all(source, inside, root, journal, settings, progress, cell_id)
     t_fetch = time.monotonic()
     _check_failures(outcomes, settings, name, cell_id)
@@ -397,6 +429,7 @@ def ingest_cell(source: ImageSource, cell_id: str, root: DataRoot, settings: Ing
                "total_s": time.monotonic() - t0}
     stats = _stats(source, cell_id, rows, outcomes, sha256_hex(data), manifest_rel, stats_rel,
                    timings, _counters(source) - before)
+    stats["retry_round"] = retry_round
     root.write_bytes(stats_rel, json.dumps(stats, indent=1, sort_keys=True).encode())
     journal.remove()
     if progress is not None:
@@ -425,6 +458,7 @@ def _stats(source, cell_id, rows, outcomes, version, manifest_rel, stats_rel, ti
         "message": "" if rows else f"no {source.name} imagery found in cell {cell_id}",
         "manifest": manifest_rel, "stats_file": stats_rel, "version": version,
         "n_rows": len(rows), "n_kept": n_kept, "n_dropped": len(rows) - n_kept,
+        "retryable": sum(reasons.get(r, 0) for r in RETRYABLE_REASONS),
         "drop_reasons": dict(sorted(reasons.items())),
         "downloaded": len(fresh), "resumed": sum(o.resumed for o in outcomes.values()),
         "bytes_downloaded": sum(o.file_bytes for o in fresh),

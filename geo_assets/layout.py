@@ -156,6 +156,7 @@ MODEL_CARD_FILE = "model_card.json"
 MODEL_CARD_MD_FILE = "MODEL_CARD.md"
 TRAIN_IDS_FILE = "train_image_ids.parquet"
 CHECKPOINT_FILE = "checkpoint.pth"
+PREVIOUS_CHECKPOINT_FILE = "checkpoint.prev.pth"  # the one before, kept for resume fallback
 BEST_FILE = "best.pth"
 METRICS_FILE = "metrics.json"  # inside a report folder
 REPORT_HTML_FILE = "report.html"

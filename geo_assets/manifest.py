@@ -36,6 +36,15 @@ class DropReason(StrEnum):
     SEQUENCE_CAP = "sequence_cap"          # more than k images of one capture sequence
     NEAR_DUPLICATE = "near_duplicate"      # perceptual hash too close to a kept image
     DUPLICATE_CONTENT = "duplicate_content"  # same bytes (SHA-256) as a kept image
+    INVALID_RECORD = "invalid_record"      # the source's record failed strict parsing
+    OUTSIDE_FOLDER = "outside_folder"      # a local path escapes its folder (.., absolute, link)
+    FILE_MISSING = "file_missing"          # a local path names no readable file
+
+
+# Outcomes that may pass on another try (a body cut short or swapped by the network, a
+# failed download): never carried into a later crawl, which fetches them again.
+RETRYABLE_REASONS = frozenset({DropReason.FETCH_FAILED.value, DropReason.CORRUPT.value,
+                               DropReason.NOT_AN_IMAGE.value})
 
 
 MANIFEST_SCHEMA = pa.schema(

@@ -23,7 +23,8 @@ from geo_assets.manifest import DropReason
 from geo_assets.storage import DataRoot
 
 # rows whose coordinates are known to be unusable are not held to their cell
-_NO_CELL_REASONS = (DropReason.OUT_OF_CELL.value, DropReason.NO_LOCATION.value)
+_NO_CELL_REASONS = (DropReason.OUT_OF_CELL.value, DropReason.NO_LOCATION.value,
+                    DropReason.INVALID_RECORD.value)  # unparsable records: maybe unplaced
 
 
 @dataclass(frozen=True)

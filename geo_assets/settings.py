@@ -39,6 +39,15 @@ class ImageSettings:
             "brightness and pHash checks."))
     formats: tuple[str, ...] = field(
         default=("JPEG", "PNG", "WEBP"), metadata=doc("Image formats accepted."))
+    max_frames: int = field(
+        default=64, metadata=doc("Animated images with more frames are refused; otherwise "
+            "the first frame is used."))
+
+    def __post_init__(self) -> None:
+        for name in ("min_width", "min_height", "max_pixels", "analysis_px", "max_frames"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ImageSettings.{name} must be at least 1, got "
+                                 f"{getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -76,8 +85,20 @@ class IngestSettings:
     refetch_corrupt: bool = field(
         default=True, metadata=doc("Download a corrupt image once more before dropping it."))
     force: bool = field(default=False, metadata=doc("Re-crawl a cell that is already done."))
+    retry_rounds: int = field(
+        default=3, metadata=doc("Later crawls that re-open a done cell to fetch its retryable "
+            "drops again (failed, truncated or non-image downloads); 0: never."))
     images: ImageSettings = field(default_factory=ImageSettings, metadata=doc("Image checks."))
     filters: FilterSettings = field(default_factory=FilterSettings, metadata=doc("Filters."))
+
+    def __post_init__(self) -> None:
+        for name in ("target_per_cell", "workers", "max_in_flight"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"IngestSettings.{name} (images_per_cell for target_per_cell) "
+                                 f"must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.max_fetch_failure_ratio <= 1.0:
+            raise ValueError("IngestSettings.max_fetch_failure_ratio must lie in 0..1, got "
+                             f"{self.max_fetch_failure_ratio}")
 
 
 # --- crawl plan ----------------------------------------------------------------------------------
@@ -192,6 +213,27 @@ class HttpSettings:
     burst: int = field(default=10, metadata=doc("Requests allowed at once above the rate."))
     pool_size: int = field(default=32, metadata=doc("Connections kept open per host."))
     retry: RetryPolicy = field(default_factory=RetryPolicy, metadata=doc("Retries and backoff."))
+    deadline_s: float = field(
+        default=60.0, metadata=doc("Overall time one attempt may take (connect, headers and "
+            "the whole body), seconds: a server dripping bytes cannot hold a worker longer."))
+    total_deadline_s: float = field(
+        default=300.0, metadata=doc("Overall time a request may take over all its retries, "
+            "seconds."))
+    max_body_bytes: int = field(
+        default=64 * 1024 * 1024, metadata=doc("Largest response body read (streamed); a "
+            "larger one is refused, never buffered."))
+    max_redirects: int = field(
+        default=5, metadata=doc("Redirects followed at most, each only to an allowed host."))
+    extra_hosts: tuple[str, ...] = field(
+        default=(), metadata=doc("Host names (fnmatch patterns such as *.example.org) allowed "
+            "in addition to the client's own API and media hosts."))
+
+    def __post_init__(self) -> None:
+        for name in ("deadline_s", "total_deadline_s", "max_body_bytes"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"HttpSettings.{name} must be positive, got {getattr(self, name)}")
+        if self.max_redirects < 0:
+            raise ValueError(f"HttpSettings.max_redirects must be >= 0, got {self.max_redirects}")
 
 
 @dataclass(frozen=True)

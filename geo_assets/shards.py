@@ -44,8 +44,9 @@ from PIL import Image, ImageOps
 
 from geo_assets import layout
 from geo_assets.errors import InputError
+from geo_assets.images import check_header, to_8bit
 from geo_assets.progress import track
-from geo_assets.settings import ShardSettings
+from geo_assets.settings import ImageSettings, ShardSettings
 from geo_assets.storage import atomic_path, sha256_file, write_json_atomic
 
 KEY_HEX_DIGITS = 20
@@ -61,6 +62,10 @@ def shard_name(split: str, fold: int, number: int) -> str:
 
 # --- resizing (runs in worker processes) ---------------------------------------------------
 
+# stored images passed ingest's checks; these are the safety limits again (formats, pixels)
+SHARD_IMAGE_SETTINGS = ImageSettings(min_width=1, min_height=1)
+
+
 def resize_image(data: bytes, size: int, quality: int) -> bytes:
     """Image bytes -> JPEG bytes whose shorter side is ``size`` (EXIF orientation applied).
 
@@ -68,7 +73,7 @@ def resize_image(data: bytes, size: int, quality: int) -> bytes:
     so a 1024 px image decodes straight at 256 px and needs no resize; what is left is an
     area-averaging (box) reduction by less than 2x.
     """
-    im = Image.open(io.BytesIO(data))
+    im = check_header(data, SHARD_IMAGE_SETTINGS, what="stored image")  # pixel/frame limits
     w, h = im.size
     scale = size / min(w, h)
     target = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -76,7 +81,7 @@ def resize_image(data: bytes, size: int, quality: int) -> bytes:
         im.draft("RGB", target)  # DCT scaling: decode at the smallest scale >= target
     orientation = im.getexif().get(0x0112, 1)
     if im.mode != "RGB":
-        im = im.convert("RGB")
+        im = to_8bit(im).convert("RGB")  # 16-bit data scaled, not clipped
     if im.size != target:  # area averaging down (as cv2.INTER_AREA), bicubic up
         shrink = im.size[0] > target[0]
         im = im.resize(target, Image.Resampling.BOX if shrink else Image.Resampling.BICUBIC)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dagster as dg
-from pydantic import Field, create_model
+from pydantic import Field, create_model, field_validator
 
 from geo_assets.settings import (
     HierarchySettings,
@@ -92,6 +92,14 @@ class GeoscoutSettings(dg.ConfigurableResource):
     retry_base_s: float = library_field(RecoverySettings, "retry_base_s")
     retry_max_s: float = library_field(RecoverySettings, "retry_max_s")
     quota_retry_s: float = library_field(RecoverySettings, "quota_retry_s")
+
+    @field_validator("images_per_cell", "download_workers")
+    @classmethod
+    def _at_least_one(cls, value: int, info) -> int:
+        """Checked when the resource is configured, not when a crawl has already run."""
+        if value < 1:
+            raise ValueError(f"{info.field_name} must be at least 1, got {value}")
+        return value
 
     def ingest_settings(self) -> IngestSettings:
         return IngestSettings(target_per_cell=self.images_per_cell,

@@ -15,11 +15,12 @@ import sys
 from pathlib import Path
 
 import torch
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as tvf
 
 from geo_assets import layout
 from geo_assets.errors import InputError
+from geo_assets.images import ImageError, open_image
+from geo_assets.settings import ImageSettings
 from geo_assets.storage import default_data_root
 from training.bundle import ModelBundle, load_bundle
 from training.data import EVAL_CROP_RATIO
@@ -38,14 +39,25 @@ def default_model_path() -> Path:
     return found[-1]
 
 
+# photos given to predict: any common format, no minimum size, the usual safety limits
+PHOTO_SETTINGS = ImageSettings(min_width=1, min_height=1, formats=("JPEG", "PNG", "WEBP", "GIF"))
+MAX_PHOTO_BYTES = 256 * 1024 * 1024
+
+
 def load_photo(path: Path, bundle: ModelBundle) -> torch.Tensor:
-    """Decode, resize the shorter side, centre-crop and normalise as in evaluation."""
+    """Decode (``geo_assets.images.open_image``: pixel and frame limits, truncated data
+    refused), resize the shorter side, centre-crop and normalise as in evaluation."""
     if not path.is_file():
         raise InputError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        data = f.read(MAX_PHOTO_BYTES + 1)
+    if len(data) > MAX_PHOTO_BYTES:
+        raise InputError(f"{path}: larger than {MAX_PHOTO_BYTES} bytes")
     try:
-        image = decode_image(str(path), mode=ImageReadMode.RGB)
-    except (RuntimeError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable image (JPEG, PNG, GIF or WebP): {exc}") from exc
+        image = tvf.pil_to_tensor(open_image(data, PHOTO_SETTINGS, what=str(path)))
+    except ImageError as exc:
+        raise InputError(f"{path}: not a readable image (JPEG, PNG, GIF or WebP): "
+                         f"{exc.detail}") from None
     size = bundle.image_size
     image = tvf.resize(image, [round(size / EVAL_CROP_RATIO)], antialias=True)
     image = tvf.center_crop(image, [size, size]).float().div(255.0)

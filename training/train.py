@@ -259,7 +259,9 @@ def save_checkpoint(rt: Runtime, state: TrainState) -> None:
         "config": rt.cfg.to_dict(), "config_hash": rt.cfg.hash(),
         "tables_version": rt.tables.version(), "world_size": rt.dist.world_size,
     }
-    ckpt.atomic_save(payload, Path(rt.cfg.output_dir) / layout.CHECKPOINT_FILE)
+    out = Path(rt.cfg.output_dir)
+    ckpt.atomic_save(payload, out / layout.CHECKPOINT_FILE,
+                     previous=out / layout.PREVIOUS_CHECKPOINT_FILE)
     log.info("checkpoint saved at step %d (epoch %d)", state.global_step, state.epoch)
 
 
@@ -267,8 +269,9 @@ def resume_path(cfg: TrainConfig) -> Path | None:
     if cfg.resume is None:
         return None
     if cfg.resume == "auto":
-        path = Path(cfg.output_dir) / layout.CHECKPOINT_FILE
-        return path if path.exists() else None
+        out = Path(cfg.output_dir)
+        path = out / layout.CHECKPOINT_FILE
+        return path if path.exists() or (out / layout.PREVIOUS_CHECKPOINT_FILE).exists() else None
     return Path(cfg.resume)
 
 
@@ -277,7 +280,12 @@ def resume(rt: Runtime, state: TrainState) -> dict | None:
     path = resume_path(rt.cfg)
     if path is None:
         return None
-    saved = ckpt.load(path)
+    out = Path(rt.cfg.output_dir)
+    saved, path, full = ckpt.load_resumable(path, out / layout.PREVIOUS_CHECKPOINT_FILE,
+                                            out / layout.BEST_FILE)
+    if not full:  # only best.pth was usable: its weights, everything else afresh
+        rt.bare.load_state_dict(saved)
+        return None
     if saved["config_hash"] != rt.cfg.hash():
         log.warning("resuming with different settings than the checkpoint's: not an exact resume")
     if saved["tables_version"] != rt.tables.version():

@@ -26,6 +26,9 @@ class Candidate:
     license: str | None = None
     attribution: str | None = None
     fetch_ref: Any = field(default=None, repr=False, compare=False)
+    # set when the source's record failed strict parsing: the row is kept with this reason
+    drop_reason: str | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)

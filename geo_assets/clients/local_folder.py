@@ -10,7 +10,8 @@ JPEG/PNG under the folder with EXIF GPS tags is used, grouped by its sub-folder.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +20,22 @@ from PIL import Image
 
 from geo_assets.cells import check_cell_id, points_to_cells
 from geo_assets.clients.base import Candidate, ListRequest
+from geo_assets.clients.records import (
+    RecordError,
+    coordinate,
+    optional_float,
+    optional_text,
+    safe_coordinates,
+)
 from geo_assets.errors import InputError
-from geo_assets.manifest import Source
+from geo_assets.manifest import DropReason, Source
 
 GPS_IFD = 0x8825
 EXIF_IFD = 0x8769
 DATETIME_ORIGINAL = 0x9003
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 FILE_COLUMNS = ("file", "filename", "path")
+MAX_FILE_BYTES = 512 * 1024 * 1024  # a photo larger than this is refused before reading it
 
 
 @dataclass(frozen=True)
@@ -39,12 +48,14 @@ class LocalPhoto:
     heading: float | None = None
     license: str | None = None
     attribution: str | None = None
+    drop_reason: str | None = None      # a rejected row: recorded with this reason
+    error: str | None = None
 
 
 def _dms(values, ref) -> float | None:
     try:
         d, m, s = (float(v) for v in values)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
         return None
     sign = -1.0 if str(ref).upper() in ("S", "W") else 1.0
     return sign * (d + m / 60.0 + s / 3600.0)
@@ -62,7 +73,9 @@ def exif_location(path: Path) -> tuple[float, float, int | None] | None:
     if not gps or 2 not in gps or 4 not in gps:
         return None
     lat, lon = _dms(gps[2], gps.get(1, "N")), _dms(gps[4], gps.get(3, "E"))
-    if lat is None or lon is None or abs(lat) > 90 or abs(lon) > 180:
+    try:  # a rational such as 50/0 gives NaN or infinity: no usable location
+        lat, lon = coordinate(lat, "GPS latitude", 90), coordinate(lon, "GPS longitude", 180)
+    except RecordError:
         return None
     captured = None
     try:
@@ -74,38 +87,73 @@ def exif_location(path: Path) -> tuple[float, float, int | None] | None:
 
 
 def _read_sidecar(path: Path) -> pl.DataFrame:
-    if path.suffix.lower() == ".parquet":
-        return pl.read_parquet(path)
-    if path.suffix.lower() in (".csv", ".txt"):
-        return pl.read_csv(path, infer_schema_length=10_000)
-    raise InputError(f"sidecar {path} must be a .csv or .parquet file")
+    """The sidecar with every column as text (each row is parsed strictly afterwards)."""
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".csv", ".txt"):
+        raise InputError(f"sidecar {path} must be a .csv or .parquet file")
+    try:
+        if suffix == ".parquet":
+            df = pl.read_parquet(path)
+            return df.with_columns(pl.all().cast(pl.String, strict=False))
+        return pl.read_csv(path, infer_schema=False, truncate_ragged_lines=False)
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        raise InputError(f"sidecar {path} is not a readable table ({type(exc).__name__}: "
+                         f"{str(exc)[:200]}); write a comma-separated CSV with a header row "
+                         "file,lat,lon or a Parquet file") from None
 
 
 def _col(df: pl.DataFrame, *names: str) -> str | None:
     return next((n for n in names if n in df.columns), None)
 
 
+def _sidecar_photo(row: dict, cols: dict, where: str) -> LocalPhoto:
+    """One sidecar row -> a photo, or a rejected photo whose error names file and row."""
+    rel = row[cols["file"]]
+    if not rel:
+        return LocalPhoto(relpath=f"{where}:no-file", lat=math.nan, lon=math.nan,
+                          drop_reason=str(DropReason.INVALID_RECORD),
+                          error=f"{where}: empty file name")
+    try:
+        lat = coordinate(row["lat"], "lat", 90)
+        lon = coordinate(row["lon"], "lon", 180)
+        group = optional_text(row[cols["group"]], "group") if cols["group"] else None
+        heading = optional_float(row[cols["heading"]], "heading") if cols["heading"] else None
+    except RecordError as exc:
+        lat, lon = safe_coordinates(row["lat"], row["lon"])
+        reason = DropReason.NO_LOCATION if exc.location else DropReason.INVALID_RECORD
+        return LocalPhoto(relpath=str(rel), lat=lat, lon=lon, drop_reason=str(reason),
+                          error=f"{where} ({rel}): {exc}")
+    return LocalPhoto(
+        relpath=str(rel), lat=lat, lon=lon,
+        group=group if cols["group"] else f"{lat:.7f},{lon:.7f}",
+        heading=heading % 360.0 if heading is not None else None,
+        license=row[cols["license"]] if cols["license"] else None,
+        attribution=row[cols["attribution"]] if cols["attribution"] else None)
+
+
 def photos_from_sidecar(folder: Path, sidecar: Path) -> list[LocalPhoto]:
+    """Every sidecar row as a photo; bad rows are rejected photos naming file and row, and a
+    file listed twice keeps only its first row."""
     df = _read_sidecar(sidecar)
     file_col = _col(df, *FILE_COLUMNS)
     if file_col is None or "lat" not in df.columns or "lon" not in df.columns:
         raise InputError(f"sidecar {sidecar} needs columns file (or filename/path), lat, lon; "
                          f"it has {df.columns}")
-    group_col, heading_col = _col(df, "group", "group_id"), _col(df, "heading", "heading_deg")
-    lic_col, attr_col = _col(df, "license", "licence"), _col(df, "attribution", "creator")
-    photos = []
-    for row in df.iter_rows(named=True):
-        lat, lon = row["lat"], row["lon"]
-        if lat is None or lon is None:
-            continue
-        group = row[group_col] if group_col else f"{float(lat):.7f},{float(lon):.7f}"
-        photos.append(LocalPhoto(
-            relpath=str(row[file_col]), lat=float(lat), lon=float(lon),
-            group=None if group is None else str(group),
-            heading=float(row[heading_col]) if heading_col and row[heading_col] is not None
-            else None,
-            license=row[lic_col] if lic_col else None,
-            attribution=row[attr_col] if attr_col else None))
+    cols = {"file": file_col, "group": _col(df, "group", "group_id"),
+            "heading": _col(df, "heading", "heading_deg"),
+            "license": _col(df, "license", "licence"),
+            "attribution": _col(df, "attribution", "creator")}
+    photos, first_row = [], {}
+    for i, row in enumerate(df.iter_rows(named=True)):
+        where = f"sidecar {sidecar.name} row {i + 2}"  # row 1 is the header
+        p = _sidecar_photo(row, cols, where)
+        if p.drop_reason is None and p.relpath in first_row:
+            p = replace(p, relpath=f"{p.relpath}#row{i + 2}",
+                        drop_reason=str(DropReason.INVALID_RECORD),
+                        error=f"{where}: {p.relpath} is listed again (first at row "
+                              f"{first_row[p.relpath]}); only the first row is used")
+        first_row.setdefault(p.relpath, i + 2)
+        photos.append(p)
     return photos
 
 
@@ -154,24 +202,59 @@ class LocalFolderSource:
         if level not in self._cells:
             lat = np.array([p.lat for p in self.photos], dtype=np.float64)
             lon = np.array([p.lon for p in self.photos], dtype=np.float64)
-            self._cells[level] = points_to_cells(lat, lon, level)
+            ok = np.isfinite(lat) & np.isfinite(lon)  # unplaced rows belong to no cell
+            cells = np.full(len(lat), "", dtype=object)
+            cells[ok] = points_to_cells(lat[ok], lon[ok], level)
+            self._cells[level] = cells
         return self._cells[level]
 
     def list_candidates(self, request: ListRequest) -> list[Candidate]:
+        """The cell's photos; rows without usable coordinates belong to no cell and are
+        counted (with examples naming file and row) in ``last_listing`` instead."""
         cell_id = check_cell_id(request.cell_id)
         idx = np.flatnonzero(self.cells_at(len(cell_id)) == cell_id)
-        self.last_listing = {"coverage": "folder", "photos_in_folder": len(self.photos)}
+        unplaced = [p for p in self.photos if not (math.isfinite(p.lat) and math.isfinite(p.lon))]
+        self.last_listing = {"coverage": "folder", "photos_in_folder": len(self.photos),
+                             "records_without_location": len(unplaced),
+                             "examples_without_location": [p.error for p in unplaced[:5]]}
         cands = [self._candidate(self.photos[i]) for i in idx]
         return sorted(cands, key=lambda c: c.image_id)
 
     def _candidate(self, p: LocalPhoto) -> Candidate:
+        reason, error, path = p.drop_reason, p.error, None
+        if reason is None:
+            path, reason, error = confined(self.folder, p.relpath)
         return Candidate(
             image_id=f"{Source.LOCAL}:{p.relpath}", source=str(Source.LOCAL),
             source_id=p.relpath, lat_deg=p.lat, lon_deg=p.lon, group_id=p.group,
             captured_at_ms=p.captured_at_ms, heading_deg=p.heading,
             license=p.license or self.default_license,
             attribution=p.attribution or self.default_attribution,
-            fetch_ref=self.folder / p.relpath)
+            fetch_ref=path, drop_reason=reason, error=error)
 
     def fetch(self, candidate: Candidate) -> bytes:
-        return Path(candidate.fetch_ref).read_bytes()
+        path, _, error = confined(self.folder, candidate.source_id)  # checked again
+        if path is None:
+            raise OSError(error)
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise OSError(f"{candidate.source_id} is larger than {MAX_FILE_BYTES} bytes")
+        return data
+
+
+def confined(folder: Path, relpath: str) -> tuple[Path | None, str | None, str | None]:
+    """(resolved path, None, None) when ``relpath`` names a file inside ``folder`` after
+    resolving ``..`` and links; else (None, drop reason, error naming the path)."""
+    root = folder.resolve()
+    if Path(relpath).is_absolute() or Path(relpath).drive:
+        return None, str(DropReason.OUTSIDE_FOLDER), f"{relpath}: absolute path, not inside"
+    try:
+        path = (root / relpath).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # link loops, NUL bytes
+        return None, str(DropReason.FILE_MISSING), f"{relpath}: {type(exc).__name__}"
+    if not path.is_relative_to(root):
+        return None, str(DropReason.OUTSIDE_FOLDER), f"{relpath}: resolves outside the folder"
+    if not path.is_file():
+        return None, str(DropReason.FILE_MISSING), f"{relpath}: no such file in the folder"
+    return path, None, None

@@ -27,6 +27,7 @@ import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import numpy as np
 import requests
@@ -40,17 +41,21 @@ from geo_assets.clients.http import (
     RemoteServiceError,
     TransientServiceError,
     Verdict,
+    url_host,
 )
-from geo_assets.clients.redact import Redactor
+from geo_assets.clients.mapillary_records import LICENSE, parse_image
+from geo_assets.clients.redact import PROCESS_REDACTOR, Redactor
 from geo_assets.clients.vector_tiles import decode_tile, tiles_covering
 from geo_assets.errors import InputError
 from geo_assets.manifest import Source
 from geo_assets.settings import MapillarySettings
 
-LICENSE = "CC BY-SA 4.0"
 BASE_FIELDS = ("id", "computed_geometry", "geometry", "captured_at", "compass_angle",
                "computed_compass_angle", "sequence", "creator", "is_pano")
+__all__ = ["LICENSE", "MapillaryClient", "MapillarySource", "parse_image"]  # + helpers below
 SEARCH_CAP = 2000
+# hosts of Mapillary's signed thumbnail links; anything else in an entity is refused
+CDN_HOSTS = ("*.fbcdn.net", "*.mapillary.com")
 TILE_SLACK_PX = 4  # coverage vertices are rounded to the tile grid: search this far around
 QUERY_TIMEOUT_SUBCODE = 3404014
 INVALID_TOKEN_CODE = 190
@@ -74,7 +79,7 @@ def classify_graph(response: requests.Response) -> Verdict:
         return "ok", ""
     err = _error_body(response)
     code, subcode = err.get("code"), err.get("error_subcode")
-    message = str(err.get("message", ""))[:200]
+    message = PROCESS_REDACTOR(err.get("message", ""))[:200]  # redact before cutting
     if code == INVALID_TOKEN_CODE or status == 401:
         return "credential", f"Mapillary rejected the access token (code 190): {TOKEN_HELP}"
     if status == 429 or code in RATE_LIMIT_CODES:
@@ -103,30 +108,6 @@ def classify_cdn(response: requests.Response) -> Verdict:
     return "fatal", f"CDN rejected the request (HTTP {status})"
 
 
-def parse_image(entity: dict, thumb_field: str) -> Candidate | None:
-    """One Graph API image entity -> Candidate; None without usable coordinates."""
-    geometry = entity.get("computed_geometry") or entity.get("geometry") or {}
-    coords = geometry.get("coordinates") or []
-    if len(coords) < 2 or entity.get("id") is None:
-        return None
-    lon, lat = float(coords[0]), float(coords[1])
-    if not (math.isfinite(lat) and math.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
-        return None
-    creator = entity.get("creator") or {}
-    username = creator.get("username") if isinstance(creator, dict) else None
-    heading = entity.get("computed_compass_angle", entity.get("compass_angle"))
-    sid = str(entity["id"])
-    return Candidate(
-        image_id=f"{Source.MAPILLARY}:{sid}", source=str(Source.MAPILLARY), source_id=sid,
-        lat_deg=lat, lon_deg=lon, group_id=entity.get("sequence"), creator=username,
-        captured_at_ms=int(entity["captured_at"]) if entity.get("captured_at") else None,
-        heading_deg=float(heading) % 360.0 if heading is not None else None,
-        is_pano=entity.get("is_pano"), license=LICENSE,
-        attribution=f"{username or 'unknown contributor'} / Mapillary, {LICENSE}",
-        fetch_ref=entity.get(thumb_field),
-    )
-
-
 class MapillaryClient:
     """Low-level Graph API and coverage-tile calls."""
 
@@ -140,12 +121,15 @@ class MapillaryClient:
         self.redactor = Redactor()
         self.redactor.add(self.token)
         auth = {"Authorization": f"OAuth {self.token}"}
+        api_hosts = (url_host(self.graph_url), url_host(self.tiles_url))
         self.api = HttpClient("mapillary", self.settings.http, redactor=self.redactor,
-                              headers=auth, classify=classify_graph, seed=seed)
+                              headers=auth, classify=classify_graph, seed=seed,
+                              allowed_hosts=api_hosts)
         self.cdn = HttpClient("mapillary-cdn", self.settings.http, redactor=self.redactor,
-                              classify=classify_cdn, seed=seed)
+                              classify=classify_cdn, seed=seed,
+                              allowed_hosts=(*CDN_HOSTS, *api_hosts))
         self.tiles = HttpClient("mapillary-tiles", self.settings.http, redactor=self.redactor,
-                                classify=classify_graph, seed=seed)
+                                classify=classify_graph, seed=seed, allowed_hosts=api_hosts)
         self.budget = None  # a geo_assets.request_budget.RequestBudget, set by the caller
 
     def _take(self, endpoint_class: str) -> None:
@@ -173,7 +157,7 @@ class MapillaryClient:
 
     def image(self, image_id: str, fields: str | None = None) -> dict:
         self._take("entity")
-        return self.api.get_json(f"{self.graph_url}/{image_id}",
+        return self.api.get_json(f"{self.graph_url}/{quote(str(image_id), safe='')}",
                                  params={"fields": fields or self.fields()},
                                  what=f"image {image_id}")
 
@@ -197,8 +181,8 @@ class MapillaryClient:
             except NotFoundError:
                 pass
         fresh = self.image(candidate.source_id, fields=self.settings.thumb_field())
-        url = fresh.get(self.settings.thumb_field())
-        if not url:
+        url = fresh.get(self.settings.thumb_field()) if isinstance(fresh, dict) else None
+        if not url or not isinstance(url, str):
             raise RemoteServiceError(f"mapillary: {candidate.image_id} has no thumbnail link")
         self._take("cdn")
         return self.cdn.get_bytes(url, what=what)
@@ -321,6 +305,7 @@ class MapillarySource:
         self.client = client
         self.settings = client.settings
         self.last_listing: dict = {}
+        self.rejected: dict[str, Candidate] = {}
         self._margin = 0.0
         self._budget_lock = threading.Lock()
 
@@ -356,6 +341,8 @@ class MapillarySource:
             raise
         except (RemoteServiceError, ValueError, IndexError, UnicodeDecodeError):
             return None  # tiles refused or unreadable: fall back to sampled boxes
+        except Exception:  # noqa: BLE001 - tile bytes are untrusted; any decoder failure
+            return None    # (AssertionError, struct or zlib errors) means: sample boxes
         return np.vstack(parts)
 
     def _tile_points(self, data: bytes, z: int, x: int, y: int) -> list[np.ndarray]:
@@ -405,6 +392,7 @@ class MapillarySource:
         grid = BoxGrid.over(cell_bounds(request.cell_id), self.settings.box_deg)
         rng = random.Random(f"{request.seed}:{request.cell_id}")
         self.last_listing = {"boxes_total": grid.size}
+        self.rejected: dict[str, Candidate] = {}
         idx = self._boxes_to_search(request, grid, rng)
         boxes = grid.boxes(idx)
         order = spread_order(boxes, grid.bbox, self.settings.strata, rng)
@@ -430,15 +418,19 @@ class MapillarySource:
                     chosen.update((c.image_id, c) for c in found[:share])
                     leftovers.append(found[share:])
         self._fill(chosen, leftovers, request.target)
-        self.last_listing.update(boxes_with_coverage=len(idx), boxes_searched=searched)
-        return sorted(chosen.values(), key=lambda c: c.image_id)
+        self.last_listing.update(boxes_with_coverage=len(idx), boxes_searched=searched,
+                                 records_rejected=len(self.rejected))
+        rejects = [c for k, c in self.rejected.items() if k not in chosen]
+        return sorted([*chosen.values(), *rejects], key=lambda c: c.image_id)
 
-    def _parse(self, entities: list[dict], chosen: dict, rng: random.Random) -> list[Candidate]:
+    def _parse(self, entities: list, chosen: dict, rng: random.Random) -> list[Candidate]:
         thumb = self.settings.thumb_field()
         found = {}
         for entity in entities:
             c = parse_image(entity, thumb)
-            if c is not None and c.image_id not in chosen:
+            if c.drop_reason is not None:
+                self.rejected.setdefault(c.image_id, c)  # recorded, never fetched
+            elif c.image_id not in chosen:
                 found[c.image_id] = c
         out = [found[k] for k in sorted(found)]
         rng.shuffle(out)

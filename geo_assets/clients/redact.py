@@ -3,16 +3,20 @@
 Tokens, API keys, signing secrets, URL signatures and signed CDN URLs must never reach a log,
 an exception message, a manifest or asset metadata. Every client formats URLs and error text
 through :class:`Redactor` before they leave it, and :class:`RedactingFilter` scrubs log
-records of the ``geoscout`` loggers as a second line of defence.
+records of the ``geoscout`` loggers as a second line of defence. A registered secret is
+matched raw, URL-encoded (``quote`` and ``quote_plus``) and base64-encoded (standard and
+URL-safe alphabets, at each of the three byte alignments it can have inside a longer encoded
+string, as in a ``Basic`` header or an echoed, encoded query).
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import threading
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 REDACTED = "REDACTED"
 
@@ -56,9 +60,11 @@ class Redactor:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, *values: str | None) -> None:
-        """Register secrets; they are also redacted from every log record of the process."""
+        """Register secrets (and their encoded forms); they are also redacted from every log
+        record of the process."""
+        forms = {f for v in values if v and len(v) >= 4 for f in encoded_forms(v)}
         with self._lock:
-            self.secrets.update(v for v in values if v and len(v) >= 4)
+            self.secrets.update(forms)
         if self is not PROCESS_REDACTOR:
             PROCESS_REDACTOR.add(*values)
 
@@ -69,6 +75,27 @@ class Redactor:
         for secret in secrets:
             out = out.replace(secret, REDACTED)
         return redact_text(out)
+
+
+def _base64_cores(raw: bytes) -> set[str]:
+    """The base64 characters that depend only on ``raw``, at each alignment in a stream."""
+    out = set()
+    for offset in range(3):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            enc = encode(b"\0" * offset + raw).decode()
+            start, end = -(-offset * 4 // 3), (offset + len(raw)) * 4 // 3
+            core = enc[start:end]
+            if len(core) >= 6:
+                out.add(core)
+    return out
+
+
+def encoded_forms(secret: str) -> set[str]:
+    """``secret`` raw, URL-encoded and base64-encoded (forms of at least 4 characters)."""
+    forms = {secret, quote(secret, safe=""), quote_plus(secret), quote(secret)}
+    forms |= {f.lower() for f in forms if "%" in f}  # lower-case percent escapes
+    forms |= _base64_cores(secret.encode())
+    return {f for f in forms if len(f) >= 4}
 
 
 def redact_text(text: str) -> str:
@@ -97,9 +124,29 @@ REDACTED_LOGGERS = ("geoscout", "geoscout.http", "urllib3.connectionpool", "requ
 
 
 def install_log_redaction(loggers: tuple[str, ...] = REDACTED_LOGGERS) -> None:
-    """Attach the process-wide redacting filter to ``loggers`` (idempotent)."""
+    """Attach the process-wide redacting filter to ``loggers`` and install a log-record
+    factory that redacts every record of the process (Dagster's included) once a secret is
+    registered (idempotent)."""
     for name in loggers:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactingFilter) and f.redactor is PROCESS_REDACTOR
                    for f in logger.filters):
             logger.addFilter(RedactingFilter(PROCESS_REDACTOR))
+    factory = logging.getLogRecordFactory()
+    if not getattr(factory, "geoscout_redacting", False):
+        logging.setLogRecordFactory(_redacting_factory(factory))
+
+
+def _redacting_factory(inner):
+    def factory(*args, **kwargs) -> logging.LogRecord:
+        record = inner(*args, **kwargs)
+        if PROCESS_REDACTOR.secrets:
+            try:
+                message = record.getMessage()
+            except Exception:  # noqa: BLE001 - a bad format string: keep the record as it is
+                return record
+            record.msg, record.args = PROCESS_REDACTOR(message), None
+        return record
+
+    factory.geoscout_redacting = True
+    return factory

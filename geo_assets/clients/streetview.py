@@ -24,7 +24,16 @@ import requests
 
 from geo_assets.cells import cell_bounds, point_to_cell
 from geo_assets.clients.base import Candidate, ListRequest
-from geo_assets.clients.http import HttpClient, Verdict
+from geo_assets.clients.http import HttpClient, Verdict, url_host
+from geo_assets.clients.records import (
+    SOURCE_ID_RE,
+    RecordError,
+    coordinate,
+    optional_text,
+    record_digest,
+    rejected,
+    source_id,
+)
 from geo_assets.clients.redact import Redactor
 from geo_assets.errors import InputError
 from geo_assets.manifest import Source
@@ -95,10 +104,11 @@ class StreetViewClient:
         self.settings = settings or StreetViewSettings()
         self.redactor = Redactor()
         self.redactor.add(self.key, self.signing_secret)
+        hosts = (url_host(self.base_url),)
         self.meta_http = HttpClient("streetview", self.settings.http, redactor=self.redactor,
-                                    classify=classify_metadata, seed=seed)
+                                    classify=classify_metadata, seed=seed, allowed_hosts=hosts)
         self.image_http = HttpClient("streetview", self.settings.http, redactor=self.redactor,
-                                     classify=classify_image, seed=seed)
+                                     classify=classify_image, seed=seed, allowed_hosts=hosts)
         self.budget = None  # a geo_assets.request_budget.RequestBudget, set by the caller
 
     def close(self) -> None:
@@ -169,6 +179,20 @@ def ring_points(location: dict, distance_m: float, n: int) -> np.ndarray:
     return np.stack([np.clip(lat + dlat, -90, 90), (lon + dlon + 180) % 360 - 180], axis=1)
 
 
+def parse_metadata(meta: dict) -> dict:
+    """An "OK" metadata answer -> pano_id, location {lat, lng}, date (epoch ms), copyright;
+    raises :class:`RecordError` naming the bad field."""
+    loc = meta.get("location")
+    if not isinstance(loc, dict):
+        raise RecordError(f"location is {type(loc).__name__}, not an object", location=True)
+    date = optional_text(meta.get("date"), "date")
+    return {"pano_id": source_id(meta.get("pano_id"), "pano_id"),
+            "location": {"lat": coordinate(loc.get("lat"), "location.lat", 90),
+                         "lng": coordinate(loc.get("lng"), "location.lng", 180)},
+            "date": parse_date(date),
+            "copyright": optional_text(meta.get("copyright"), "copyright")}
+
+
 def parse_date(date: str | None) -> int | None:
     """Street View "YYYY-MM" (or "YYYY") -> epoch ms at the start of that month, UTC."""
     if not date:
@@ -176,7 +200,7 @@ def parse_date(date: str | None) -> int | None:
     try:
         parts = [int(p) for p in date.split("-")[:2]]
         when = dt.datetime(parts[0], parts[1] if len(parts) > 1 else 1, 1, tzinfo=dt.UTC)
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, OverflowError):
         return None
     return int(when.timestamp() * 1000)
 
@@ -191,6 +215,7 @@ class StreetViewSource:
         self.client = client
         self.acknowledge_storage_terms = acknowledge_storage_terms
         self.last_listing: dict = {}
+        self.rejected: dict[str, Candidate] = {}
 
     def http_counters(self) -> dict[str, int]:
         return dict(self.client.meta_http.counters + self.client.image_http.counters)
@@ -217,6 +242,7 @@ class StreetViewSource:
         n_discovery = max(1, s.max_lookups // 4)
         radius = max(s.radius_m, covering_radius_m(request.cell_id, n_discovery))
         panos: dict[str, dict] = {}
+        self.rejected = {}
         budget = [s.max_lookups]
         while budget[0] > 0 and len(panos) < panos_wanted:
             before = set(panos)
@@ -235,7 +261,8 @@ class StreetViewSource:
         self.last_listing = {"coverage": "sampled", "lookups": s.max_lookups - budget[0],
                              "panos": len(panos), "discovery_radius_m": round(radius)}
         cands = [c for p in panos.values() for c in self._candidates(p, s.headings)]
-        return sorted(cands, key=lambda c: c.image_id)
+        self.last_listing["records_rejected"] = len(self.rejected)
+        return sorted([*cands, *self.rejected.values()], key=lambda c: c.image_id)
 
     def _lookup_round(self, points: np.ndarray, radius: float, cell_id: str, panos: dict,
                       wanted: int, budget: list[int]) -> None:
@@ -255,25 +282,36 @@ class StreetViewSource:
                     if pano is not None and len(panos) < wanted:
                         panos.setdefault(pano["pano_id"], pano)
 
-    @staticmethod
-    def _pano_in_cell(meta: dict, cell_id: str) -> dict | None:
-        if meta.get("status") != "OK" or not meta.get("pano_id"):
+    def _pano_in_cell(self, meta: object, cell_id: str) -> dict | None:
+        """The strictly parsed pano of a metadata answer when it lies in the cell; a malformed
+        answer is recorded in ``self.rejected`` (a manifest row with its reason)."""
+        if not isinstance(meta, dict) or meta.get("status") != "OK":
             return None
-        loc = meta.get("location") or {}
-        lat, lon = loc.get("lat"), loc.get("lng")
-        if lat is None or lon is None or point_to_cell(lat, lon, len(cell_id)) != cell_id:
+        try:
+            pano = parse_metadata(meta)
+        except RecordError as exc:
+            raw = meta.get("pano_id")
+            sid = raw if isinstance(raw, str) and SOURCE_ID_RE.match(raw) else (
+                f"invalid-{record_digest(meta)}")
+            c = rejected(str(Source.STREETVIEW), sid, f"street view pano {sid}: {exc}",
+                         location=exc.location)
+            self.rejected.setdefault(c.image_id, c)
             return None
-        return meta
+        loc = pano["location"]
+        if point_to_cell(loc["lat"], loc["lng"], len(cell_id)) != cell_id:
+            return None
+        return pano
 
     @staticmethod
     def _candidates(meta: dict, headings) -> list[Candidate]:
         pano_id = meta["pano_id"]
         loc = meta["location"]
         copyright_ = str(meta.get("copyright") or "© Google")
+        date = meta.get("date")
         return [Candidate(
             image_id=f"{Source.STREETVIEW}:{pano_id}_{h:g}", source=str(Source.STREETVIEW),
             source_id=f"{pano_id}_{h:g}", lat_deg=float(loc["lat"]), lon_deg=float(loc["lng"]),
             group_id=pano_id, creator=copyright_.replace("©", "").strip() or None,
-            captured_at_ms=parse_date(meta.get("date")), heading_deg=float(h), is_pano=False,
+            captured_at_ms=date if isinstance(date, int) else parse_date(date), heading_deg=float(h), is_pano=False,
             license=LICENSE, attribution=copyright_, fetch_ref=(pano_id, float(h)),
         ) for h in headings]

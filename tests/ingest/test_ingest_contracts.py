@@ -45,7 +45,8 @@ def test_geometry_fallback_when_computed_geometry_is_missing():
     c = parse_image(e, "thumb_1024_url")
     assert (c.lon_deg, c.lat_deg) == tuple(e["geometry"]["coordinates"])
     e.pop("geometry")
-    assert parse_image(e, "thumb_1024_url") is None
+    c = parse_image(e, "thumb_1024_url")  # recorded with its reason, not vanished
+    assert c.drop_reason == "no_location" and "geometry" in c.error
 
 
 def test_real_error_bodies_classify():

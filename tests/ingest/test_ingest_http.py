@@ -33,7 +33,8 @@ def client(sleeps: list, max_retries: int = 4, read_timeout: float = 5.0) -> Htt
                             retry=RetryPolicy(max_retries=max_retries, backoff_base_s=0.01,
                                               backoff_max_s=0.05))
     return HttpClient("mapillary", settings, classify=classify_graph, seed=1,
-                      sleep=sleeps.append, headers={"Authorization": "OAuth MLY|secret-token"})
+                      sleep=sleeps.append, headers={"Authorization": "OAuth MLY|secret-token"},
+                      allowed_hosts=("127.0.0.1",))
 
 
 @pytest.mark.parametrize("failure", [
