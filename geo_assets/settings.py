@@ -92,10 +92,15 @@ class IngestSettings:
     filters: FilterSettings = field(default_factory=FilterSettings, metadata=doc("Filters."))
 
     def __post_init__(self) -> None:
-        for name in ("target_per_cell", "workers", "max_in_flight"):
+        # target_per_cell 0 is a crawl plan's budget for a cell without coverage; the user's
+        # images_per_cell must be at least 1 (checked by the settings resource)
+        if self.target_per_cell < 0:
+            raise ValueError("IngestSettings.target_per_cell (a cell's image budget) must not "
+                             f"be negative, got {self.target_per_cell}")
+        for name in ("workers", "max_in_flight"):
             if getattr(self, name) < 1:
-                raise ValueError(f"IngestSettings.{name} (images_per_cell for target_per_cell) "
-                                 f"must be at least 1, got {getattr(self, name)}")
+                raise ValueError(f"IngestSettings.{name} must be at least 1, got "
+                                 f"{getattr(self, name)}")
         if not 0.0 <= self.max_fetch_failure_ratio <= 1.0:
             raise ValueError("IngestSettings.max_fetch_failure_ratio must lie in 0..1, got "
                              f"{self.max_fetch_failure_ratio}")

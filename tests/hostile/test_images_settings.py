@@ -61,7 +61,7 @@ def test_truncated_jpeg_is_refused_and_animations_are_limited():
 
 
 @pytest.mark.parametrize("make", [
-    lambda: IngestSettings(target_per_cell=0), lambda: IngestSettings(target_per_cell=-5),
+    lambda: IngestSettings(target_per_cell=-5),
     lambda: IngestSettings(workers=0), lambda: IngestSettings(max_fetch_failure_ratio=2),
     lambda: HttpSettings(deadline_s=0), lambda: HttpSettings(max_body_bytes=-1),
     lambda: ImageSettings(max_pixels=0),
