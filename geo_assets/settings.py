@@ -169,6 +169,14 @@ class SplitSettings:
     stratify_level: int = field(
         default=1, metadata=doc("Level whose cells stratify the splits (the coarsest hierarchy "
             "level)."))
+    block_km: float = field(
+        default=10.0, metadata=doc("Smallest spatial block (quadtree cell height, km) assigned to "
+            "one split whole; dense places split down to it, sparse places stay in coarser "
+            "blocks. Larger: fewer images dropped at block edges, coarser proportions."))
+    size_tolerance: float = field(
+        default=0.2, metadata=doc("Relative tolerance of each split's share of images and of "
+            "capture groups (test: test_fraction; each fold: an equal share of the rest); "
+            "outside it the splits asset warns."))
 
     def __post_init__(self) -> None:
         if self.k_folds < 2:
@@ -177,6 +185,10 @@ class SplitSettings:
             raise InputError(f"test_fraction {self.test_fraction} must be between 0 and 1")
         if self.min_distance_km < 0:
             raise InputError(f"min_distance_km {self.min_distance_km} must not be negative")
+        if self.block_km <= 0:
+            raise InputError(f"block_km {self.block_km} must be positive")
+        if not 0 < self.size_tolerance < 1:
+            raise InputError(f"size_tolerance {self.size_tolerance} must be between 0 and 1")
 
 
 @dataclass(frozen=True)
