@@ -80,6 +80,43 @@ def test_near_duplicates_by_perceptual_hash():
     assert same_place.tolist() == [False] * 4
 
 
+def _greedy_near_duplicates(phash, candidate, max_distance, units):
+    """The plain O(n^2) greedy, the reference the indexed version must match."""
+    dropped = np.zeros(len(candidate), dtype=bool)
+    kept: list[int] = []
+    for i in np.flatnonzero(candidate):
+        if not phash[i]:
+            continue
+        h = int(phash[i], 16)
+        if any((h ^ int(phash[k], 16)).bit_count() <= max_distance and units[k] != units[i]
+               for k in kept):
+            dropped[i] = True
+        else:
+            kept.append(i)
+    return dropped
+
+
+@pytest.mark.parametrize("max_distance", [0, 2, 4, 9])
+def test_near_duplicates_match_the_plain_greedy_on_random_hashes(max_distance):
+    rng = np.random.default_rng(max_distance)
+    n = 1500
+    base = rng.integers(0, 2**63, 60, dtype=np.int64).astype(np.uint64)
+    flips = rng.integers(0, 64, (n, 6)).astype(np.uint64)
+    n_flips = rng.integers(0, 7, n)
+    hashes = base[rng.integers(0, len(base), n)]
+    for j in range(6):
+        on = n_flips > j
+        hashes[on] ^= np.uint64(1) << flips[on, j]
+    phash = [f"{int(h):016x}" for h in hashes]
+    phash[5] = ""  # images without a hash are never compared
+    candidate = rng.random(n) < 0.9
+    units = rng.integers(0, 300, n)
+    got = filters.near_duplicates(phash, candidate, max_distance, units)
+    want = _greedy_near_duplicates(phash, candidate, max_distance, units)
+    assert got.tolist() == want.tolist()
+    assert 0 < want.sum() < candidate.sum()  # the data has duplicates and survivors
+
+
 def test_brightness_bounds():
     reasons = filters.brightness_reasons(np.array([10, 40, 40.5, 128, 240]), FilterSettings())
     assert reasons.tolist() == ["too_dark", "too_dark", "", "", "too_bright"]
