@@ -50,11 +50,19 @@ class FilterSettings:
     min_distance_m: float = field(
         default=10.0, metadata=doc("Spatial dedup radius in metres within a cell (0 disables)."))
     max_per_sequence: int = field(
-        default=20, metadata=doc("At most this many images per capture group per cell (0: no "
-            "cap)."))
+        default=20, metadata=doc("At most this many images per Mapillary sequence or Street View "
+            "panorama per cell (0: no cap)."))
+    max_per_local_group: int = field(
+        default=0, metadata=doc("At most this many photos per local photo group per cell (0: no "
+            "cap). Off by default: a local group is often an author, not a sequence, and "
+            "capping it drops a prolific author's photos."))
     phash_max_distance: int = field(
         default=4, metadata=doc("pHash Hamming distance that counts as a near duplicate "
             "(negative: off)."))
+
+    def group_cap(self, source: str) -> int:
+        """The per-cell cap of one capture group of ``source``."""
+        return self.max_per_local_group if source == "local" else self.max_per_sequence
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,13 @@ class IngestSettings:
     force: bool = field(default=False, metadata=doc("Re-crawl a cell that is already done."))
     images: ImageSettings = field(default_factory=ImageSettings, metadata=doc("Image checks."))
     filters: FilterSettings = field(default_factory=FilterSettings, metadata=doc("Filters."))
+    source_filters: tuple[tuple[str, FilterSettings], ...] = field(
+        default=(), metadata=doc("Filters of one source instead of ``filters``, as (source, "
+            "settings) pairs, e.g. a lower brightness floor for a local archive."))
+
+    def filters_for(self, source: str) -> FilterSettings:
+        """The filter settings of ``source``."""
+        return dict(self.source_filters).get(str(source), self.filters)
 
 
 # --- HTTP and API clients ------------------------------------------------------------------------
