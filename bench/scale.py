@@ -154,7 +154,8 @@ def run_stage(stage: str, work: Path) -> None:
         manifest = pl.read_parquet(work / "root" / layout.IMAGE_MANIFEST)
         manifest_checks.duplicate_image_ids(manifest)
         manifest_checks.coordinates_outside_cells(manifest)
-        manifest_checks.leaked_secrets(manifest_checks.manifest_texts(manifest), ["s3cr3t"])
+        _, hits = manifest_checks.suspicious_texts(manifest, ["s3cr3t"])
+        manifest_checks.leaked_secrets(hits, ["s3cr3t"])
     elif stage == "splits":
         from geo_assets.splits import make_splits
 
