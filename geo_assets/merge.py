@@ -64,7 +64,7 @@ def merge_manifests(root: DataRoot, *,
     n_before = frame.height
     frame = (frame.sort(["image_id", "kept", "cell_id"], descending=[False, True, False])
              .unique(subset="image_id", keep="first", maintain_order=True))
-    frame, n_cross = _cross_cell_dedup(frame, min_distance_m)
+    frame, n_cross = cross_cell_dedup(frame, min_distance_m)
     frame = frame.sort("image_id")
     data = table_to_parquet_bytes(frame.to_arrow())
     root.write_bytes(layout.IMAGE_MANIFEST, data)
@@ -86,13 +86,41 @@ def _scan(root: DataRoot, paths: list[str]):
     return lazy.select(MANIFEST_COLUMNS).collect()
 
 
-def _cross_cell_dedup(frame, min_distance_m: float):
+def near_partition_edge(min_distance_m: float):
+    """Boolean expression: the kept row may have an image of another (cell, source) partition
+    within ``min_distance_m``: it lies within that distance of its cell's edge, or its cell
+    holds images of several sources. Every other row can neither be displaced nor displace
+    one, so the cross-cell dedup looks at these rows only (same result)."""
     import polars as pl
 
-    if frame.height == 0:
+    from geo_assets.sphere import KM_PER_DEG
+
+    lat, lon = pl.col("lat_deg"), pl.col("lon_deg")
+    level = pl.col("cell_id").str.len_chars()
+    dlat, dlon = 180.0 / (2.0 ** level), 360.0 / (2.0 ** level)
+    row = ((lat + 90.0) / dlat).floor()
+    col = ((lon + 180.0) / dlon).floor()
+    to_lat_edge = pl.min_horizontal(lat + 90.0 - row * dlat, (row + 1) * dlat - lat - 90.0)
+    to_lon_edge = pl.min_horizontal(lon + 180.0 - col * dlon, (col + 1) * dlon - lon - 180.0)
+    # cos at the cell's pole-ward edge: a lower bound of the east-west metres per degree
+    cos_edge = ((lat.abs() + dlat).clip(upper_bound=90.0) * (3.141592653589793 / 180)).cos()
+    margin_deg = 2.0 * min_distance_m / 1000.0 / KM_PER_DEG  # twice: rounding never matters
+    return ((to_lat_edge <= margin_deg) | (to_lon_edge * cos_edge <= margin_deg)
+            | (pl.col("source").n_unique().over("cell_id") > 1))
+
+
+def cross_cell_dedup(frame, min_distance_m: float, edges_only: bool = True):
+    """(frame with the displaced rows dropped as duplicate_location, their count).
+    ``edges_only``: look only at the rows ``near_partition_edge`` (same result, less work)."""
+    import polars as pl
+
+    if frame.height == 0 or min_distance_m <= 0:
         return frame, 0
     frame = frame.with_row_index("_row")
-    kept = (frame.filter(pl.col("kept"))
+    kept = frame.filter(pl.col("kept"))
+    if edges_only:
+        kept = kept.filter(near_partition_edge(min_distance_m))
+    kept = (kept
             .sort(["cell_id", "source", pl.col("captured_at").is_null(), "captured_at",
                    "image_id"], nulls_last=True))
     blocker = filters.cross_partition_dedup(
