@@ -1,6 +1,6 @@
 """Checks of a split: leakage (capture groups and close images across buckets) and proportions.
 
-Leakage without pair lists: one KD-tree per bucket (test, fold 0..k-1), queried with every
+Leakage without pair lists: one KD-tree per bucket (test, fold 0..k-1), queried (bounded) with every
 image of the other buckets for its nearest neighbour, gives each image's distance to the
 nearest image of another bucket: O(k N log N) time, O(N) memory. A leak is an image with such
 a neighbour closer than ``min_distance_km``; a capture group leaks when it spans buckets.
@@ -20,8 +20,10 @@ import polars as pl
 from scipy.spatial import cKDTree
 
 from geo_assets.settings import SplitSettings
-from geo_assets.sphere import chord_to_km, unit_vectors
+from geo_assets.sphere import chord_to_km, km_to_chord, unit_vectors
 from geo_assets.splits import TEST, bucket_fractions, bucket_name
+
+REPORT_BOUND_FACTOR = 20  # fold-to-other-bucket distances are reported up to 20 x min distance
 
 
 def buckets_of(table: pl.DataFrame) -> np.ndarray:
@@ -29,17 +31,20 @@ def buckets_of(table: pl.DataFrame) -> np.ndarray:
     return np.where(table["split"].to_numpy() == TEST, 0, table["fold"].to_numpy() + 1)
 
 
-def nearest_other_bucket(xyz: np.ndarray, bucket: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per image: distance (km) to the nearest image of another bucket, and that image's row
-    (-1 when there is no other bucket)."""
+def nearest_other_bucket(xyz: np.ndarray, bucket: np.ndarray,
+                         bound_km: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per image: distance (km) to the nearest image of another bucket when closer than
+    ``bound_km`` (else inf), and that image's row (-1: none). Bounded queries stay cheap
+    where the other buckets are far away."""
     dist = np.full(len(bucket), np.inf)
     other = np.full(len(bucket), -1, np.int64)
+    bound = km_to_chord(bound_km)
     for b in np.unique(bucket):
         members = np.flatnonzero(bucket == b)
         rest = np.flatnonzero(bucket != b)
         if len(rest) == 0:
             continue
-        d, j = cKDTree(xyz[members]).query(xyz[rest], k=1)
+        d, j = cKDTree(xyz[members]).query(xyz[rest], k=1, distance_upper_bound=bound)
         closer = d < dist[rest]
         dist[rest[closer]] = d[closer]
         other[rest[closer]] = members[j[closer]]
@@ -53,12 +58,19 @@ def find_leaks(table: pl.DataFrame, min_distance_km: float, examples: int = 5) -
 
     ``table``: image_id, source, group_id, lat_deg, lon_deg, split, fold.
     """
-    return _leaks(table, buckets_of(table), *_nearest(table), min_distance_km, examples)
-
-
-def _nearest(table: pl.DataFrame):
     xyz = unit_vectors(table["lat_deg"].to_numpy(), table["lon_deg"].to_numpy())
-    return nearest_other_bucket(xyz, buckets_of(table))
+    bucket = buckets_of(table)
+    return _leaks(table, bucket, *nearest_other_bucket(xyz, bucket, 2 * min_distance_km),
+                  min_distance_km, examples)
+
+
+def test_to_train_km(xyz: np.ndarray, bucket: np.ndarray) -> np.ndarray:
+    """Distance (km) from each test image to its nearest training image (unbounded: the
+    report's histogram and median)."""
+    test, train = xyz[bucket == 0], xyz[bucket > 0]
+    if len(test) == 0 or len(train) == 0:
+        return np.full(len(test), np.inf)
+    return chord_to_km(cKDTree(train).query(test, k=1)[0])
 
 
 def _leaks(table, bucket, dist, other, min_distance_km, examples) -> dict:
@@ -106,8 +118,10 @@ def leakage_report(table: pl.DataFrame, settings: SplitSettings,
     """(report, figure data): counts per bucket, nearest cross-split distances, leaks,
     proportions. ``table``: splits joined with the manifest (source, lat_deg, lon_deg)."""
     bucket = buckets_of(table)
-    dist, other = _nearest(table)
-    test_to_train = dist[bucket == 0]
+    xyz = unit_vectors(table["lat_deg"].to_numpy(), table["lon_deg"].to_numpy())
+    dist, other = nearest_other_bucket(xyz, bucket, REPORT_BOUND_FACTOR
+                                       * max(settings.min_distance_km, 1.0))
+    test_to_train = test_to_train_km(xyz, bucket)
     fold_min = {str(f): (float(dist[bucket == f + 1].min()) if (bucket == f + 1).any()
                          and np.isfinite(dist[bucket == f + 1]).any() else None)
                 for f in range(settings.k_folds)}

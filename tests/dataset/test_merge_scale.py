@@ -48,3 +48,36 @@ def test_most_rows_are_far_from_the_edges_of_one_source_cells():
         frame["lat_deg"].to_numpy(), frame["lon_deg"].to_numpy(), 9).astype(str)))
     near = frame.filter(pl.col("kept")).select(near_partition_edge(10.0)).to_series()
     assert near.mean() < 0.2
+
+
+def test_streamed_merge_equals_the_eager_merge(tmp_path):
+    """Cell files with repeated image ids and cross-cell neighbours: the streamed merge keeps
+    the rows an eager concat + unique + full dedup keeps, with the same decisions."""
+    from geo_assets import layout
+    from geo_assets.manifest import MANIFEST_SCHEMA, table_to_parquet_bytes
+    from geo_assets.merge import merge_manifests
+    from geo_assets.storage import DataRoot
+
+    frame = _frame(1, n=3000).with_columns(
+        source_id=pl.col("image_id"), captured_at=pl.col("captured_at").cast(
+            pl.Datetime("ms", "UTC")), sha256=pl.col("image_id"))
+    repeats = frame.head(200).with_columns(  # the same images listed again in another cell
+        cell_id=pl.col("cell_id").str.slice(0, 8) + "0", kept=~pl.col("kept"))
+    root = DataRoot(str(tmp_path))
+    full = pl.concat([frame, repeats], how="vertical_relaxed")
+    schema_cols = [c for c in MANIFEST_SCHEMA.names]
+    for (cell, source), part in full.group_by(["cell_id", "source"]):
+        table = part.with_columns(*[pl.lit(None).alias(c) for c in schema_cols
+                                    if c not in part.columns]).select(schema_cols)
+        root.write_bytes(layout.cell_manifest(source, cell),
+                         table_to_parquet_bytes(table.to_arrow().cast(MANIFEST_SCHEMA)))
+        root.write_bytes(layout.cell_stats(source, cell), b"{}")
+    result = merge_manifests(root, min_distance_m=20.0)
+    merged = pl.read_parquet(root.local_path(layout.IMAGE_MANIFEST))
+    eager = full.sort(["image_id", "kept", "cell_id"], descending=[False, True, False]) \
+        .unique("image_id", keep="first")
+    eager, n_cross = cross_cell_dedup(eager, 20.0, edges_only=False)
+    cols = ["image_id", "cell_id", "kept", "drop_reason", "error"]
+    assert merged.select(cols).sort("image_id").equals(eager.select(cols).sort("image_id"))
+    assert result.n_duplicate_ids == 200 and result.n_cross_cell_dropped == n_cross > 0
+    assert merge_manifests(root, min_distance_m=20.0).sha256 == result.sha256
