@@ -59,6 +59,7 @@ def kept_manifest(root: DataRoot, columns: list[str] | None = None) -> pl.DataFr
 
 
 SPLIT_COLUMNS = ["image_id", "source", "group_id", "lat_deg", "lon_deg"]
+SHARD_COLUMNS = [*SPLIT_COLUMNS, "sha256", "license", "attribution"]
 
 
 def with_split(frame: pl.DataFrame, out: Path) -> pl.DataFrame:
@@ -169,7 +170,7 @@ def hierarchy(settings: GeoscoutSettings, dataset: DatasetSettings) -> dg.Materi
     from geo_assets.hierarchy import fit_hierarchy, write_hierarchy
 
     root, out = dataset_dirs(settings)
-    table = with_split(kept_manifest(root), out)
+    table = with_split(kept_manifest(root, ["image_id", "lat_deg", "lon_deg"]), out)
     hset = dataset.hierarchy_settings()
     lat, lon = table["lat_deg"].to_numpy(), table["lon_deg"].to_numpy()
     fitted = fit_hierarchy(lat, lon, (table["split"] == "train").to_numpy(), hset)
@@ -210,7 +211,7 @@ def shards(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
            dataset: DatasetSettings) -> dg.MaterializeResult:
     root, out = dataset_dirs(settings)
     levels = list(dataset.levels)
-    table = shard_table(kept_manifest(root), pl.read_parquet(out / layout.SPLITS),
+    table = shard_table(kept_manifest(root, SHARD_COLUMNS), pl.read_parquet(out / layout.SPLITS),
                         pl.read_parquet(out / layout.LABELS),
                         lambda sha: str(root.local_path(layout.image(sha))))
     sset = dataset.shard_settings()
@@ -243,7 +244,7 @@ def every_image_in_one_shard(settings: GeoscoutSettings) -> dg.AssetCheckResult:
     root, out = dataset_dirs(settings)
     contents = pl.read_parquet(out / layout.SHARD_CONTENTS)
     excluded = pl.read_parquet(out / layout.SPLITS_EXCLUDED)
-    wanted = kept_manifest(root).select("image_id").join(excluded, on="image_id", how="anti")
+    wanted = kept_manifest(root, ["image_id"]).join(excluded, on="image_id", how="anti")
     counts = contents.group_by("image_id").len()
     missing = wanted.join(counts, on="image_id", how="anti")
     doubled = counts.filter(pl.col("len") > 1)
