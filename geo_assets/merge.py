@@ -57,6 +57,7 @@ def done_cell_manifests(root: DataRoot) -> list[str]:
 
 DEDUP_COLUMNS = ["image_id", "source", "cell_id", "lat_deg", "lon_deg", "captured_at", "kept"]
 ROW_GROUP_ROWS = 1 << 17
+FILES_PER_READ = 128  # cell files read (and written) together: bounded memory, few calls
 
 
 def merge_manifests(root: DataRoot, *,
@@ -132,20 +133,23 @@ def _decisions(root: DataRoot, paths: list[str], min_distance_m: float):
 
 
 def _cells(root: DataRoot, paths: list[str], winners, updates):
-    """Each cell file's rows, less the duplicate-id losers, with the cross-cell drops applied,
-    in path order (sorted: cells, then sources)."""
+    """The cell files' rows, less the duplicate-id losers, with the cross-cell drops applied,
+    in path order (sorted: cells, then sources), ``FILES_PER_READ`` files at a time."""
     import polars as pl
 
-    for path in sorted(paths):
-        uri = root.uri(path)
-        frame = pl.read_parquet(uri, storage_options=root.storage_options or None) \
-            .select(MANIFEST_COLUMNS)
-        frame = frame.sort(["image_id", "kept"], descending=[False, True]).unique(
-            "image_id", keep="first", maintain_order=True)
-        elsewhere = winners.filter(pl.col("_path") != uri)["image_id"]
-        if elsewhere.len():
-            frame = frame.filter(~pl.col("image_id").is_in(elsewhere.implode()))
-        yield _apply(frame, updates)
+    paths = sorted(paths)
+    losers_of = winners.rename({"_path": "_win"})
+    for start in range(0, len(paths), FILES_PER_READ):
+        frame = _scan(root, paths[start:start + FILES_PER_READ]) \
+            .select(*MANIFEST_COLUMNS, "_path").collect()
+        frame = frame.sort(["_path", "image_id", "kept"], descending=[False, False, True]) \
+            .unique(["_path", "image_id"], keep="first", maintain_order=True)
+        lost = frame.select("_path", "image_id").join(losers_of, on="image_id") \
+            .filter(pl.col("_win") != pl.col("_path")).drop("_win")
+        if lost.height:
+            frame = frame.join(lost, on=["_path", "image_id"], how="anti",
+                               maintain_order="left")
+        yield _apply(frame.drop("_path"), updates)
 
 
 def _apply(frame, updates):
