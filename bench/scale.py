@@ -151,10 +151,11 @@ def run_stage(stage: str, work: Path) -> None:
 
         merge_manifests(DataRoot(str(work / "root")))
     elif stage == "checks":
-        manifest = pl.read_parquet(work / "root" / layout.IMAGE_MANIFEST)
-        manifest_checks.duplicate_image_ids(manifest)
-        manifest_checks.coordinates_outside_cells(manifest)
-        _, hits = manifest_checks.suspicious_texts(manifest, ["s3cr3t"])
+        path = work / "root" / layout.IMAGE_MANIFEST  # as the asset checks read it
+        manifest_checks.duplicate_image_ids(pl.read_parquet(path, columns=["image_id"]))
+        manifest_checks.coordinates_outside_cells(
+            pl.read_parquet(path, columns=manifest_checks.CELL_CHECK_COLUMNS))
+        _, hits = manifest_checks.suspicious_texts(pl.scan_parquet(path), ["s3cr3t"])
         manifest_checks.leaked_secrets(hits, ["s3cr3t"])
     elif stage == "splits":
         from geo_assets.splits import make_splits

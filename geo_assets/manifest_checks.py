@@ -46,6 +46,9 @@ def duplicate_image_ids(manifest: pl.DataFrame, max_examples: int = 5) -> Findin
                    [f"{r['image_id']} x{r['len']}" for r in dup.iter_rows(named=True)])
 
 
+CELL_CHECK_COLUMNS = ["image_id", "lat_deg", "lon_deg", "cell_id", "drop_reason"]
+
+
 def coordinates_outside_cells(manifest: pl.DataFrame, max_examples: int = 5) -> Finding:
     """Rows (other than those dropped for their location) whose lat/lon lie outside cell_id."""
     rows = manifest.filter(~pl.col("drop_reason").is_in(_NO_CELL_REASONS)
@@ -123,7 +126,7 @@ def _secret_pattern() -> str:
     return "(?i)" + "|".join(f"(?:{p})" for p in parts)
 
 
-def suspicious_texts(manifest: pl.DataFrame,
+def suspicious_texts(manifest: pl.DataFrame | pl.LazyFrame,
                      secrets: Iterable[str | None] = ()) -> tuple[int, list[tuple[str, str]]]:
     """(distinct string values checked, the values that may hold a secret), labelled by
     column. Vectorised: one polars regex match per column (the redactor's patterns) and a
@@ -132,10 +135,11 @@ def suspicious_texts(manifest: pl.DataFrame,
     literals = [s for s in secrets if s and len(s) >= 4]
     pattern = _secret_pattern()
     checked, hits = 0, []
-    for name, dtype in manifest.schema.items():
+    lazy = manifest.lazy()  # a LazyFrame (a Parquet scan) reads one column at a time
+    for name, dtype in lazy.collect_schema().items():
         if dtype != pl.String:
             continue
-        values = manifest.lazy().select(pl.col(name).drop_nulls().unique()).collect()[name]
+        values = lazy.select(pl.col(name).drop_nulls().unique()).collect()[name]
         checked += values.len()
         flag = values.str.contains(pattern)
         if literals:

@@ -197,13 +197,14 @@ def _result(finding: manifest_checks.Finding,
 @dg.asset_check(asset=image_manifest, blocking=True)
 def unique_image_ids(settings: GeoscoutSettings) -> dg.AssetCheckResult:
     """No image id appears twice in the merged manifest."""
-    return _result(manifest_checks.duplicate_image_ids(_read_manifest(settings)))
+    return _result(manifest_checks.duplicate_image_ids(_read_manifest(settings, ["image_id"])))
 
 
 @dg.asset_check(asset=image_manifest)
 def coordinates_inside_cells(settings: GeoscoutSettings) -> dg.AssetCheckResult:
     """Every image lies inside its crawl cell (rows dropped for their location aside)."""
-    return _result(manifest_checks.coordinates_outside_cells(_read_manifest(settings)))
+    return _result(manifest_checks.coordinates_outside_cells(
+        _read_manifest(settings, manifest_checks.CELL_CHECK_COLUMNS)))
 
 
 # the decode check re-reads a seeded sample of the kept files (all were decoded at ingest)
@@ -228,7 +229,9 @@ def no_secrets(context: dg.AssetCheckExecutionContext, settings: GeoscoutSetting
     the ingestion assets' metadata."""
     root = settings.root()
     secrets = [mapillary.access_token, streetview.api_key, streetview.signing_secret]
-    n_values, texts = manifest_checks.suspicious_texts(_read_manifest(settings), secrets)
+    scan = pl.scan_parquet(root.uri(layout.IMAGE_MANIFEST),
+                           storage_options=root.storage_options or None)
+    n_values, texts = manifest_checks.suspicious_texts(scan, secrets)
     n_hits = len(texts)
     for rel in root.glob(layout.cell_stats("*", "*")):
         texts.append((rel, root.read_bytes(rel).decode("utf-8", "replace")))
