@@ -194,6 +194,15 @@ def run_stage(stage: str, work: Path) -> None:
 
 # --- the driver ------------------------------------------------------------------------------
 
+def peak_rss_gib() -> float:
+    """This process's peak resident memory (VmHWM): its own address space only; getrusage's
+    ru_maxrss would carry the parent's resident size over fork and exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20  # KiB -> GiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def child(stage: str, size: int) -> None:
     import geo_assets.hierarchy
     import geo_assets.manifest_checks
@@ -203,7 +212,7 @@ def child(stage: str, size: int) -> None:
 
     start = time.perf_counter()
     run_stage(stage, OUT / str(size))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    peak = peak_rss_gib()
     print(json.dumps({"stage": stage, "size": size, "wall_s": time.perf_counter() - start,
                       "peak_gib": peak}))
 
