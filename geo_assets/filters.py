@@ -108,26 +108,46 @@ def _popcount(x: np.ndarray) -> np.ndarray:
     return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
 
 
+def hash_blocks(bits: np.ndarray, n_blocks: int) -> np.ndarray:
+    """(N, n_blocks) values of ``n_blocks`` disjoint bit ranges of 64-bit hashes."""
+    edges = np.linspace(0, 64, n_blocks + 1).round().astype(np.uint64)
+    out = np.empty((len(bits), n_blocks), np.uint64)
+    for b in range(n_blocks):
+        width = edges[b + 1] - edges[b]
+        mask = np.uint64((1 << int(width)) - 1)
+        out[:, b] = (bits >> edges[b]) & mask
+    return out
+
+
 def near_duplicates(phash, candidate: np.ndarray, max_distance: int,
                     units: np.ndarray | None = None) -> np.ndarray:
     """Greedy in array order: mask of candidates whose perceptual hash is within
     ``max_distance`` bits of an earlier kept image's. Images of one location unit (the
-    headings of one pano) are different views, never compared with each other."""
+    headings of one pano) are different views, never compared with each other.
+
+    Multi-index hashing: two hashes within ``max_distance`` bits agree exactly on at least
+    one of ``max_distance + 1`` disjoint bit blocks (pigeonhole), so an image is compared only
+    with the kept images sharing a block value with it, not with every kept image; the result
+    is the plain greedy's (``tests/ingest/test_ingest_filters.py`` compares them)."""
     dropped = np.zeros(len(candidate), dtype=bool)
     idx = [i for i in np.flatnonzero(candidate) if phash[i]]
     if max_distance < 0 or len(idx) < 2:
         return dropped
     bits = _hash_bits([phash[i] for i in idx])
     unit = np.asarray(units)[idx] if units is not None else np.arange(len(idx))
-    kept: list[int] = []
+    n_blocks = min(max_distance + 1, 64)
+    blocks = hash_blocks(bits, n_blocks).tolist()
+    index: list[dict[int, list[int]]] = [{} for _ in range(n_blocks)]
     for pos, i in enumerate(idx):
-        if kept:
-            k = np.array(kept)
+        near = {k for b, v in enumerate(blocks[pos]) for k in index[b].get(v, ())}
+        if near:
+            k = np.fromiter(near, np.int64, len(near))
             close = (_popcount(bits[k] ^ bits[pos]) <= max_distance) & (unit[k] != unit[pos])
             if close.any():
                 dropped[i] = True
                 continue
-        kept.append(pos)
+        for b, v in enumerate(blocks[pos]):
+            index[b].setdefault(v, []).append(pos)
     return dropped
 
 

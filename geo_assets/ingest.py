@@ -292,8 +292,11 @@ def apply_filters(rows: list[dict], fs: filters.FilterSettings) -> None:
     drop(filters.spatial_dedup(lat, lon, group, alive.copy(), fs.min_distance_m),
          DropReason.DUPLICATE_LOCATION)
     captured = np.array([x["captured_at"] or 0 for x in r], dtype=np.int64)
-    drop(filters.sequence_cap(group, captured, alive.copy(), fs.max_per_sequence),
-         DropReason.SEQUENCE_CAP)
+    sources = [str(x.get("source", "")) for x in r]
+    for source in sorted(set(sources)):  # the cap is per source (local photo groups: off)
+        k = fs.group_cap(source)
+        mine = alive & np.array([s == source for s in sources], bool)
+        drop(filters.sequence_cap(group, captured, mine, k), DropReason.SEQUENCE_CAP)
     units = filters.location_units(lat, lon, group)
     drop(filters.near_duplicates([x["phash"] for x in r], alive.copy(), fs.phash_max_distance,
                                  units), DropReason.NEAR_DUPLICATE)
@@ -420,7 +423,7 @@ def ingest_cell(source: ImageSource, cell_id: str, root: DataRoot, settings: Ing
     outcomes = download_all(source, inside, root, journal, settings, progress, cell_id)
     t_fetch = time.monotonic()
     _check_failures(outcomes, settings, name, cell_id)
-    rows = build_rows(cands, outcomes, cell_id, settings.filters)
+    rows = build_rows(cands, outcomes, cell_id, settings.filters_for(name))
     rows += earlier_rows(root, manifest_rel, {c.image_id for c in cands}) if settings.force \
         else []
     data = table_to_parquet_bytes(rows_to_table(rows))
@@ -430,6 +433,7 @@ def ingest_cell(source: ImageSource, cell_id: str, root: DataRoot, settings: Ing
     stats = _stats(source, cell_id, rows, outcomes, sha256_hex(data), manifest_rel, stats_rel,
                    timings, _counters(source) - before)
     stats["retry_round"] = retry_round
+    stats["filters"] = asdict(settings.filters_for(name))  # what decided the drops
     root.write_bytes(stats_rel, json.dumps(stats, indent=1, sort_keys=True).encode())
     journal.remove()
     if progress is not None:

@@ -59,11 +59,19 @@ class FilterSettings:
     min_distance_m: float = field(
         default=10.0, metadata=doc("Spatial dedup radius in metres within a cell (0 disables)."))
     max_per_sequence: int = field(
-        default=20, metadata=doc("At most this many images per capture group per cell (0: no "
-            "cap)."))
+        default=20, metadata=doc("At most this many images per Mapillary sequence or Street View "
+            "panorama per cell (0: no cap)."))
+    max_per_local_group: int = field(
+        default=0, metadata=doc("At most this many photos per local photo group per cell (0: no "
+            "cap). Off by default: a local group is often an author, not a sequence, and "
+            "capping it drops a prolific author's photos."))
     phash_max_distance: int = field(
         default=4, metadata=doc("pHash Hamming distance that counts as a near duplicate "
             "(negative: off)."))
+
+    def group_cap(self, source: str) -> int:
+        """The per-cell cap of one capture group of ``source``."""
+        return self.max_per_local_group if source == "local" else self.max_per_sequence
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,13 @@ class IngestSettings:
             "drops again (failed, truncated or non-image downloads); 0: never."))
     images: ImageSettings = field(default_factory=ImageSettings, metadata=doc("Image checks."))
     filters: FilterSettings = field(default_factory=FilterSettings, metadata=doc("Filters."))
+    source_filters: tuple[tuple[str, FilterSettings], ...] = field(
+        default=(), metadata=doc("Filters of one source instead of ``filters``, as (source, "
+            "settings) pairs, e.g. a lower brightness floor for a local archive."))
+
+    def filters_for(self, source: str) -> FilterSettings:
+        """The filter settings of ``source``."""
+        return dict(self.source_filters).get(str(source), self.filters)
 
     def __post_init__(self) -> None:
         # target_per_cell 0 is a crawl plan's budget for a cell without coverage; the user's
@@ -305,6 +320,14 @@ class SplitSettings:
     stratify_level: int = field(
         default=1, metadata=doc("Level whose cells stratify the splits (the coarsest hierarchy "
             "level)."))
+    block_km: float = field(
+        default=10.0, metadata=doc("Smallest spatial block (quadtree cell height, km) assigned to "
+            "one split whole; dense places split down to it, sparse places stay in coarser "
+            "blocks. Larger: fewer images dropped at block edges, coarser proportions."))
+    size_tolerance: float = field(
+        default=0.2, metadata=doc("Relative tolerance of each split's share of images and of "
+            "capture groups (test: test_fraction; each fold: an equal share of the rest); "
+            "outside it the splits asset warns."))
 
     def __post_init__(self) -> None:
         if self.k_folds < 2:
@@ -313,6 +336,10 @@ class SplitSettings:
             raise InputError(f"test_fraction {self.test_fraction} must be between 0 and 1")
         if self.min_distance_km < 0:
             raise InputError(f"min_distance_km {self.min_distance_km} must not be negative")
+        if self.block_km <= 0:
+            raise InputError(f"block_km {self.block_km} must be positive")
+        if not 0 < self.size_tolerance < 1:
+            raise InputError(f"size_tolerance {self.size_tolerance} must be between 0 and 1")
 
 
 @dataclass(frozen=True)

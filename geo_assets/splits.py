@@ -1,47 +1,56 @@
-"""Leakage-free splits: a held-out test split plus k folds, by groups of related images.
+"""Leakage-free splits that keep their proportions: a held-out test split plus k folds.
 
-Leakage groups are the connected components (a union-find, done with scipy's
-``connected_components``) of two kinds of links:
+The promise: no capture group (a Mapillary sequence, a Street View panorama, a local photo
+group: ``source`` + ``group_id``) and no two images closer than ``min_distance_km`` sit in
+different buckets (the test split or one fold). Transitive chains of close pairs are not
+used: on real, clumpy collections they merge most of the data into one component. Instead,
+as OSV-5M separates its test set by 1 km:
 
-- the same capture group: a Mapillary sequence, a Street View panorama (all its headings), a
-  local photo group (``source`` + ``group_id``);
-- two images closer than ``min_distance_km`` (default 1 km): pairs from a KD-tree on 3-D unit
-  vectors, the chord ``2 sin(d / 2R)`` standing for the great-circle distance ``d``.
+1. **Spatial blocks.** Every image lies in a quadtree cell (``geo_assets.cells``). A block is
+   the coarsest cell (from ``stratify_level`` down to the level whose cell height is at least
+   ``block_km``) holding at most ``cap`` images, ``cap`` being a small share of the smallest
+   bucket; dense places end up in small blocks, sparse ones in large blocks.
+2. **Groups follow their block.** A capture group's anchor is the block holding most of its
+   images; the group goes wherever its anchor goes, whole.
+3. **Seeded, size-balanced assignment.** Blocks, weighted by the images anchored in them, are
+   ordered by a seeded hash within each stratum (the ``stratify_level`` cell) and their
+   cumulative count, started at a seeded offset, is cut at the bucket fractions.
+4. **Buffer.** An image with an image of another bucket within ``min_distance_km`` is dropped
+   when that bucket wins against its own (old images beat new ones; the test split beats the
+   folds; folds beat each other in a balanced round robin), and recorded in ``excluded`` with
+   the reason. Every close pair across buckets loses at least one side, so none is left.
 
-A whole group goes to one bucket: the test split or one fold. Groups are stratified by the
-cell of the coarsest hierarchy level: within each cell, groups are ordered by a seeded hash of
-their key (their smallest image id), and their cumulative image count, started at a seeded
-random offset, is cut at the bucket fractions (test first, then folds 0..k-1). The result is
-deterministic by seed and independent of row order.
+All steps are sorts, group-bys and KD-tree queries of the k + 1 buckets: O(N log N) time and
+O(N) memory, no pair lists. Deterministic by seed and independent of row order.
 
-Incremental: with the previous splits table, a group holding old images keeps their bucket,
-and groups of new images only are placed the same way among themselves. A new image that
-links groups already in different buckets cannot be placed without leakage: it is left out
-(returned in ``excluded`` with the reason) and nothing old moves.
+Incremental: with the previous splits table, old images keep their bucket (a new image of an
+old capture group joins it; a new group whose anchor block holds old images joins their
+majority bucket); new blocks are placed as above, and the buffer treats old images as winners.
+The leakage report and the proportion checks are in ``geo_assets.split_checks``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from geo_assets import layout
-from geo_assets.cells import points_to_cells
+from geo_assets.cells import MAX_LEVEL, points_to_rowcol, rowcol_to_ids
 from geo_assets.errors import InputError
 from geo_assets.settings import SplitSettings
-from geo_assets.sphere import chord_to_km, km_to_chord, unit_vectors
-from geo_assets.storage import atomic_path, write_json_atomic
+from geo_assets.sphere import KM_PER_DEG, km_to_chord, unit_vectors
+from geo_assets.storage import atomic_path, sha256_file, write_json_atomic
 
 TEST = "test"
 TRAIN = "train"
+BLOCKS_PER_BUCKET = 40  # a block holds at most 1/40 of the smallest bucket's target
 
 
 def split_edges(settings: SplitSettings) -> np.ndarray:
@@ -51,108 +60,147 @@ def split_edges(settings: SplitSettings) -> np.ndarray:
                            settings.test_fraction + fold * np.arange(1, settings.k_folds)])
 
 
+def bucket_fractions(settings: SplitSettings) -> np.ndarray:
+    """Target share of each bucket: test, fold 0..k-1."""
+    return np.diff(np.append(split_edges(settings), 1.0))
+
+
 @dataclass(frozen=True)
 class SplitResult:
-    splits: pl.DataFrame     # image_id, group_id, split, fold, leak_group
+    splits: pl.DataFrame     # image_id, group_id, split, fold, leak_group (the block)
     excluded: pl.DataFrame   # image_id, reason
 
 
-# --- geometry --------------------------------------------------------------------------------
-
-def close_pairs(xyz: np.ndarray, min_distance_km: float) -> np.ndarray:
-    """(P, 2) index pairs closer than ``min_distance_km``; identical points collapse first."""
-    if len(xyz) < 2 or min_distance_km <= 0:
-        return np.empty((0, 2), np.int64)
-    uniq, inverse = np.unique(np.round(xyz, 12), axis=0, return_inverse=True)
-    inverse = inverse.ravel()
-    pairs = cKDTree(uniq).query_pairs(km_to_chord(min_distance_km), output_type="ndarray")
-    first = np.full(len(uniq), -1, np.int64)
-    first[inverse[::-1]] = np.arange(len(xyz))[::-1]  # first image at each unique point
-    same_point = np.stack([np.arange(len(xyz)), first[inverse]], axis=1)
-    return np.concatenate([first[pairs], same_point[same_point[:, 0] != same_point[:, 1]]])
+def bucket_name(bucket: int) -> str:
+    return TEST if bucket == 0 else f"fold {bucket - 1}"
 
 
-def group_pairs(source, group_id) -> np.ndarray:
-    """Pairs linking each image of a capture group to the group's first image."""
-    keys = np.asarray(pl.Series(source, dtype=pl.String) + ":" +
-                      pl.Series(group_id, dtype=pl.String).fill_null(""), dtype=object)
-    has_group = ~pl.Series(group_id, dtype=pl.String).is_null().to_numpy()
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    idx = np.arange(len(keys))
-    pairs = np.stack([idx, first[inverse.ravel()]], axis=1)
-    return pairs[has_group & (pairs[:, 0] != pairs[:, 1])]
+# --- blocks ------------------------------------------------------------------------------------
+
+def block_level(settings: SplitSettings) -> int:
+    """Finest block level: the deepest whose cell height is at least ``block_km`` and twice
+    ``min_distance_km`` (so a buffer never spans a block)."""
+    km = max(settings.block_km, 2 * settings.min_distance_km)
+    level = math.floor(math.log2(180.0 * KM_PER_DEG / km))
+    return int(np.clip(level, settings.stratify_level, MAX_LEVEL))
 
 
-def leakage_components(table: pl.DataFrame, min_distance_km: float) -> np.ndarray:
-    """Component number per row of ``table`` (source, group_id, lat_deg, lon_deg)."""
-    n = table.height
-    xyz = unit_vectors(table["lat_deg"].to_numpy(), table["lon_deg"].to_numpy())
-    pairs = np.concatenate([close_pairs(xyz, min_distance_km),
-                            group_pairs(table["source"], table["group_id"])])
-    graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    return connected_components(graph, directed=False)[1]
+def _block_code(level: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    return (np.int64(level) << 50) | (rows.astype(np.int64) << 25) | cols.astype(np.int64)
+
+
+def adaptive_blocks(lat, lon, settings: SplitSettings, cap: int) -> np.ndarray:
+    """Per image, an int64 code of its block: the coarsest cell from ``stratify_level`` to
+    ``block_level`` holding at most ``cap`` images (``block_ids`` turns codes into ids)."""
+    fine = block_level(settings)
+    rows, cols = points_to_rowcol(lat, lon, fine)
+    block = np.full(len(rows), -1, np.int64)
+    for level in range(settings.stratify_level, fine + 1):
+        shift = fine - level
+        code = _block_code(level, rows >> shift, cols >> shift)
+        free = block < 0
+        _, inverse, counts = np.unique(code[free], return_inverse=True, return_counts=True)
+        small = counts[inverse.ravel()] <= cap
+        if level == fine:
+            small[:] = True
+        idx = np.flatnonzero(free)[small]
+        block[idx] = code[idx]
+        if (block >= 0).all():
+            break
+    return block
+
+
+def block_ids(codes: np.ndarray) -> np.ndarray:
+    """Cell ids (strings) of block codes."""
+    codes = np.asarray(codes, np.int64)
+    out = np.empty(len(codes), object)
+    levels = codes >> 50
+    for level in np.unique(levels):
+        sel = levels == level
+        out[sel] = rowcol_to_ids(int(level), (codes[sel] >> 25) & (2**25 - 1),
+                                 codes[sel] & (2**25 - 1))
+    return out
+
+
+def block_stratum(codes: np.ndarray, stratify_level: int) -> np.ndarray:
+    """The stratify-level cell (as an int) of each block."""
+    shift = (codes >> 50) - stratify_level
+    return (((codes >> 25) & (2**25 - 1)) >> shift) * (1 << 25) + ((codes & (2**25 - 1)) >> shift)
 
 
 # --- assignment ------------------------------------------------------------------------------
 
 def hash_unit(values, seed: int, salt: str = "") -> np.ndarray:
-    """A seeded hash of each string, as a float in [0, 1)."""
+    """A seeded hash of each value, as a float in [0, 1) (stable across versions)."""
     return np.array([int.from_bytes(hashlib.blake2b(f"{seed}:{salt}:{v}".encode(),
                                                     digest_size=8).digest(), "big") / 2.0**64
                      for v in values])
 
 
-def _fill_empty_buckets(groups: pl.DataFrame, n_buckets: int) -> pl.DataFrame:
-    """Give each empty bucket the smallest group of the bucket holding the most groups."""
-    for _ in range(n_buckets):
-        counts = np.bincount(groups["bucket"].to_numpy(), minlength=n_buckets)
-        empty = np.flatnonzero(counts == 0)
-        if len(empty) == 0:
-            break
-        donor = int(np.argmax(counts))
-        move = groups.filter(pl.col("bucket") == donor).sort("n", "key")["key"][0]
-        groups = groups.with_columns(bucket=pl.when(pl.col("key") == move)
-                                     .then(pl.lit(int(empty[0]))).otherwise("bucket"))
-    return groups
+def assign_buckets(blocks: pl.DataFrame, settings: SplitSettings,
+                   assigned: np.ndarray | None = None,
+                   fractions: np.ndarray | None = None) -> pl.DataFrame:
+    """Add ``bucket`` (0 = test, 1 + f = fold f) to blocks (key, n, stratum).
+
+    Stratum by stratum (in a seeded order), largest block first (ties: a seeded hash of the
+    key), each block goes to the bucket furthest below its share of the images assigned so
+    far (counting ``assigned``, the images already in each bucket): every bucket stays within
+    about one block of its target, overall and within each stratum."""
+    target = bucket_fractions(settings) if fractions is None else fractions
+    sizes = np.zeros(len(target)) if assigned is None else assigned.astype(np.float64).copy()
+    strata = blocks["stratum"].unique().sort()
+    order = pl.DataFrame({"stratum": strata, "s_order": hash_unit(strata, settings.seed, "s")})
+    ordered = blocks.with_columns(order=pl.Series(hash_unit(blocks["key"], settings.seed),
+                                                  dtype=pl.Float64)).join(
+        order, on="stratum").sort("s_order", "n", "order", descending=[False, True, False])
+    tie = hash_unit(range(len(target)), settings.seed, "b") * 1e-9
+    bucket = np.empty(ordered.height, np.int64)
+    for i, n in enumerate(ordered["n"].to_numpy()):
+        deficit = target * (sizes.sum() + n) - sizes
+        bucket[i] = int(np.argmax(deficit / target + tie))
+        sizes[bucket[i]] += n
+    return ordered.with_columns(bucket=pl.Series(bucket, dtype=pl.Int64)).drop(
+        "order", "s_order")
 
 
-def assign_buckets(groups: pl.DataFrame, settings: SplitSettings,
-                   complete: bool = True) -> pl.DataFrame:
-    """Add ``bucket`` (0 = test, 1 + f = fold f) to groups (key, n, stratum).
-
-    ``complete``: every bucket must get a group (a fresh build); False for the new groups of
-    an incremental build, which join buckets that already hold images.
-    """
-    if complete and groups.height < settings.k_folds + 1:
-        raise InputError(
-            f"k_folds={settings.k_folds} needs at least {settings.k_folds + 1} leakage groups "
-            f"(test + {settings.k_folds} folds), but the images form only {groups.height}: "
-            "lower k_folds or min_distance_km, or add images")
-    strata = groups["stratum"].unique().sort()
-    offsets = pl.DataFrame({"stratum": strata, "offset": hash_unit(strata, settings.seed, "s")})
-    ordered = groups.with_columns(order=pl.Series(hash_unit(groups["key"], settings.seed))) \
-        .join(offsets, on="stratum").sort("stratum", "order")
-    pos = ordered.select(((pl.col("n").cum_sum() - pl.col("n") / 2).over("stratum")
-                          / pl.col("n").sum().over("stratum") + pl.col("offset")) % 1.0)
-    bucket = np.searchsorted(split_edges(settings), pos.to_series().to_numpy(), side="right") - 1
-    out = ordered.with_columns(bucket=pl.Series(bucket, dtype=pl.Int64)).drop("order", "offset")
-    return _fill_empty_buckets(out, settings.k_folds + 1) if complete else out
+def beats(n_buckets: int) -> np.ndarray:
+    """``beats[b, a]``: an image of bucket b wins a close pair against one of bucket a. The
+    test split beats every fold; folds play a balanced round robin."""
+    k = n_buckets - 1
+    out = np.zeros((n_buckets, n_buckets), bool)
+    out[0, 1:] = True
+    for f in range(k):
+        for g in range(k):
+            d = (g - f) % k
+            out[f + 1, g + 1] = 0 < d < k / 2 or (d == k / 2 and f < g)
+    return out
 
 
-def _bucket_columns(bucket: pl.Expr) -> list[pl.Expr]:
-    return [pl.when(bucket == 0).then(pl.lit(TEST)).otherwise(pl.lit(TRAIN)).alias("split"),
-            pl.when(bucket == 0).then(pl.lit(-1)).otherwise(bucket - 1).alias("fold")]
+def buffer_losers(xyz: np.ndarray, bucket: np.ndarray, tier: np.ndarray,
+                  min_distance_km: float) -> np.ndarray:
+    """Per image, the bucket that wins against it within ``min_distance_km`` (-1: none).
+
+    The higher ``tier`` wins (old images over new, images in their group's anchor block
+    over strays), then the bucket's ``beats``; one KD-tree per (bucket, tier), queried by
+    the images it beats: O(k N log N), no pair lists."""
+    lost = np.full(len(bucket), -1, np.int64)
+    if min_distance_km <= 0 or len(bucket) < 2:
+        return lost
+    win = beats(int(bucket.max()) + 1)
+    radius = km_to_chord(min_distance_km)
+    for b in range(win.shape[0]):
+        for level in np.unique(tier):
+            members = (bucket == b) & (tier == level)
+            target = (bucket != b) & (lost < 0) & (
+                (tier < level) | ((tier == level) & win[b, bucket]))
+            if not members.any() or not target.any():
+                continue
+            d, _ = cKDTree(xyz[members]).query(xyz[target], k=1, distance_upper_bound=radius)
+            lost[np.flatnonzero(target)[d < radius]] = b
+    return lost
 
 
-def _groups(table: pl.DataFrame, settings: SplitSettings) -> pl.DataFrame:
-    """Per row: leak_group (its component's smallest image id) and stratum."""
-    comp = leakage_components(table, settings.min_distance_km)
-    stratum = points_to_cells(table["lat_deg"].to_numpy(), table["lon_deg"].to_numpy(),
-                              settings.stratify_level)
-    rows = table.with_columns(comp=pl.Series(comp), stratum=pl.Series(stratum, dtype=pl.String))
-    return rows.with_columns(leak_group=pl.col("image_id").first().over("comp"),
-                             stratum=pl.col("stratum").first().over("comp"))
-
+# --- the split ---------------------------------------------------------------------------------
 
 def _check_table(manifest: pl.DataFrame) -> pl.DataFrame:
     needed = ["image_id", "source", "group_id", "lat_deg", "lon_deg"]
@@ -167,120 +215,131 @@ def _check_table(manifest: pl.DataFrame) -> pl.DataFrame:
     return manifest.select(needed).sort("image_id")
 
 
-def _old_buckets(rows: pl.DataFrame, previous: pl.DataFrame) -> pl.DataFrame:
-    old = previous.select("image_id", old_bucket=pl.when(pl.col("split") == TEST).then(0)
+def _with_blocks(table: pl.DataFrame, settings: SplitSettings) -> pl.DataFrame:
+    """Rows with ``unit`` (capture-group key or the image id), ``block`` of the image and
+    ``anchor`` (the block holding most of its unit's images; ties: the smallest code)."""
+    smallest = float(bucket_fractions(settings).min())
+    cap = max(1, int(table.height * smallest / BLOCKS_PER_BUCKET))
+    block = adaptive_blocks(table["lat_deg"].to_numpy(), table["lon_deg"].to_numpy(),
+                            settings, cap)
+    rows = table.with_columns(
+        unit=pl.when(pl.col("group_id").is_null()).then(pl.col("image_id"))
+        .otherwise(pl.col("source") + pl.lit("\x1f") + pl.col("group_id")),
+        block=pl.Series(block))
+    anchors = rows.group_by("unit", "block").len().sort(
+        "unit", "len", "block", descending=[False, True, False]).unique(
+        "unit", keep="first").select("unit", anchor="block")
+    return rows.join(anchors, on="unit", how="left")
+
+
+def _priors(rows: pl.DataFrame, previous: pl.DataFrame | None) -> pl.DataFrame:
+    """``old`` (the image's previous bucket or null) and ``prior`` (the bucket its unit or
+    anchor block already has)."""
+    if previous is None or previous.height == 0:
+        return rows.with_columns(old=pl.lit(None, pl.Int64), prior=pl.lit(None, pl.Int64))
+    old = previous.select("image_id", old=pl.when(pl.col("split") == TEST).then(0)
                           .otherwise(pl.col("fold") + 1).cast(pl.Int64))
     rows = rows.join(old, on="image_id", how="left")
-    return rows.with_columns(n_old=pl.col("old_bucket").drop_nulls().n_unique().over("comp"),
-                             prior=pl.col("old_bucket").drop_nulls().first().over("comp"))
+    units = rows.group_by("unit").agg(n_old=pl.col("old").drop_nulls().n_unique(),
+                                      unit_prior=pl.col("old").drop_nulls().min())
+    if units["n_old"].max() > 1:
+        raise InputError("the previous splits file puts one capture group in several splits: "
+                         f"delete {layout.in_datasets(layout.SPLITS)} to rebuild splits")
+    blocks = rows.filter(pl.col("old").is_not_null()).group_by("anchor", "old").len().sort(
+        "anchor", "len", "old", descending=[False, True, False]).unique(
+        "anchor", keep="first").select("anchor", block_prior="old")
+    return rows.join(units, on="unit", how="left").join(blocks, on="anchor", how="left") \
+        .with_columns(prior=pl.coalesce("unit_prior", "block_prior")) \
+        .drop("n_old", "unit_prior", "block_prior")
 
 
-def _incremental(table: pl.DataFrame, previous: pl.DataFrame,
-                 settings: SplitSettings) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Rows with ``prior`` (old bucket or null) and the excluded new images."""
-    rows = _old_buckets(_groups(table, settings), previous)
-    bridge = rows.filter((pl.col("n_old") > 1) & pl.col("old_bucket").is_null())
-    excluded = bridge.select("image_id", reason=pl.lit(
-        "links capture groups or places already in different splits"))
-    if bridge.height:
-        rows = _old_buckets(_groups(table.join(bridge, on="image_id", how="anti"), settings),
-                            previous)
-    if rows["n_old"].max() > 1:
-        raise InputError("the previous splits file disagrees with the current grouping (old "
-                         "images that are now linked sit in different splits): the grouping "
-                         f"settings changed; delete {layout.in_datasets(layout.SPLITS)} to "
-                         "rebuild splits")
-    return rows, excluded
+def _with_leak_group(rows: pl.DataFrame) -> pl.DataFrame:
+    anchors = rows.select("anchor").unique()
+    ids = pl.Series(block_ids(anchors["anchor"].to_numpy()), dtype=pl.String)
+    return rows.join(anchors.with_columns(leak_group=ids), on="anchor")
+
+
+def _place(rows: pl.DataFrame, settings: SplitSettings, complete: bool,
+           fractions: np.ndarray | None = None) -> pl.DataFrame:
+    """``bucket`` per row: the prior, else the anchor block's assignment."""
+    n_buckets = settings.k_folds + 1
+    prior = rows["prior"].drop_nulls().to_numpy()
+    fresh = rows.filter(pl.col("prior").is_null()).group_by("anchor").agg(
+        n=pl.len(), key=pl.col("leak_group").first())
+    if fresh.height == 0:
+        return rows.with_columns(bucket=pl.col("prior"))
+    fresh = fresh.with_columns(stratum=pl.Series(
+        block_stratum(fresh["anchor"].to_numpy(), settings.stratify_level)))
+    placed = assign_buckets(fresh, settings, np.bincount(prior, minlength=n_buckets),
+                            fractions)
+    if complete and placed["bucket"].n_unique() < n_buckets:
+        raise InputError(
+            f"k_folds={settings.k_folds} needs images in at least {n_buckets} "
+            f"places (test + {settings.k_folds} folds), but the images fill only "
+            f"{placed['bucket'].n_unique()} of them: lower k_folds, or add images")
+    return rows.join(placed.select("anchor", "bucket"), on="anchor",
+                     how="left").with_columns(bucket=pl.coalesce("prior", "bucket"))
+
+
+def _buffer(rows: pl.DataFrame, settings: SplitSettings) -> np.ndarray:
+    xyz = unit_vectors(rows["lat_deg"].to_numpy(), rows["lon_deg"].to_numpy())
+    tier = 2 * rows["old"].is_not_null().to_numpy() + (rows["block"] == rows["anchor"]).to_numpy()
+    return buffer_losers(xyz, rows["bucket"].to_numpy(), tier.astype(np.int64),
+                         settings.min_distance_km)
+
+
+def _compensated(rows: pl.DataFrame, lost: np.ndarray, settings: SplitSettings) -> np.ndarray:
+    """Target fractions raised for the buckets that lost more to the buffer in a first pass,
+    so that the kept images, not the assigned ones, meet the targets."""
+    n_buckets = settings.k_folds + 1
+    bucket = rows["bucket"].to_numpy()
+    assigned = np.bincount(bucket, minlength=n_buckets).astype(np.float64)
+    kept = np.bincount(bucket[lost < 0], minlength=n_buckets).astype(np.float64)
+    keep_rate = np.where(assigned > 0, kept / np.maximum(assigned, 1), 1.0)
+    raised = bucket_fractions(settings) / np.maximum(keep_rate, 0.05)
+    return raised / raised.sum()
 
 
 def make_splits(manifest: pl.DataFrame, settings: SplitSettings,
                 previous: pl.DataFrame | None = None) -> SplitResult:
-    """Assign every kept image to the test split or a fold (see the module docstring).
+    """Assign every kept image to the test split or a fold, or exclude it (module docstring).
 
     ``manifest``: kept images with image_id, source, group_id, lat_deg, lon_deg. ``previous``:
     the last splits table (image_id, split, fold), the authority for the images it holds.
     """
     table = _check_table(manifest)
-    excluded = pl.DataFrame(schema={"image_id": pl.String, "reason": pl.String})
-    if previous is not None and previous.height:
-        rows, excluded = _incremental(table, previous, settings)
-    else:
-        rows = _groups(table, settings).with_columns(prior=pl.lit(None, pl.Int64))
-    fresh = rows.filter(pl.col("prior").is_null()).group_by("leak_group").agg(
-        n=pl.len(), stratum=pl.col("stratum").first()).rename({"leak_group": "key"})
-    placed = assign_buckets(fresh, settings, complete=previous is None or previous.height == 0)
-    rows = rows.join(placed.select(leak_group="key", new_bucket="bucket"), on="leak_group",
-                     how="left").with_columns(bucket=pl.coalesce("prior", "new_bucket"))
-    splits = rows.select("image_id", "group_id", *_bucket_columns(pl.col("bucket")),
-                         "leak_group").sort("image_id")
-    return SplitResult(splits, excluded)
+    complete = previous is None or previous.height == 0
+    rows = _with_leak_group(_priors(_with_blocks(table, settings), previous))
+    placed = _place(rows, settings, complete)
+    lost = _buffer(placed, settings)
+    if (lost >= 0).any():  # second pass: targets corrected for the buffer's losses
+        placed = _place(rows, settings, complete, _compensated(placed, lost, settings))
+        lost = _buffer(placed, settings)
+    return _result(placed.with_columns(lost=pl.Series(lost)), settings)
 
 
-# --- checks and the leakage report -----------------------------------------------------------
-
-def _bucket(table: pl.DataFrame) -> np.ndarray:
-    return np.where(table["split"].to_numpy() == TEST, 0, table["fold"].to_numpy() + 1)
-
-
-def find_leaks(table: pl.DataFrame, min_distance_km: float, examples: int = 5) -> dict:
-    """Capture groups and close pairs that cross buckets (test / fold f): should be none.
-
-    ``table``: image_id, source, group_id, lat_deg, lon_deg, split, fold.
-    """
-    t = table.with_columns(bucket=pl.Series(_bucket(table)))
-    crossing = t.filter(pl.col("group_id").is_not_null()).group_by("source", "group_id").agg(
-        n_buckets=pl.col("bucket").n_unique()).filter(pl.col("n_buckets") > 1)
-    xyz = unit_vectors(t["lat_deg"].to_numpy(), t["lon_deg"].to_numpy())
-    pairs = close_pairs(xyz, min_distance_km)
-    bucket = t["bucket"].to_numpy()
-    bad = pairs[bucket[pairs[:, 0]] != bucket[pairs[:, 1]]]
-    ids = t["image_id"].to_numpy()
-    return {"groups_crossing": crossing.height,
-            "group_examples": crossing["group_id"].head(examples).to_list(),
-            "close_pairs_crossing": len(bad),
-            "pair_examples": [[str(ids[a]), str(ids[b]),
-                               float(chord_to_km(np.linalg.norm(xyz[a] - xyz[b])))]
-                              for a, b in bad[:examples]]}
-
-
-def nearest_km(xyz_from: np.ndarray, xyz_to: np.ndarray) -> np.ndarray:
-    """Distance in km from each point of ``xyz_from`` to the nearest of ``xyz_to``."""
-    if len(xyz_from) == 0 or len(xyz_to) == 0:
-        return np.full(len(xyz_from), np.inf)
-    return chord_to_km(cKDTree(xyz_to).query(xyz_from, k=1)[0])
-
-
-def leakage_report(table: pl.DataFrame, settings: SplitSettings) -> tuple[dict, dict]:
-    """(report, figure data): counts per bucket, nearest cross-split distances, leaks.
-
-    ``table``: splits joined with the manifest (source, group_id, lat_deg, lon_deg).
-    """
-    bucket = _bucket(table)
-    xyz = unit_vectors(table["lat_deg"].to_numpy(), table["lon_deg"].to_numpy())
-    test_to_train = nearest_km(xyz[bucket == 0], xyz[bucket > 0])
-    fold_min = {}
-    for f in range(settings.k_folds):
-        d = nearest_km(xyz[bucket == f + 1], xyz[(bucket > 0) & (bucket != f + 1)])
-        fold_min[str(f)] = float(d.min()) if len(d) else None
-    per = table.with_columns(bucket=pl.Series(bucket)).group_by("split", "fold").agg(
-        images=pl.len(), capture_groups=pl.struct("source", "group_id").n_unique(),
-        leakage_groups=pl.col("leak_group").n_unique()).sort("split", "fold")
-    report = {"per_split": per.to_dicts(),
-              "nearest_test_to_train_km": {
-                  "min": float(test_to_train.min()) if len(test_to_train) else None,
-                  "median": float(np.median(test_to_train)) if len(test_to_train) else None},
-              "nearest_fold_to_other_folds_km_min": fold_min,
-              "min_distance_km": settings.min_distance_km,
-              **find_leaks(table, settings.min_distance_km)}
-    return report, {"test_to_train_km": test_to_train, "per_split": per}
+def _result(rows: pl.DataFrame, settings: SplitSettings) -> SplitResult:
+    reason = [f"within min_distance_km ({settings.min_distance_km} km) of {bucket_name(b)}"
+              for b in range(settings.k_folds + 1)]
+    excluded = rows.filter(pl.col("lost") >= 0).select(
+        "image_id", reason=pl.col("lost").replace_strict(list(range(len(reason))), reason,
+                                                         return_dtype=pl.String))
+    bucket = pl.col("bucket")
+    splits = rows.filter(pl.col("lost") < 0).select(
+        "image_id", "group_id",
+        pl.when(bucket == 0).then(pl.lit(TEST)).otherwise(pl.lit(TRAIN)).alias("split"),
+        pl.when(bucket == 0).then(pl.lit(-1)).otherwise(bucket - 1).cast(pl.Int64)
+        .alias("fold"), "leak_group").sort("image_id")
+    return SplitResult(splits, excluded.sort("image_id"))
 
 
 # --- files -------------------------------------------------------------------------------------
 
-def _settings_dict(settings: SplitSettings) -> dict:
+def settings_dict(settings: SplitSettings) -> dict:
     return {"k_folds": settings.k_folds, "test_fraction": settings.test_fraction,
             "min_distance_km": settings.min_distance_km, "seed": settings.seed,
-            "stratify_level": settings.stratify_level}
+            "stratify_level": settings.stratify_level, "block_km": settings.block_km,
+            "size_tolerance": settings.size_tolerance}
 
 
 def read_previous(out_dir: Path, settings: SplitSettings) -> pl.DataFrame | None:
@@ -288,22 +347,25 @@ def read_previous(out_dir: Path, settings: SplitSettings) -> pl.DataFrame | None
     meta, table = out_dir / layout.SPLITS_META, out_dir / layout.SPLITS
     if not (meta.exists() and table.exists()):
         return None
-    if json.loads(meta.read_text()).get("settings") != _settings_dict(settings):
+    if json.loads(meta.read_text()).get("settings") != settings_dict(settings):
         return None
-    return pl.read_parquet(table)
+    return pl.read_parquet(table, columns=["image_id", "split", "fold"])
 
 
 def build_splits(manifest: pl.DataFrame, settings: SplitSettings, out_dir: Path,
                  incremental: bool = True) -> tuple[SplitResult, dict, dict]:
     """Make the splits (keeping the previous file's assignments) and write, atomically,
-    ``splits.parquet``, ``splits_excluded.parquet`` and ``splits.json`` (settings + report).
+    ``splits.parquet``, ``splits_excluded.parquet`` and ``splits.json`` (settings, the
+    leakage report and the proportion check, computed once here; the checks read them).
     Returns (result, report, figure data)."""
+    from geo_assets.split_checks import leakage_report
+
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = read_previous(out_dir, settings) if incremental else None
     result = make_splits(manifest, settings, previous)
     joined = result.splits.join(manifest.select("image_id", "source", "lat_deg", "lon_deg"),
                                 on="image_id")
-    report, figures = leakage_report(joined, settings)
+    report, figures = leakage_report(joined, settings, manifest.height)
     report["incremental"] = previous is not None
     report["kept_from_previous"] = 0 if previous is None else int(
         result.splits.join(previous.select("image_id"), on="image_id", how="semi").height)
@@ -312,6 +374,7 @@ def build_splits(manifest: pl.DataFrame, settings: SplitSettings, out_dir: Path,
                         (layout.SPLITS_EXCLUDED, result.excluded)):
         with atomic_path(out_dir / name) as tmp:
             frame.write_parquet(tmp)
-    meta = {"settings": _settings_dict(settings), "report": report}
+    report["splits_sha256"] = sha256_file(out_dir / layout.SPLITS)
+    meta = {"settings": settings_dict(settings), "report": report}
     write_json_atomic(out_dir / layout.SPLITS_META, meta, sort_keys=False)
     return result, report, figures

@@ -46,15 +46,21 @@ def dataset_dirs(settings: GeoscoutSettings) -> tuple[DataRoot, Path]:
     return root, root.local_path(layout.DATASETS_DIR)
 
 
-def kept_manifest(root: DataRoot) -> pl.DataFrame:
-    """The kept rows of the merged manifest; a clear error when it is missing or empty."""
+def kept_manifest(root: DataRoot, columns: list[str] | None = None) -> pl.DataFrame:
+    """The kept rows of the merged manifest (only ``columns`` when given, read lazily); a
+    clear error when it is missing or empty."""
     if not root.exists(layout.IMAGE_MANIFEST):
         raise InputError(f"image manifest {root.uri(layout.IMAGE_MANIFEST)} not found: "
                          "materialize image_manifest first")
-    kept = pl.read_parquet(root.local_path(layout.IMAGE_MANIFEST)).filter(pl.col("kept"))
+    scan = pl.scan_parquet(root.local_path(layout.IMAGE_MANIFEST)).filter(pl.col("kept"))
+    kept = (scan.select(columns) if columns else scan).collect()
     if kept.height == 0:
         raise InputError(f"image manifest {root.uri(layout.IMAGE_MANIFEST)} has no kept images")
     return kept
+
+
+SPLIT_COLUMNS = ["image_id", "source", "group_id", "lat_deg", "lon_deg"]
+SHARD_COLUMNS = [*SPLIT_COLUMNS, "sha256", "license", "attribution"]
 
 
 def with_split(frame: pl.DataFrame, out: Path) -> pl.DataFrame:
@@ -79,21 +85,25 @@ def json_version(data) -> str:
 # --- splits --------------------------------------------------------------------------------------
 
 @dg.asset(deps=[MANIFEST], kinds={"polars"},
-          description="Held-out test split + k folds, grouped so that no capture group and no "
-          "two images closer than min_distance_km sit in different splits "
-          f"({layout.in_datasets(layout.SPLITS)}, {layout.SPLITS_META} with the leakage "
-          "report).")
+          description="Held-out test split + k folds by spatial blocks: no capture group and no "
+          "two images closer than min_distance_km sit in different splits (images inside the "
+          f"buffer are excluded with a reason); {layout.in_datasets(layout.SPLITS)}, "
+          f"{layout.SPLITS_META} with the leakage report and the proportions.")
 def splits(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
            dataset: DatasetSettings) -> dg.MaterializeResult:
     from geo_assets.splits import build_splits
 
     root, out = dataset_dirs(settings)
     sset = dataset.split_settings()
-    result, report, figures = build_splits(kept_manifest(root), sset, out, dataset.incremental)
+    result, report, figures = build_splits(kept_manifest(root, SPLIT_COLUMNS), sset, out,
+                                           dataset.incremental)
     per_split = figures["per_split"]
     png = plots.leakage_png(figures["test_to_train_km"], per_split, sset.min_distance_km)
     write_report(out, layout.LEAKAGE_FIGURE_FILE, png)
+    shares = report["proportions"]
     context.log.info(f"splits: {result.splits.height} images, {report['excluded']} excluded")
+    for warning in shares["warnings"]:
+        context.log.warning(f"splits: {warning}")
     return dg.MaterializeResult(
         metadata={
             "images": result.splits.height, "excluded": report["excluded"],
@@ -103,29 +113,53 @@ def splits(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
                                                                   per_split.rows())),
             "nearest_test_to_train_km_min": report["nearest_test_to_train_km"]["min"] or -1.0,
             "groups_crossing": report["groups_crossing"],
-            "close_pairs_crossing": report["close_pairs_crossing"],
+            "images_near_other_split": report["images_near_other_split"],
+            "proportions_within_tolerance": shares["within_tolerance"],
+            "proportion_warnings": dg.MetadataValue.json(shares["warnings"]),
+            "image_share": dg.MetadataValue.json({"target": shares["target_share"],
+                                                  "actual": shares["image_share"]}),
             "leakage": dg.MetadataValue.md(plots.png_markdown(png, "leakage")),
             "path": dg.MetadataValue.path(str(out / layout.SPLITS))},
         data_version=dg.DataVersion(sha256_file(out / layout.SPLITS)))
 
 
+def split_report(out: Path) -> dict:
+    """The report ``build_splits`` stored with the splits; a clear error when it does not
+    describe the current splits file."""
+    report = json.loads((out / layout.SPLITS_META).read_text())["report"]
+    if report.get("splits_sha256") != sha256_file(out / layout.SPLITS):
+        raise InputError(f"{out / layout.SPLITS_META} does not describe the current "
+                         f"{layout.SPLITS}: materialize splits again")
+    return report
+
+
 @dg.asset_check(asset=splits, blocking=True,
                 description="No capture group and no pair closer than min_distance_km crosses "
-                "splits or folds.")
-def splits_no_leakage(settings: GeoscoutSettings,
-                      dataset: DatasetSettings) -> dg.AssetCheckResult:
-    root, out = dataset_dirs(settings)
-    table = pl.read_parquet(out / layout.SPLITS).join(
-        kept_manifest(root).select("image_id", "source", "lat_deg", "lon_deg"), on="image_id")
-    from geo_assets.splits import find_leaks
-
-    leaks = find_leaks(table, dataset.min_distance_km)
-    ok = leaks["groups_crossing"] == 0 and leaks["close_pairs_crossing"] == 0
+                "splits or folds (nearest-other-split KD-tree queries, computed once when the "
+                "splits are built).")
+def splits_no_leakage(settings: GeoscoutSettings) -> dg.AssetCheckResult:
+    _, out = dataset_dirs(settings)
+    leaks = split_report(out)
+    ok = leaks["groups_crossing"] == 0 and leaks["images_near_other_split"] == 0
     return dg.AssetCheckResult(passed=ok, metadata={
         "groups_crossing": leaks["groups_crossing"],
-        "close_pairs_crossing": leaks["close_pairs_crossing"],
+        "images_near_other_split": leaks["images_near_other_split"],
         "examples": dg.MetadataValue.json({"groups": leaks["group_examples"],
                                            "pairs": leaks["pair_examples"]})})
+
+
+@dg.asset_check(asset=splits, description="Each split's share of the images and of the capture "
+                "groups is within size_tolerance of its target (warns otherwise).")
+def splits_proportions(settings: GeoscoutSettings) -> dg.AssetCheckResult:
+    _, out = dataset_dirs(settings)
+    shares = split_report(out)["proportions"]
+    return dg.AssetCheckResult(
+        passed=shares["within_tolerance"], severity=dg.AssetCheckSeverity.WARN,
+        metadata={"warnings": dg.MetadataValue.json(shares["warnings"]),
+                  "target_share": dg.MetadataValue.json(shares["target_share"]),
+                  "image_share": dg.MetadataValue.json(shares["image_share"]),
+                  "capture_groups": dg.MetadataValue.json(shares["capture_groups"]),
+                  "buffer_dropped": shares["buffer_dropped"]})
 
 
 # --- hierarchy -----------------------------------------------------------------------------------
@@ -137,7 +171,7 @@ def hierarchy(settings: GeoscoutSettings, dataset: DatasetSettings) -> dg.Materi
     from geo_assets.hierarchy import fit_hierarchy, write_hierarchy
 
     root, out = dataset_dirs(settings)
-    table = with_split(kept_manifest(root), out)
+    table = with_split(kept_manifest(root, ["image_id", "lat_deg", "lon_deg"]), out)
     hset = dataset.hierarchy_settings()
     lat, lon = table["lat_deg"].to_numpy(), table["lon_deg"].to_numpy()
     fitted = fit_hierarchy(lat, lon, (table["split"] == "train").to_numpy(), hset)
@@ -180,7 +214,7 @@ def shards(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
            dataset: DatasetSettings) -> dg.MaterializeResult:
     root, out = dataset_dirs(settings)
     levels = list(dataset.levels)
-    table = shard_table(kept_manifest(root), pl.read_parquet(out / layout.SPLITS),
+    table = shard_table(kept_manifest(root, SHARD_COLUMNS), pl.read_parquet(out / layout.SPLITS),
                         pl.read_parquet(out / layout.LABELS),
                         lambda sha: str(root.local_path(layout.image(sha))))
     sset = dataset.shard_settings()
@@ -215,7 +249,7 @@ def every_image_in_one_shard(settings: GeoscoutSettings) -> dg.AssetCheckResult:
     root, out = dataset_dirs(settings)
     contents = pl.read_parquet(out / layout.SHARD_CONTENTS)
     excluded = pl.read_parquet(out / layout.SPLITS_EXCLUDED)
-    wanted = kept_manifest(root).select("image_id").join(excluded, on="image_id", how="anti")
+    wanted = kept_manifest(root, ["image_id"]).join(excluded, on="image_id", how="anti")
     counts = contents.group_by("image_id").len()
     missing = wanted.join(counts, on="image_id", how="anti")
     doubled = counts.filter(pl.col("len") > 1)

@@ -31,7 +31,7 @@ def _assets(levels=LEVELS):
 
 
 def _checks():
-    return [ds.splits_no_leakage, ds.classes_have_min_train_images,
+    return [ds.splits_no_leakage, ds.splits_proportions, ds.classes_have_min_train_images,
             ds.every_image_in_one_shard, ds.shards_read_back]
 
 
@@ -46,7 +46,7 @@ def test_demo_world_dataset_materializes_with_passing_checks(demo_root):
     result = dg.materialize([*_assets(), *_checks()], resources=_resources(demo_root))
     assert result.success
     checks = result.get_asset_check_evaluations()
-    assert len(checks) == 4 and all(c.passed for c in checks), [
+    assert len(checks) == 5 and all(c.passed for c in checks), [
         (c.check_name, c.metadata) for c in checks if not c.passed]
     out = demo_root.local_path(layout.DATASETS_DIR)
     desc = load_dataset_descriptor(out / layout.DESCRIPTOR)

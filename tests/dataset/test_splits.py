@@ -1,4 +1,5 @@
-"""Splits: no capture group and no close pair on two sides; deterministic; incremental."""
+"""Splits: no capture group and no close pair on two sides, proportions within tolerance on
+real, skewed data; deterministic; incremental."""
 
 from __future__ import annotations
 
@@ -8,10 +9,16 @@ import pytest
 
 from geo_assets.errors import InputError
 from geo_assets.settings import SplitSettings
-from geo_assets.sphere import chord_to_km, unit_vectors
-from geo_assets.splits import build_splits, close_pairs, find_leaks, make_splits
+from geo_assets.sphere import haversine_km
+from geo_assets.split_checks import find_leaks, proportions
+from geo_assets.splits import build_splits, make_splits
 from tests.conftest import shared_data_path
-from tests.dataset.helpers import croatia_table, demo_world_rows, streetscapes_table
+from tests.dataset.helpers import (
+    croatia_table,
+    demo_world_rows,
+    mp16_authors_table,
+    streetscapes_table,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +39,7 @@ def _joined(result, manifest):
 
 def _assert_no_leaks(result, manifest, km):
     leaks = find_leaks(_joined(result, manifest), km)
-    assert leaks["groups_crossing"] == 0 and leaks["close_pairs_crossing"] == 0, leaks
+    assert leaks["groups_crossing"] == 0 and leaks["images_near_other_split"] == 0, leaks
 
 
 def test_demo_world_splits_without_leaks(demo_manifest):
@@ -92,7 +99,7 @@ def test_incremental_keeps_old_assignments(streetscapes, tmp_path):
     old, _, _ = build_splits(streetscapes.head(4000), settings, tmp_path)
     new, report, _ = build_splits(streetscapes, settings, tmp_path)
     both = old.splits.join(new.splits, on="image_id", suffix="_new")
-    assert both.height == 4000 and report["incremental"]
+    assert both.height == old.splits.height and report["incremental"]
     assert both.filter((pl.col("split") != pl.col("split_new"))
                        | (pl.col("fold") != pl.col("fold_new"))).height == 0
     placed = new.splits.height + new.excluded.height
@@ -104,30 +111,77 @@ def test_incremental_keeps_old_assignments(streetscapes, tmp_path):
 def test_bad_split_input_is_named(demo_manifest):
     with pytest.raises(InputError, match="no kept images"):
         make_splits(demo_manifest.head(0), SplitSettings())
-    with pytest.raises(InputError, match="k_folds=5 needs at least 6"):
+    with pytest.raises(InputError, match="k_folds=5 needs images in at least 6"):
         make_splits(demo_manifest.head(4), SplitSettings(k_folds=5))
     with pytest.raises(InputError, match="test_fraction"):
         SplitSettings(test_fraction=1.5)
 
 
-def test_close_pairs_match_brute_force():
-    rng = np.random.default_rng(0)
-    lat = 45 + rng.random(300) * 0.1
-    lon = 16 + rng.random(300) * 0.1
-    lat[:3] = lat[3]  # identical points collapse but still pair up
-    lon[:3] = lon[3]
-    xyz = unit_vectors(lat, lon)
-    got = {tuple(sorted(p)) for p in close_pairs(xyz, 1.0).tolist()}
-    d = chord_to_km(np.linalg.norm(xyz[:, None] - xyz[None], axis=2))
-    i, j = np.nonzero(np.triu(d < 1.0, 1))
-    # close_pairs may link through identical points instead of directly: compare components
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+# --- proportions and leakage on real, skewed collections ---------------------------------------
 
-    def comps(pairs):
-        p = np.array(sorted(pairs)).reshape(-1, 2)
-        g = coo_matrix((np.ones(len(p)), (p[:, 0], p[:, 1])), shape=(300, 300))
-        return connected_components(g, directed=False)[1]
+@pytest.fixture(scope="module")
+def mp16():
+    return mp16_authors_table(shared_data_path("coords", "geoclip_mp16_coordinates_100K.csv"))
 
-    a, b = comps(got), comps(set(zip(i.tolist(), j.tolist())))
-    assert len(set(zip(a, b))) == len(set(a)) == len(set(b))
+
+def _brute_force_leaks(result, manifest, km, sample=400, seed=0) -> int:
+    """Images of a random sample with an image of another bucket closer than ``km``, by
+    computing every distance (no KD-tree)."""
+    t = _joined(result, manifest).with_columns(
+        bucket=pl.when(pl.col("split") == "test").then(0).otherwise(pl.col("fold") + 1))
+    lat, lon, bucket = (t[c].to_numpy() for c in ("lat_deg", "lon_deg", "bucket"))
+    rows = np.random.default_rng(seed).choice(t.height, min(sample, t.height), replace=False)
+    leaks = 0
+    for chunk in np.array_split(rows, max(1, len(rows) // 50)):
+        d = haversine_km(lat[chunk, None], lon[chunk, None], lat[None], lon[None])
+        leaks += int(((d < km) & (bucket[None] != bucket[chunk, None])).any(axis=1).sum())
+    return leaks
+
+
+def _assert_proportions(result, manifest, settings):
+    report = proportions(_joined(result, manifest).join(
+        manifest.select("image_id"), on="image_id"), settings)
+    shares = np.array(report["image_share"])
+    target = np.array(report["target_share"])
+    assert (np.abs(shares - target) <= settings.size_tolerance * target).all(), report
+
+
+def test_mp16_authors_split_in_proportion_without_leaks(mp16):
+    """100K real Flickr locations, authors of realistic skew (largest ~1%, 3% travel)."""
+    settings = SplitSettings()
+    result = make_splits(mp16, settings)
+    _assert_proportions(result, mp16, settings)
+    assert result.splits.height + result.excluded.height == mp16.height
+    assert result.excluded.height < 0.15 * mp16.height  # the buffer costs little
+    assert result.excluded["reason"].str.starts_with("within min_distance_km").all()
+    _assert_no_leaks(result, mp16, settings.min_distance_km)
+    assert _brute_force_leaks(result, mp16, settings.min_distance_km) == 0
+    largest = result.splits.group_by("leak_group").len()["len"].max()
+    assert largest < 0.3 * settings.test_fraction * mp16.height  # no block swallows the data
+
+
+def test_streetscapes_sequences_split_in_proportion(streetscapes):
+    settings = SplitSettings()
+    result = make_splits(streetscapes, settings)
+    _assert_proportions(result, streetscapes, settings)
+    assert _brute_force_leaks(result, streetscapes, 1.0, sample=2000) == 0
+
+
+def test_demo_world_split_in_proportion(demo_manifest):
+    settings = SplitSettings(k_folds=3, test_fraction=0.2, size_tolerance=0.3)
+    result = make_splits(demo_manifest, settings)
+    _assert_proportions(result, demo_manifest, settings)
+    assert _brute_force_leaks(result, demo_manifest, 1.0, sample=demo_manifest.height) == 0
+
+
+def test_one_author_holding_half_the_data_is_warned(mp16):
+    """A capture group cannot be split: when one holds half the photos, the proportions
+    cannot hold, and the report says so instead of passing silently."""
+    skewed = mp16.head(20_000).with_columns(group_id=pl.when(
+        pl.int_range(pl.len()) % 2 == 0).then(pl.lit("prolific")).otherwise("group_id"))
+    settings = SplitSettings()
+    result = make_splits(skewed, settings)
+    report = proportions(_joined(result, skewed), settings)
+    assert not report["within_tolerance"]
+    assert any("of the images" in w for w in report["warnings"])
+    _assert_no_leaks(result, skewed, settings.min_distance_km)

@@ -80,6 +80,43 @@ def test_near_duplicates_by_perceptual_hash():
     assert same_place.tolist() == [False] * 4
 
 
+def _greedy_near_duplicates(phash, candidate, max_distance, units):
+    """The plain O(n^2) greedy, the reference the indexed version must match."""
+    dropped = np.zeros(len(candidate), dtype=bool)
+    kept: list[int] = []
+    for i in np.flatnonzero(candidate):
+        if not phash[i]:
+            continue
+        h = int(phash[i], 16)
+        if any((h ^ int(phash[k], 16)).bit_count() <= max_distance and units[k] != units[i]
+               for k in kept):
+            dropped[i] = True
+        else:
+            kept.append(i)
+    return dropped
+
+
+@pytest.mark.parametrize("max_distance", [0, 2, 4, 9])
+def test_near_duplicates_match_the_plain_greedy_on_random_hashes(max_distance):
+    rng = np.random.default_rng(max_distance)
+    n = 1500
+    base = rng.integers(0, 2**63, 60, dtype=np.int64).astype(np.uint64)
+    flips = rng.integers(0, 64, (n, 6)).astype(np.uint64)
+    n_flips = rng.integers(0, 7, n)
+    hashes = base[rng.integers(0, len(base), n)]
+    for j in range(6):
+        on = n_flips > j
+        hashes[on] ^= np.uint64(1) << flips[on, j]
+    phash = [f"{int(h):016x}" for h in hashes]
+    phash[5] = ""  # images without a hash are never compared
+    candidate = rng.random(n) < 0.9
+    units = rng.integers(0, 300, n)
+    got = filters.near_duplicates(phash, candidate, max_distance, units)
+    want = _greedy_near_duplicates(phash, candidate, max_distance, units)
+    assert got.tolist() == want.tolist()
+    assert 0 < want.sum() < candidate.sum()  # the data has duplicates and survivors
+
+
 def test_brightness_bounds():
     reasons = filters.brightness_reasons(np.array([10, 40, 40.5, 128, 240]), FilterSettings())
     assert reasons.tolist() == ["too_dark", "too_dark", "", "", "too_bright"]
@@ -132,3 +169,69 @@ def test_cell_filters_do_not_depend_on_input_order():
     assert outcomes[0] == outcomes[1]
     reasons = {r for _, _, r in outcomes[0]}
     assert {"too_dark", "too_bright", "duplicate_content", "duplicate_location"} <= reasons
+
+
+def _prolific_folder(tmp_path, n=160):
+    """Real Croatia photos as a local folder whose sidecar gives one author 3/4 of the places."""
+    import polars as pl
+
+    from tests.conftest import shared_data_path
+
+    folder = shared_data_path("real", "croatia_streetview")
+    labels = pl.read_csv(folder / "labels.csv").head(n)
+    place = [i // 4 for i in range(labels.height)]  # four headings per place
+    authors = ["prolific" if p % 4 else f"visitor{p % 7}" for p in place]
+    sidecar = tmp_path / "photos.csv"
+    labels.select(file=pl.lit(str(folder) + "/") + pl.col("filename"), lat="lat", lon="lon",
+                  group=pl.Series(authors)).write_csv(sidecar)
+    return labels, sidecar
+
+
+def test_local_prolific_author_keeps_photos_and_every_drop_has_a_reason(tmp_path):
+    """A local photo group is an author, not a sequence: no cap by default, so the prolific
+    author's photos stay; with the cap set they are dropped, each with its reason."""
+    import json
+
+    import polars as pl
+
+    from geo_assets.cells import points_to_cells
+    from geo_assets.clients.local_folder import LocalFolderSource
+    from geo_assets.ingest import ingest_cell
+    from geo_assets.settings import IngestSettings
+    from geo_assets.storage import DataRoot
+
+    labels, sidecar = _prolific_folder(tmp_path)
+    source = LocalFolderSource("/", sidecar)
+    cells = points_to_cells(labels["lat"].to_numpy(), labels["lon"].to_numpy(), 3)
+    cell = str(pl.Series(cells).mode()[0])
+    in_cell = int((cells == cell).sum())
+    results = {}
+    for cap in (0, 10):
+        root = DataRoot(str(tmp_path / f"root{cap}"))
+        settings = IngestSettings(workers=2, filters=FilterSettings(max_per_local_group=cap))
+        res = ingest_cell(source, cell, root, settings)
+        table = pl.read_parquet(root.local_path(res.manifest_relpath))
+        assert table.height == in_cell  # every photo of the cell has a row
+        dropped = table.filter(~pl.col("kept"))
+        assert dropped["drop_reason"].null_count() == 0
+        stats = json.loads(root.read_bytes(res.stats_relpath))
+        assert stats["filters"]["max_per_local_group"] == cap
+        results[cap] = table
+    free = results[0]
+    assert free.filter(pl.col("drop_reason") == "sequence_cap").height == 0
+    prolific = free.filter(pl.col("group_id") == "prolific")
+    assert prolific["kept"].sum() > 0.8 * prolific.height  # no silent 15 % loss
+    capped = results[10].filter(pl.col("group_id") == "prolific")
+    assert capped["kept"].sum() <= 10
+    assert capped.filter(pl.col("drop_reason") == "sequence_cap").height > 0
+
+
+def test_filters_per_source():
+    from geo_assets.settings import IngestSettings
+
+    local = FilterSettings(min_brightness=10.0, phash_max_distance=-1)
+    settings = IngestSettings(source_filters=(("local", local),))
+    assert settings.filters_for("local") is local
+    assert settings.filters_for("mapillary") == FilterSettings()
+    assert FilterSettings().group_cap("mapillary") == 20
+    assert FilterSettings().group_cap("local") == 0
