@@ -189,10 +189,12 @@ class DecodeSample:
 class CollateBatch:
     """List of (image, record) -> the batch dict (see the module docstring)."""
 
-    def __init__(self, levels: tuple[int, ...], normalize: bool, jitter: float):
+    def __init__(self, levels: tuple[int, ...], normalize: bool, jitter: float,
+                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD):
         self.levels = levels
         self.normalize = normalize
         self.jitter = jitter
+        self.mean, self.std = tuple(mean), tuple(std)  # the backbone's normalisation
 
     def __call__(self, samples: list[tuple[torch.Tensor, dict]]) -> dict:
         records = [s[1] for s in samples]
@@ -216,8 +218,8 @@ class CollateBatch:
         ``x``: folds /255, brightness and contrast jitter (one factor pair per image, around
         the image's mean grey level) and the ImageNet mean/std."""
         n = len(images)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         scale = (1.0 / 255.0) / std.expand(n, 3, 1, 1)
         shift = (-mean / std).expand(n, 3, 1, 1)
         if self.jitter > 0:  # x' = b * (c * (x - m) + m)
@@ -338,7 +340,8 @@ def _seeded_shuffle(bufsize: int, seeder: WorkerSeed, initial: int = 100):
 def make_pipeline(urls: list[str], levels: tuple[int, ...], *, image_size: int, batch_size: int,
                   train: bool, seeder: WorkerSeed, shuffle_buffer: int = 1000,
                   normalize: bool = True, jitter: float = 0.2,
-                  handler=wds.reraise_exception) -> wds.DataPipeline:
+                  handler=wds.reraise_exception, mean: tuple[float, ...] = IMAGENET_MEAN,
+                  std: tuple[float, ...] = IMAGENET_STD) -> wds.DataPipeline:
     """The webdataset pipeline (one per DataLoader worker)."""
     if not urls:
         raise InputError("no shards selected: check the split and folds against dataset.json")
@@ -352,7 +355,7 @@ def make_pipeline(urls: list[str], levels: tuple[int, ...], *, image_size: int, 
         stages.append(_seeded_shuffle(shuffle_buffer, seeder))
     stages += [wds.map(DecodeSample(image_size, train), handler=handler),
                wds.batched(batch_size, collation_fn=CollateBatch(
-                   levels, normalize, jitter if train else 0.0), partial=not train)]
+                   levels, normalize, jitter if train else 0.0, mean, std), partial=not train)]
     return wds.DataPipeline(*stages)
 
 
@@ -366,7 +369,8 @@ class GeoLoader(wds.WebLoader):
 def make_loader(dataset, split: str = "train", folds: list[int] | None = None, *,
                 image_size: int, batch_size: int, num_workers: int, train: bool = True, epoch_samples: int | None = None, seed: int = 0,
                 shuffle_buffer: int = 1000, normalize: bool = True,
-                handler=wds.reraise_exception) -> GeoLoader:
+                handler=wds.reraise_exception, mean: tuple[float, ...] = IMAGENET_MEAN,
+                std: tuple[float, ...] = IMAGENET_STD) -> GeoLoader:
     """A DataLoader over the shards of ``split`` / ``folds`` of a dataset descriptor.
 
     ``train=True``: infinite resampled stream cut into epochs of ``epoch_samples`` samples
@@ -378,7 +382,7 @@ def make_loader(dataset, split: str = "train", folds: list[int] | None = None, *
     seeder = WorkerSeed(seed)
     pipeline = make_pipeline(urls, desc.levels, image_size=image_size, batch_size=batch_size,
                              train=train, seeder=seeder, shuffle_buffer=shuffle_buffer,
-                             normalize=normalize, handler=handler)
+                             normalize=normalize, handler=handler, mean=mean, std=std)
     _, world, _, _ = wds.utils.pytorch_worker_info()
     workers = max(1, num_workers)
     if train:

@@ -1,0 +1,101 @@
+"""What training decides on the validation fold after the epochs: the per-level temperatures
+(``training.calibration.calibrate_levels``) and the location estimator that ``model.pt``
+records for the report and ``predict`` (the method of ``estimate_locations`` with the lowest
+validation median error; ties go to the simpler method, listed first)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from training.batches import to_batch
+from training.distributed import gather_objects
+from training.geo import haversine_km
+from training.hierarchy import ClassTables
+from training.inference import (
+    LOCATION_METHODS,
+    estimate_locations,
+    finest_probs,
+    level_log_probs,
+)
+from training.metrics import LevelMetrics
+
+
+@dataclass
+class ValOutputs:
+    """Every validation image's logits per level, labels (N, levels), true lat/lon (N, 2) and
+    location-head offsets (N, C_finest, 2) or None."""
+
+    logits: list[torch.Tensor]
+    labels: torch.Tensor
+    true_deg: torch.Tensor
+    offsets: torch.Tensor | None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def collect(model: nn.Module, loader, tables: ClassTables, device: torch.device,
+            amp_ctx=contextlib.nullcontext) -> ValOutputs:
+    """This rank's validation outputs (on the CPU)."""
+    model.eval()
+    with_offsets = getattr(model, "offsets", None) is not None
+    logits, labels, true_deg, offsets = [[] for _ in tables.levels], [], [], []
+    with torch.inference_mode():
+        for raw in loader:
+            batch = to_batch(raw, tables.level_ids).to(device)
+            with amp_ctx():
+                out = model(batch.images, with_offsets=with_offsets)
+            level_logits, off = out if with_offsets else (out, None)
+            for k, x in enumerate(level_logits):
+                logits[k].append(x.float().cpu())
+            if off is not None:
+                offsets.append(off.float().cpu())
+            labels.append(batch.labels.cpu())
+            true_deg.append(batch.true_deg.cpu())
+    if not labels:
+        return ValOutputs([torch.zeros(0, c) for c in tables.num_classes],
+                          torch.zeros(0, len(tables.levels), dtype=torch.long),
+                          torch.zeros(0, 2, dtype=torch.float64), None)
+    return ValOutputs([torch.cat(x) for x in logits], torch.cat(labels), torch.cat(true_deg),
+                      torch.cat(offsets) if offsets else None)
+
+
+def gather(outputs: ValOutputs) -> ValOutputs:
+    """Every rank's outputs concatenated (collective; a no-op on one process)."""
+    parts = gather_objects(outputs)
+    offsets = [p.offsets for p in parts if p.offsets is not None and len(p)]
+    return ValOutputs([torch.cat([p.logits[k] for p in parts]) for k in range(len(
+        outputs.logits))], torch.cat([p.labels for p in parts]),
+        torch.cat([p.true_deg for p in parts]), torch.cat(offsets) if offsets else None)
+
+
+def location_errors_km(outputs: ValOutputs, tables: ClassTables, temperatures: list[float],
+                       method: str) -> torch.Tensor:
+    probs = finest_probs(outputs.logits, tables, temperatures)
+    pred = estimate_locations(probs, tables.levels[-1], method, offsets=outputs.offsets)
+    truth = outputs.true_deg.to(torch.float64)
+    return haversine_km(pred[:, 0], pred[:, 1], truth[:, 0], truth[:, 1])
+
+
+def choose_location_method(outputs: ValOutputs, tables: ClassTables,
+                           temperatures: list[float]) -> dict:
+    """``{"method", "validation_median_km": {method: km}, "n"}``; ``centroid`` without data."""
+    methods = [m for m in LOCATION_METHODS if m != "regression" or outputs.offsets is not None]
+    if len(outputs) == 0:
+        return {"method": "centroid", "validation_median_km": {}, "n": 0}
+    medians = {m: round(float(location_errors_km(outputs, tables, temperatures, m).median()), 3)
+               for m in methods}
+    best = min(methods, key=lambda m: medians[m])  # min keeps the first of equal ones
+    return {"method": best, "validation_median_km": medians, "n": len(outputs)}
+
+
+def level_metrics(outputs: ValOutputs, tables: ClassTables) -> list[dict]:
+    """Per-level top-1/top-5/NLL/ECE of already gathered outputs (no temperature)."""
+    metrics = [LevelMetrics(c, confusion=False) for c in tables.num_classes]
+    for k, (m, lp) in enumerate(zip(metrics, level_log_probs(outputs.logits))):
+        m.update(lp, outputs.labels[:, k])
+    return [m.compute() for m in metrics]
