@@ -80,6 +80,14 @@ class TrainConfig(BaseModel):
     epoch_samples: int | None = Field(
         default=None, ge=1, description="images per epoch over all processes (default: the "
         "training folds' size)", json_schema_extra=_group("data"))
+    class_balance: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="class-balanced sampling at the finest level: "
+        "keep an image with probability min(1, (median class size / its class size) ** x); "
+        "0 = off, 0.5 = square-root balance, 1 = full", json_schema_extra=_group("data"))
+    augment: Literal["standard", "strong"] = Field(
+        default="standard", description="augmentation: standard (crops of 35 to 100 percent of the area, "
+        "brightness/contrast +-0.2) or strong (15 to 100 percent, +-0.4); never mirrored",
+        json_schema_extra=_group("data"))
     # --- model and loss -------------------------------------------------------------------------
     backbone: str = Field(default="resnet50", description="feature extractor: "
                           f"{', '.join(BACKBONES)}, or a timm model name (convnext_tiny, "

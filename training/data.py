@@ -47,6 +47,7 @@ from torchvision.transforms.v2 import functional as tvf
 
 from geo_assets import layout
 from geo_assets.errors import InputError
+from training import sampling
 
 try:  # libjpeg-turbo straight to a tensor: about 2x PIL + numpy (deprecated in 0.29, kept)
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -341,8 +342,10 @@ def make_pipeline(urls: list[str], levels: tuple[int, ...], *, image_size: int, 
                   train: bool, seeder: WorkerSeed, shuffle_buffer: int = 1000,
                   normalize: bool = True, jitter: float = 0.2,
                   handler=wds.reraise_exception, mean: tuple[float, ...] = IMAGENET_MEAN,
-                  std: tuple[float, ...] = IMAGENET_STD) -> wds.DataPipeline:
-    """The webdataset pipeline (one per DataLoader worker)."""
+                  std: tuple[float, ...] = IMAGENET_STD, balance=None,
+                  crop_scale: tuple[float, float] = (0.35, 1.0)) -> wds.DataPipeline:
+    """The webdataset pipeline (one per DataLoader worker); ``balance``: (keep probability per
+    class, level) for class-balanced thinning (training/sampling.py)."""
     if not urls:
         raise InputError("no shards selected: check the split and folds against dataset.json")
     if train:  # shard shuffle = resampling, seeded per node/worker/epoch: no split needed
@@ -351,9 +354,11 @@ def make_pipeline(urls: list[str], levels: tuple[int, ...], *, image_size: int, 
     else:  # each shard once: in name order, split by node, then by worker
         source = [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker]
     stages = [*source, tar_samples(handler)]
+    if train and balance is not None:
+        stages.append(sampling.balance_stage(*balance, seeder))
     if train:
         stages.append(_seeded_shuffle(shuffle_buffer, seeder))
-    stages += [wds.map(DecodeSample(image_size, train), handler=handler),
+    stages += [wds.map(DecodeSample(image_size, train, crop_scale), handler=handler),
                wds.batched(batch_size, collation_fn=CollateBatch(
                    levels, normalize, jitter if train else 0.0, mean, std), partial=not train)]
     return wds.DataPipeline(*stages)
@@ -370,19 +375,26 @@ def make_loader(dataset, split: str = "train", folds: list[int] | None = None, *
                 image_size: int, batch_size: int, num_workers: int, train: bool = True, epoch_samples: int | None = None, seed: int = 0,
                 shuffle_buffer: int = 1000, normalize: bool = True,
                 handler=wds.reraise_exception, mean: tuple[float, ...] = IMAGENET_MEAN,
-                std: tuple[float, ...] = IMAGENET_STD) -> GeoLoader:
+                std: tuple[float, ...] = IMAGENET_STD, class_balance: float = 0.0,
+                augment: str = "standard") -> GeoLoader:
     """A DataLoader over the shards of ``split`` / ``folds`` of a dataset descriptor.
 
     ``train=True``: infinite resampled stream cut into epochs of ``epoch_samples`` samples
     over all nodes (default: the selected shards' sample count), full batches only.
     ``train=False``: each selected sample once over all nodes and workers, last batch partial.
+    ``class_balance`` and ``augment``: training-stream options (training/sampling.py).
     """
     desc = load_dataset_descriptor(dataset)
     urls = [s.url for s in desc.select(split, folds)]
     seeder = WorkerSeed(seed)
+    finest = desc.levels[-1]
+    balance = (sampling.keep_probabilities(desc.level_files[finest], class_balance), finest) \
+        if train and class_balance > 0 else None
+    aug = sampling.augmentation(augment)
     pipeline = make_pipeline(urls, desc.levels, image_size=image_size, batch_size=batch_size,
                              train=train, seeder=seeder, shuffle_buffer=shuffle_buffer,
-                             normalize=normalize, handler=handler, mean=mean, std=std)
+                             normalize=normalize, handler=handler, mean=mean, std=std,
+                             balance=balance, crop_scale=aug["scale"], jitter=aug["jitter"])
     _, world, _, _ = wds.utils.pytorch_worker_info()
     workers = max(1, num_workers)
     if train:

@@ -114,6 +114,8 @@ def load_data(cfg: TrainConfig, info, folds: list[int], train: bool, split="trai
     backbone's (mean, std), ImageNet's by default."""
     epoch_samples = (cfg.epoch_samples or info.count("train", folds)) if train else None
     extra = {"mean": norm[0], "std": norm[1]} if norm else {}
+    if train:
+        extra.update(class_balance=cfg.class_balance, augment=cfg.augment)
     return data.make_loader(info, split=split, folds=folds, image_size=cfg.image_size,
                             batch_size=cfg.batch_size, train=train,
                             num_workers=cfg.loader_workers(local_processes()),
