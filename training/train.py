@@ -30,7 +30,6 @@ from geo_assets.errors import InputError
 from training import checkpoint as ckpt
 from training import data, validation
 from training.batches import Batch, to_batch
-from training.calibration import calibrate_levels
 from training.config import TrainConfig, add_config_flags, from_namespace
 from training.distributed import (
     DistInfo,
@@ -407,26 +406,18 @@ def fit(rt: Runtime, state: TrainState, make_train_loader, val_loader,
 
 
 def calibrate(rt: Runtime, val_loader) -> tuple[list[float], list[dict], dict]:
-    """Best weights -> validation outputs from every rank -> temperatures (when they help on
-    held-out validation images) and the location estimator. Returns (temperatures, validation
-    metrics, decisions recorded in model.pt: ``calibration`` and ``location``)."""
+    """Best weights -> the validation decisions (training/validation.py): temperatures,
+    validation metrics and what model.pt records (``calibration``, ``location``)."""
     best = Path(rt.cfg.output_dir) / layout.BEST_FILE
     if best.exists():
         rt.bare.load_state_dict(torch.load(best, map_location=rt.dist.device, weights_only=True))
-    outputs = validation.gather(validation.collect(rt.bare, val_loader, rt.tables,
-                                                   rt.dist.device, lambda: autocast(rt)))
-    level_metrics = validation.level_metrics(outputs, rt.tables)
-    if rt.cfg.calibrate:
-        temperatures, report = calibrate_levels(outputs.logits, outputs.labels,
-                                                rt.cfg.calibration_min_samples)
-    else:
-        temperatures = [1.0] * len(rt.tables.levels)
-        report = [{"temperature": 1.0, "fitted": False, "reason": "calibration switched off "
-                   "(--no-calibrate)"} for _ in temperatures]
-    location = validation.choose_location_method(outputs, rt.tables, temperatures)
+    temperatures, level_metrics, decisions = validation.decide(
+        rt.bare, val_loader, rt.tables, rt.dist.device, lambda: autocast(rt),
+        rt.cfg.calibration_min_samples if rt.cfg.calibrate else None)
+    location = decisions["location"]
     rt.reporter.info(f"location estimator {location['method']}: validation median km "
                      f"{location['validation_median_km']}")
-    return temperatures, level_metrics, {"calibration": report, "location": location}
+    return temperatures, level_metrics, decisions
 
 
 def main(cfg: TrainConfig) -> dict | None:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from training.batches import to_batch
+from training.calibration import calibrate_levels
 from training.distributed import gather_objects
 from training.geo import haversine_km
 from training.hierarchy import ClassTables
@@ -99,3 +100,20 @@ def level_metrics(outputs: ValOutputs, tables: ClassTables) -> list[dict]:
     for k, (m, lp) in enumerate(zip(metrics, level_log_probs(outputs.logits))):
         m.update(lp, outputs.labels[:, k])
     return [m.compute() for m in metrics]
+
+
+def decide(model: nn.Module, loader, tables: ClassTables, device: torch.device, amp_ctx,
+           calibration_min_samples: int | None) -> tuple[list[float], list[dict], dict]:
+    """Validation outputs from every rank -> (temperatures, per-level metrics, decisions:
+    ``calibration`` per level and ``location``). ``None``: calibration switched off."""
+    outputs = gather(collect(model, loader, tables, device, amp_ctx))
+    metrics = level_metrics(outputs, tables)
+    if calibration_min_samples is not None:
+        temperatures, report = calibrate_levels(outputs.logits, outputs.labels,
+                                                calibration_min_samples)
+    else:
+        temperatures = [1.0] * len(tables.levels)
+        report = [{"temperature": 1.0, "fitted": False, "reason": "calibration switched off "
+                   "(--no-calibrate)"} for _ in temperatures]
+    location = choose_location_method(outputs, tables, temperatures)
+    return temperatures, metrics, {"calibration": report, "location": location}
