@@ -3,7 +3,9 @@ backbone name, class tables, per-level temperatures, the input preprocessing (si
 backbone's mean/std), whether it has a location head, and the decisions taken on the
 validation fold: ``location`` (``{"method", "validation_median_km", "n"}``: the estimator of
 ``training.inference.estimate_locations`` that the report and ``predict`` use) and
-``calibration`` (per level: temperature, fitted or the reason why not)."""
+``calibration`` (per level: temperature, fitted or the reason why not), and ``retrieval``
+(the training images' embeddings, lat/lon and finest class for the ``retrieval`` estimator,
+or None)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch
 from geo_assets.errors import InputError
 from training.checkpoint import atomic_save
 from training.hierarchy import ClassTables
+from training.inference import RetrievalIndex
 from training.models import GeoModel, build_model, normalisation
 
 FORMAT = "geoscout-model/1"
@@ -31,6 +34,7 @@ class ModelBundle:
     info: dict
     location: dict = field(default_factory=lambda: {"method": "weighted_mean"})
     calibration: list[dict] = field(default_factory=list)
+    retrieval: RetrievalIndex | None = None  # training images' embeddings, or None
 
     @property
     def location_method(self) -> str:
@@ -48,7 +52,8 @@ def save_bundle(path: Path, model: GeoModel, backbone: str, tables: ClassTables,
                  "image_size": image_size, "mean": mean, "std": std, "info": info,
                  "offset_head": model.offsets is not None,
                  "location": decisions.get("location", {"method": "centroid"}),
-                 "calibration": decisions.get("calibration", [])}, path)
+                 "calibration": decisions.get("calibration", []),
+                 "retrieval": decisions.get("retrieval")}, path)
 
 
 def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> ModelBundle:
@@ -71,4 +76,6 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> ModelBu
     return ModelBundle(model, tables, list(saved["temperatures"]), int(saved["image_size"]),
                        tuple(saved["mean"]), tuple(saved["std"]), dict(saved.get("info", {})),
                        dict(saved.get("location") or {"method": "weighted_mean"}),
-                       list(saved.get("calibration") or []))
+                       list(saved.get("calibration") or []),
+                       RetrievalIndex.from_dict(saved["retrieval"]) if saved.get("retrieval")
+                       else None)

@@ -182,6 +182,10 @@ class TrainConfig(BaseModel):
                             json_schema_extra=_group("run"))
     calibrate: bool = Field(default=True, description="temperature scaling on the "
                             "validation fold", json_schema_extra=_group("run"))
+    retrieval_max_images: int = Field(
+        default=200_000, ge=0, description="keep the training images' embeddings in model.pt "
+        "for the 'retrieval' location estimator when there are at most this many (0: never)",
+        json_schema_extra=_group("run"))
     calibration_min_samples: int = Field(
         default=200, ge=1, description="fewest validation images to fit a temperature on "
         "(fewer: T = 1, with the reason recorded)", json_schema_extra=_group("run"))

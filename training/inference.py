@@ -8,7 +8,8 @@ never with logits.
 Location (``estimate_locations``): ``centroid`` (the top class's centroid), ``weighted_mean``
 (probability-weighted spherical mean of the top classes' centroids; it lands between far-apart
 cells when the model hesitates between continents), ``regression`` (the top class's centroid
-moved by the location head's offset for that class, in cell sizes: OSV-5M's hybrid head).
+moved by the location head's offset for that class, in cell sizes: OSV-5M's hybrid head),
+``retrieval`` (the location of the most similar training image in the top class).
 Training picks the method with the lowest validation median km and records it in ``model.pt``
 (``ModelBundle.location_method``).
 """
@@ -22,7 +23,38 @@ import torch
 from training.geo import spherical_mean_deg
 from training.hierarchy import ClassTables, LevelTable
 
-LOCATION_METHODS = ("centroid", "weighted_mean", "regression")
+LOCATION_METHODS = ("centroid", "weighted_mean", "regression", "retrieval")
+
+
+@dataclass(frozen=True)
+class RetrievalIndex:
+    """Training images' L2-normalised embeddings (M, D), lat/lon (M, 2) and finest class (M,)."""
+
+    embeddings: torch.Tensor
+    lat_lon_deg: torch.Tensor
+    labels: torch.Tensor
+
+    def to_dict(self) -> dict:
+        return {"embeddings": self.embeddings.half(), "lat_lon_deg": self.lat_lon_deg.float(),
+                "labels": self.labels.int()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RetrievalIndex:
+        return cls(data["embeddings"], data["lat_lon_deg"], data["labels"].long())
+
+
+def retrieve_in_top_cell(embeddings: torch.Tensor, top: torch.Tensor, index: RetrievalIndex,
+                         fallback_deg: torch.Tensor) -> torch.Tensor:
+    """Per query, the location of the most similar training image of its top class (cosine
+    similarity); ``fallback_deg`` rows where the class has no training image in the index."""
+    q = torch.nn.functional.normalize(embeddings.float(), dim=-1)
+    sims = q @ index.embeddings.float().T  # (N, M)
+    same = index.labels[None, :].to(top.device) == top[:, None]
+    sims = sims.masked_fill(~same, float("-inf"))
+    best = sims.argmax(dim=-1)
+    found = same.any(dim=-1)
+    where = index.lat_lon_deg.to(torch.float64)[best]
+    return torch.where(found[:, None], where, fallback_deg.to(torch.float64))
 
 
 def level_log_probs(logits: list[torch.Tensor],
@@ -78,9 +110,13 @@ def apply_offsets(centroids_deg: torch.Tensor, sizes_deg: torch.Tensor,
 
 
 def estimate_locations(probs: torch.Tensor, table: LevelTable, method: str = "centroid", *,
-                       offsets: torch.Tensor | None = None, top_k: int = 5) -> torch.Tensor:
+                       offsets: torch.Tensor | None = None, top_k: int = 5,
+                       embeddings: torch.Tensor | None = None,
+                       index: RetrievalIndex | None = None) -> torch.Tensor:
     """(N, C) finest-level probabilities -> (N, 2) lat/lon degrees by ``method`` (one of
-    ``LOCATION_METHODS``; ``regression`` needs the model's (N, C, 2) ``offsets``)."""
+    ``LOCATION_METHODS``; ``regression`` needs the model's (N, C, 2) ``offsets``,
+    ``retrieval`` the images' pooled ``embeddings`` and the model's training-image ``index``:
+    the most similar training image inside the top cell, GeoCLIP / PIGEON style)."""
     centroids = table.centroid_tensor().to(probs.device)
     top = probs.argmax(dim=-1)
     if method == "centroid":
@@ -96,6 +132,11 @@ def estimate_locations(probs: torch.Tensor, table: LevelTable, method: str = "ce
         sizes = cell_sizes_deg(table.cell_ids).to(probs.device)
         picked = offsets[torch.arange(len(top), device=offsets.device), top.to(offsets.device)]
         return apply_offsets(centroids[top], sizes[top], picked.to(probs.device))
+    if method == "retrieval":
+        if embeddings is None or index is None:
+            raise ValueError("location method 'retrieval' needs the images' embeddings and the "
+                             "model's retrieval index")
+        return retrieve_in_top_cell(embeddings, top, index, centroids[top])
     raise ValueError(f"unknown location method {method!r}: use one of "
                      f"{', '.join(LOCATION_METHODS)}")
 
@@ -134,13 +175,15 @@ class Prediction:
 def predict_cells(logits: list[torch.Tensor], tables: ClassTables,
                   temperatures: list[float] | None = None, hierarchical: bool = True,
                   mass: float = 0.9, max_k: int = 5, location: str = "weighted_mean",
-                  offsets: torch.Tensor | None = None) -> list[Prediction]:
+                  offsets: torch.Tensor | None = None, embeddings: torch.Tensor | None = None,
+                  index: RetrievalIndex | None = None) -> list[Prediction]:
     """Finest-level cells (adaptive top-k) with probabilities and a location per image
     (``location``: a method of ``estimate_locations``; ``top1``/``weighted`` still accepted)."""
     probs = finest_probs(logits, tables, temperatures, hierarchical)
     finest = tables.levels[-1]
     method = {"top1": "centroid", "weighted": "weighted_mean"}.get(location, location)
-    where = estimate_locations(probs, finest, method, offsets=offsets, top_k=max_k)
+    where = estimate_locations(probs, finest, method, offsets=offsets, top_k=max_k,
+                               embeddings=embeddings, index=index)
     ks = adaptive_top_k(probs, mass, max_k)
     top_p, top_i = probs.topk(min(max_k, probs.shape[-1]), dim=-1)
     return [Prediction([finest.cell_ids[i] for i in top_i[n, :k].tolist()],

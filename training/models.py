@@ -174,6 +174,15 @@ class GeoModel(nn.Module):
             return logits, pooled.new_zeros(pooled.shape[0], self.heads[-1].out_features, 2)
         return logits, self.offsets(pooled).view(pooled.shape[0], -1, 2)
 
+    def outputs(self, images: torch.Tensor):
+        """(per-level logits, offsets or None, pooled features): one backbone pass, for
+        evaluation and the retrieval index."""
+        pooled = self.features(images)
+        logits = [head(self.dropout(pooled)) for head in self.heads]
+        offsets = None if self.offsets is None else \
+            self.offsets(self.dropout(pooled)).view(pooled.shape[0], -1, 2)
+        return logits, offsets, pooled
+
 
 def build_model(backbone: str, num_classes: list[int], pretrained: bool = False,
                 dropout: float = 0.0, frozen_stages: int | None = 0,

@@ -405,16 +405,34 @@ def fit(rt: Runtime, state: TrainState, make_train_loader, val_loader,
     return True
 
 
+def retrieval_index(rt: Runtime):
+    """The training folds' embeddings for the 'retrieval' estimator (one evaluation pass),
+    or (None, why not) above --retrieval-max-images."""
+    folds = training_folds(rt.cfg, rt.info)
+    n = rt.info.count("train", folds)
+    if n > rt.cfg.retrieval_max_images:
+        return None, (f"{n} training images, more than --retrieval-max-images "
+                      f"{rt.cfg.retrieval_max_images}")
+    loader = load_data(rt.cfg, rt.info, folds, train=False,
+                       norm=normalisation(rt.bare.backbone))
+    outputs = validation.gather(validation.collect(rt.bare, loader, rt.tables, rt.dist.device,
+                                                   lambda: autocast(rt)))
+    return validation.build_index(outputs, rt.cfg.retrieval_max_images)
+
+
 def calibrate(rt: Runtime, val_loader) -> tuple[list[float], list[dict], dict]:
     """Best weights -> the validation decisions (training/validation.py): temperatures,
     validation metrics and what model.pt records (``calibration``, ``location``)."""
     best = Path(rt.cfg.output_dir) / layout.BEST_FILE
     if best.exists():
         rt.bare.load_state_dict(torch.load(best, map_location=rt.dist.device, weights_only=True))
+    index, why = retrieval_index(rt)
     temperatures, level_metrics, decisions = validation.decide(
         rt.bare, val_loader, rt.tables, rt.dist.device, lambda: autocast(rt),
-        rt.cfg.calibration_min_samples if rt.cfg.calibrate else None)
+        rt.cfg.calibration_min_samples if rt.cfg.calibrate else None, index)
+    decisions["retrieval"] = index.to_dict() if index is not None else None
     location = decisions["location"]
+    location["retrieval_index"] = why
     rt.reporter.info(f"location estimator {location['method']}: validation median km "
                      f"{location['validation_median_km']}")
     return temperatures, level_metrics, decisions

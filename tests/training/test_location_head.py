@@ -11,6 +11,7 @@ from training.geo import haversine_km
 from training.hierarchy import ClassTables, LevelTable
 from training.inference import (
     LOCATION_METHODS,
+    RetrievalIndex,
     apply_offsets,
     cell_sizes_deg,
     estimate_locations,
@@ -85,7 +86,7 @@ def test_validation_picks_the_estimator_with_the_lowest_median():
     assert good["validation_median_km"]["regression"] < good["validation_median_km"]["centroid"]
     flat = choose_location_method(outputs_near_centroids(False), TABLES, [1.0])
     assert flat["method"] == "centroid"  # a tie goes to the simpler estimator
-    assert set(flat["validation_median_km"]) == set(LOCATION_METHODS)
+    assert set(flat["validation_median_km"]) == set(LOCATION_METHODS) - {"retrieval"}  # no index
 
 
 def test_trained_model_records_its_location_estimator_and_calibration(tiny_model):
@@ -99,3 +100,27 @@ def test_trained_model_records_its_location_estimator_and_calibration(tiny_model
     for level in bundle.calibration:  # the tiny validation fold is too small to fit on
         assert level["n"] < 200 and not level["fitted"] and level["temperature"] == 1.0
         assert "fewer than the 200 needed" in level["reason"]
+
+
+def test_retrieval_takes_the_most_similar_training_image_of_the_top_cell():
+    index = RetrievalIndex(
+        embeddings=torch.nn.functional.normalize(torch.tensor(
+            [[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]]), dim=-1),
+        lat_lon_deg=torch.tensor([[40.0, -10.0], [20.0, -80.0], [-30.0, 120.0]]),
+        labels=torch.tensor([0, 0, 1]))
+    probs = torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.2, 0.8]])
+    queries = torch.tensor([[0.1, 2.0], [3.0, 0.2], [0.0, 1.0]])
+    where = estimate_locations(probs, EUROPE_AUS, "retrieval", embeddings=queries, index=index)
+    # query 2 is most like image 2 overall, but image 2 is not in its top cell
+    assert where.tolist() == [[20.0, -80.0], [40.0, -10.0], [-30.0, 120.0]]
+    with pytest.raises(ValueError, match="retrieval index"):
+        estimate_locations(probs, EUROPE_AUS, "retrieval")
+
+
+def test_trained_model_keeps_a_retrieval_index_of_its_training_images(tiny_model):
+    bundle = load_bundle(tiny_model)
+    assert bundle.retrieval is not None
+    n = len(bundle.retrieval.labels)
+    assert bundle.retrieval.embeddings.shape == (n, bundle.model.heads[0].in_features)
+    assert "retrieval" in bundle.location["validation_median_km"]
+    assert bundle.location["retrieval_index"] == f"{n} training images"
