@@ -34,3 +34,5 @@ DEVICE = "device"
 TEMPERATURES = "temperatures"
 VALIDATION = "validation"
 HISTORY = "history"
+CALIBRATION = "calibration"  # per level: temperature, fitted or why not
+LOCATION = "location"  # location estimator chosen on validation, its validation median km

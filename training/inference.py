@@ -4,6 +4,14 @@ Hierarchical combination: the probability of a class at level k is the product o
 per-level probabilities along its path from the coarsest level (itself, its parent, its
 grandparent, ...), renormalised over level k. This is done in log space with probabilities,
 never with logits.
+
+Location (``estimate_locations``): ``centroid`` (the top class's centroid), ``weighted_mean``
+(probability-weighted spherical mean of the top classes' centroids; it lands between far-apart
+cells when the model hesitates between continents), ``regression`` (the top class's centroid
+moved by the location head's offset for that class, in cell sizes: OSV-5M's hybrid head),
+``retrieval`` (the location of the most similar training image in the top class).
+Training picks the method with the lowest validation median km and records it in ``model.pt``
+(``ModelBundle.location_method``).
 """
 
 from __future__ import annotations
@@ -13,7 +21,40 @@ from dataclasses import dataclass
 import torch
 
 from training.geo import spherical_mean_deg
-from training.hierarchy import ClassTables
+from training.hierarchy import ClassTables, LevelTable
+
+LOCATION_METHODS = ("centroid", "weighted_mean", "regression", "retrieval")
+
+
+@dataclass(frozen=True)
+class RetrievalIndex:
+    """Training images' L2-normalised embeddings (M, D), lat/lon (M, 2) and finest class (M,)."""
+
+    embeddings: torch.Tensor
+    lat_lon_deg: torch.Tensor
+    labels: torch.Tensor
+
+    def to_dict(self) -> dict:
+        return {"embeddings": self.embeddings.half(), "lat_lon_deg": self.lat_lon_deg.float(),
+                "labels": self.labels.int()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RetrievalIndex:
+        return cls(data["embeddings"], data["lat_lon_deg"], data["labels"].long())
+
+
+def retrieve_in_top_cell(embeddings: torch.Tensor, top: torch.Tensor, index: RetrievalIndex,
+                         fallback_deg: torch.Tensor) -> torch.Tensor:
+    """Per query, the location of the most similar training image of its top class (cosine
+    similarity); ``fallback_deg`` rows where the class has no training image in the index."""
+    q = torch.nn.functional.normalize(embeddings.float(), dim=-1)
+    sims = q @ index.embeddings.float().T  # (N, M)
+    same = index.labels[None, :].to(top.device) == top[:, None]
+    sims = sims.masked_fill(~same, float("-inf"))
+    best = sims.argmax(dim=-1)
+    found = same.any(dim=-1)
+    where = index.lat_lon_deg.to(torch.float64)[best]
+    return torch.where(found[:, None], where, fallback_deg.to(torch.float64))
 
 
 def level_log_probs(logits: list[torch.Tensor],
@@ -43,21 +84,82 @@ def adaptive_top_k(probs: torch.Tensor, mass: float = 0.9, max_k: int = 5) -> li
     return (first + 1).tolist()
 
 
+def cell_sizes_deg(cell_ids) -> torch.Tensor:
+    """(C, 2) latitude and longitude span in degrees of each quadtree cell id."""
+    depth = torch.tensor([len(c) for c in cell_ids], dtype=torch.float64)
+    return torch.stack([180.0 / 2 ** depth, 360.0 / 2 ** depth], dim=-1)
+
+
+def offset_targets(true_deg: torch.Tensor, centroids_deg: torch.Tensor,
+                   sizes_deg: torch.Tensor) -> torch.Tensor:
+    """(N, 2) offsets of the true points from their classes' centroids (rows already picked
+    per image), in cell sizes, clamped to [-1, 1]; longitude wraps at the antimeridian."""
+    d = true_deg.to(torch.float64) - centroids_deg.to(torch.float64)
+    d[:, 1] = torch.remainder(d[:, 1] + 180.0, 360.0) - 180.0
+    return (d / sizes_deg.to(torch.float64)).clamp(-1.0, 1.0)
+
+
+def apply_offsets(centroids_deg: torch.Tensor, sizes_deg: torch.Tensor,
+                  offsets: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``offset_targets``: centroid + offset * size, latitude clamped to the poles,
+    longitude wrapped to [-180, 180)."""
+    out = centroids_deg.to(torch.float64) + offsets.to(torch.float64).clamp(-1, 1) * sizes_deg
+    out[:, 0] = out[:, 0].clamp(-90.0, 90.0)
+    out[:, 1] = torch.remainder(out[:, 1] + 180.0, 360.0) - 180.0
+    return out
+
+
+def estimate_locations(probs: torch.Tensor, table: LevelTable, method: str = "centroid", *,
+                       offsets: torch.Tensor | None = None, top_k: int = 5,
+                       embeddings: torch.Tensor | None = None,
+                       index: RetrievalIndex | None = None) -> torch.Tensor:
+    """(N, C) finest-level probabilities -> (N, 2) lat/lon degrees by ``method`` (one of
+    ``LOCATION_METHODS``; ``regression`` needs the model's (N, C, 2) ``offsets``,
+    ``retrieval`` the images' pooled ``embeddings`` and the model's training-image ``index``:
+    the most similar training image inside the top cell, GeoCLIP / PIGEON style)."""
+    centroids = table.centroid_tensor().to(probs.device)
+    top = probs.argmax(dim=-1)
+    if method == "centroid":
+        return centroids[top]
+    if method == "weighted_mean":
+        k = min(top_k, probs.shape[-1])
+        p, idx = probs.topk(k, dim=-1)
+        return spherical_mean_deg(centroids[idx], p / p.sum(dim=-1, keepdim=True))
+    if method == "regression":
+        if offsets is None:
+            raise ValueError("location method 'regression' needs the model's offsets "
+                             "(model(images, with_offsets=True))")
+        sizes = cell_sizes_deg(table.cell_ids).to(probs.device)
+        picked = offsets[torch.arange(len(top), device=offsets.device), top.to(offsets.device)]
+        return apply_offsets(centroids[top], sizes[top], picked.to(probs.device))
+    if method == "retrieval":
+        if embeddings is None or index is None:
+            raise ValueError("location method 'retrieval' needs the images' embeddings and the "
+                             "model's retrieval index")
+        return retrieve_in_top_cell(embeddings, top, index, centroids[top])
+    raise ValueError(f"unknown location method {method!r}: use one of "
+                     f"{', '.join(LOCATION_METHODS)}")
+
+
 def estimate_location(probs: torch.Tensor, centroids_deg: torch.Tensor, method: str = "top1",
                       top_k: int = 5) -> torch.Tensor:
-    """(N, C) probabilities -> (N, 2) lat/lon degrees.
-
-    ``top1``: centroid of the most probable class; ``weighted``: probability-weighted spherical
-    mean of the ``top_k`` most probable classes' centroids.
-    """
-    centroids = centroids_deg.to(torch.float64).to(probs.device)
-    if method == "top1":
-        return centroids[probs.argmax(dim=-1)]
-    if method != "weighted":
+    """Older interface: ``top1`` = ``centroid``, ``weighted`` = ``weighted_mean``."""
+    if method not in ("top1", "weighted"):
         raise ValueError(f"unknown location method {method!r}: use 'top1' or 'weighted'")
-    k = min(top_k, probs.shape[-1])
-    p, idx = probs.topk(k, dim=-1)
-    return spherical_mean_deg(centroids[idx], p / p.sum(dim=-1, keepdim=True))
+    table = LevelTable(0, ("",) * len(centroids_deg),
+                       tuple(map(tuple, centroids_deg.tolist())), (-1,) * len(centroids_deg))
+    return estimate_locations(probs, table, "centroid" if method == "top1" else "weighted_mean",
+                              top_k=top_k)
+
+
+def finest_probs(logits: list[torch.Tensor], tables: ClassTables,
+                 temperatures: list[float] | None = None,
+                 hierarchical: bool = True) -> torch.Tensor:
+    """(N, C_finest) probabilities, hierarchical by default."""
+    log_probs = level_log_probs(logits, temperatures)
+    if hierarchical:
+        log_probs = hierarchical_log_probs(log_probs, tables)
+    return log_probs[-1].exp()
 
 
 @dataclass(frozen=True)
@@ -72,14 +174,16 @@ class Prediction:
 
 def predict_cells(logits: list[torch.Tensor], tables: ClassTables,
                   temperatures: list[float] | None = None, hierarchical: bool = True,
-                  mass: float = 0.9, max_k: int = 5, location: str = "weighted") -> list[Prediction]:
-    """Finest-level cells (adaptive top-k) with probabilities and a location per image."""
-    log_probs = level_log_probs(logits, temperatures)
-    if hierarchical:
-        log_probs = hierarchical_log_probs(log_probs, tables)
-    probs = log_probs[-1].exp()
+                  mass: float = 0.9, max_k: int = 5, location: str = "weighted_mean",
+                  offsets: torch.Tensor | None = None, embeddings: torch.Tensor | None = None,
+                  index: RetrievalIndex | None = None) -> list[Prediction]:
+    """Finest-level cells (adaptive top-k) with probabilities and a location per image
+    (``location``: a method of ``estimate_locations``; ``top1``/``weighted`` still accepted)."""
+    probs = finest_probs(logits, tables, temperatures, hierarchical)
     finest = tables.levels[-1]
-    where = estimate_location(probs, finest.centroid_tensor(), location, max_k)
+    method = {"top1": "centroid", "weighted": "weighted_mean"}.get(location, location)
+    where = estimate_locations(probs, finest, method, offsets=offsets, top_k=max_k,
+                               embeddings=embeddings, index=index)
     ks = adaptive_top_k(probs, mass, max_k)
     top_p, top_i = probs.topk(min(max_k, probs.shape[-1]), dim=-1)
     return [Prediction([finest.cell_ids[i] for i in top_i[n, :k].tolist()],

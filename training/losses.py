@@ -1,5 +1,5 @@
 """Joint loss over hierarchy levels: cross-entropy per level with label smoothing or
-haversine label smoothing (PIGEON, Haas et al. 2024).
+haversine label smoothing (PIGEON, Haas et al. 2024); plus the location head's offset loss.
 
 Haversine smoothing puts target mass on every class, decaying with the distance between the
 image's true position and the class centroid, relative to the true class:
@@ -14,6 +14,7 @@ from torch import nn
 
 from training.geo import pairwise_haversine_km
 from training.hierarchy import ClassTables
+from training.inference import cell_sizes_deg, offset_targets
 
 
 def haversine_targets(true_deg: torch.Tensor, labels: torch.Tensor, centroids_deg: torch.Tensor,
@@ -62,3 +63,22 @@ class HierarchicalLoss(nn.Module):
         """``labels`` (N, levels) class indices; ``true_deg`` (N, 2) lat/lon of the images."""
         return sum(w * self.level_loss(k, x, labels[:, k], true_deg)
                    for k, (w, x) in enumerate(zip(self.weights, logits)))
+
+
+class OffsetLoss(nn.Module):
+    """Smooth-L1 between the location head's offset for the true finest class and the true
+    point's offset from that class's centroid, both in cell sizes (OSV-5M's hybrid head)."""
+
+    def __init__(self, tables: ClassTables) -> None:
+        super().__init__()
+        finest = tables.levels[-1]
+        self.register_buffer("centroids", finest.centroid_tensor(), persistent=False)
+        self.register_buffer("sizes", cell_sizes_deg(finest.cell_ids), persistent=False)
+
+    def forward(self, offsets: torch.Tensor, labels: torch.Tensor,
+                true_deg: torch.Tensor) -> torch.Tensor:
+        """``offsets`` (N, C, 2), ``labels`` (N,) finest classes, ``true_deg`` (N, 2)."""
+        target = offset_targets(true_deg.to(self.centroids.device), self.centroids[labels],
+                                self.sizes[labels])
+        picked = offsets[torch.arange(len(labels), device=offsets.device), labels]
+        return F.smooth_l1_loss(picked.float(), target.float().to(picked.device), beta=0.1)

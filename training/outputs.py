@@ -97,7 +97,7 @@ def cell_versions(descriptor_path) -> tuple[list[dict], str | None]:
 
 
 def write_outputs(rt, state, temperatures: list[float], val_metrics: list[dict],
-                  seconds: float, folds: list[int]) -> dict:
+                  seconds: float, folds: list[int], decisions: dict | None = None) -> dict:
     """Rank 0 only: model.pt, the training image ids (of ``folds``) and the model card;
     returns the card."""
     out = Path(rt.cfg.output_dir)
@@ -107,7 +107,7 @@ def write_outputs(rt, state, temperatures: list[float], val_metrics: list[dict],
             mc.MANIFEST_SHA256: str(descriptor.get("manifest_hash", ""))}
     model_path = out / layout.MODEL_FILE
     save_bundle(model_path, rt.bare, rt.cfg.backbone, rt.tables, temperatures,
-                rt.cfg.image_size, info)
+                rt.cfg.image_size, info, decisions)
     n_train = write_image_ids(out / layout.TRAIN_IDS_FILE, training_image_ids(rt.info, folds))
     versions, versions_sha = cell_versions(rt.info.path)
     card = {
@@ -123,6 +123,8 @@ def write_outputs(rt, state, temperatures: list[float], val_metrics: list[dict],
         mc.TRAIN_SECONDS: round(seconds, 1), mc.WORLD_SIZE: rt.dist.world_size,
         mc.DEVICE: str(rt.dist.device), mc.TEMPERATURES: temperatures,
         mc.VALIDATION: val_metrics, mc.HISTORY: state.history,
+        mc.CALIBRATION: (decisions or {}).get("calibration"),
+        mc.LOCATION: (decisions or {}).get("location"),
     }
     write_json_atomic(out / layout.MODEL_CARD_FILE, card)
     return card

@@ -4,8 +4,9 @@
     torchrun --nproc_per_node 2 -m training.train ...        # DDP (gloo on CPU, nccl on GPU)
 
 Recipe order in ``main``: data -> model -> loss -> optimizer -> scheduler -> DDP -> resume ->
-epoch loop (train, validate on the validation fold, checkpoint, early stop) -> temperature
-scaling on validation -> model.pt + model card. The test split is never read here.
+epoch loop (train, validate on the validation fold, checkpoint, early stop) -> on validation:
+temperatures and the location estimator (training/validation.py) -> model.pt + model card.
+The test split is never read here.
 """
 
 from __future__ import annotations
@@ -28,9 +29,8 @@ from geo_assets import model_card as mc
 from geo_assets.errors import InputError
 from geo_assets.progress import progress
 from training import checkpoint as ckpt
-from training import data
+from training import data, validation
 from training.batches import Batch, to_batch
-from training.calibration import fit_temperatures
 from training.config import TrainConfig, add_config_flags, from_namespace
 from training.distributed import (
     DistInfo,
@@ -42,9 +42,9 @@ from training.distributed import (
 )
 from training.hierarchy import ClassTables, load_class_tables
 from training.inference import level_log_probs
-from training.losses import HierarchicalLoss
+from training.losses import HierarchicalLoss, OffsetLoss
 from training.metrics import LevelMetrics
-from training.models import GeoModel, build_model
+from training.models import GeoModel, build_model, normalisation
 from training.outputs import write_outputs
 from training.pipes_hook import Reporter
 from training.schedule import build_scheduler
@@ -94,6 +94,7 @@ class Runtime:
     channels_last: bool
     steps_per_epoch: int
     reporter: Reporter
+    offset_loss: OffsetLoss | None = None
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -108,13 +109,18 @@ def training_folds(cfg: TrainConfig, info) -> list[int]:
     return folds
 
 
-def load_data(cfg: TrainConfig, info, folds: list[int], train: bool, split="train"):
-    """A loader from training/data.py (shards split by node and by worker)."""
+def load_data(cfg: TrainConfig, info, folds: list[int], train: bool, split="train",
+              norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None):
+    """A loader from training/data.py (shards split by node and by worker); ``norm``: the
+    backbone's (mean, std), ImageNet's by default."""
     epoch_samples = (cfg.epoch_samples or info.count("train", folds)) if train else None
+    extra = {"mean": norm[0], "std": norm[1]} if norm else {}
+    if train:
+        extra.update(class_balance=cfg.class_balance, augment=cfg.augment)
     return data.make_loader(info, split=split, folds=folds, image_size=cfg.image_size,
                             batch_size=cfg.batch_size, train=train,
                             num_workers=cfg.loader_workers(local_processes()),
-                            epoch_samples=epoch_samples, seed=cfg.seed)
+                            epoch_samples=epoch_samples, seed=cfg.seed, **extra)
 
 
 def cycle_batches(loader, levels: list[int]):
@@ -177,8 +183,14 @@ def autocast(rt: Runtime):
 
 def train_step(rt: Runtime, batch: Batch) -> float:
     with autocast(rt):
-        logits = rt.model(batch.images)
-        loss = rt.criterion(logits, batch.labels, batch.true_deg)
+        if rt.offset_loss is None:
+            logits = rt.model(batch.images)
+            loss = rt.criterion(logits, batch.labels, batch.true_deg)
+        else:
+            logits, offsets = rt.model(batch.images, with_offsets=True)
+            loss = rt.criterion(logits, batch.labels, batch.true_deg) \
+                + rt.cfg.offset_loss_weight * rt.offset_loss(offsets, batch.labels[:, -1],
+                                                             batch.true_deg)
     optimizer_step(loss, rt.model, rt.optimizer, rt.scaler, rt.cfg.clip_grad_norm)
     rt.scheduler.step()
     return float(loss.detach())
@@ -364,13 +376,16 @@ def build_runtime(cfg: TrainConfig, dist: DistInfo, info: data.DatasetDescriptor
     tables = load_class_tables(info.level_files)
     bare = build_model(cfg.backbone, tables.num_classes, cfg.pretrained, cfg.dropout,
                        cfg.freeze_stages, Path(cfg.weights_dir) if cfg.weights_dir else None,
-                       cfg.download_weights)
+                       cfg.download_weights, image_size=cfg.image_size,
+                       weights_file=Path(cfg.weights_file) if cfg.weights_file else None,
+                       offset_head=cfg.location_head)
     dtype, scaler, channels_last = precision_settings(cfg, dist.device)
     bare.to(dist.device, memory_format=torch.channels_last if channels_last
             else torch.contiguous_format)
     criterion = HierarchicalLoss(tables, cfg.label_smoothing, cfg.haversine_tau_km,
                                  list(cfg.level_weights) if cfg.level_weights else None)
     criterion.to(dist.device)
+    offset_loss = OffsetLoss(tables).to(dist.device) if cfg.location_head else None
     samples = cfg.epoch_samples or info.count("train", folds)
     steps = max(1, math.ceil(samples / (cfg.batch_size * dist.world_size)))
     optimizer = build_optimizer(cfg, bare)
@@ -381,7 +396,7 @@ def build_runtime(cfg: TrainConfig, dist: DistInfo, info: data.DatasetDescriptor
         model = nn.parallel.DistributedDataParallel(
             bare, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
     return Runtime(cfg, dist, info, tables, model, bare, criterion, optimizer, scheduler, scaler,
-                   dtype, channels_last, steps, reporter)
+                   dtype, channels_last, steps, reporter, offset_loss)
 
 
 # --- the recipe -----------------------------------------------------------------------------
@@ -410,19 +425,37 @@ def fit(rt: Runtime, state: TrainState, make_train_loader, val_loader,
     return True
 
 
-def calibrate(rt: Runtime, val_loader) -> tuple[list[float], list[dict]]:
-    """Best weights -> validation logits from every rank -> one temperature per level."""
+def retrieval_index(rt: Runtime):
+    """The training folds' embeddings for the 'retrieval' estimator (one evaluation pass),
+    or (None, why not) above --retrieval-max-images."""
+    folds = training_folds(rt.cfg, rt.info)
+    n = rt.info.count("train", folds)
+    if n > rt.cfg.retrieval_max_images:
+        return None, (f"{n} training images, more than --retrieval-max-images "
+                      f"{rt.cfg.retrieval_max_images}")
+    loader = load_data(rt.cfg, rt.info, folds, train=False,
+                       norm=normalisation(rt.bare.backbone))
+    outputs = validation.gather(validation.collect(rt.bare, loader, rt.tables, rt.dist.device,
+                                                   lambda: autocast(rt)))
+    return validation.build_index(outputs, rt.cfg.retrieval_max_images)
+
+
+def calibrate(rt: Runtime, val_loader) -> tuple[list[float], list[dict], dict]:
+    """Best weights -> the validation decisions (training/validation.py): temperatures,
+    validation metrics and what model.pt records (``calibration``, ``location``)."""
     best = Path(rt.cfg.output_dir) / layout.BEST_FILE
     if best.exists():
         rt.bare.load_state_dict(torch.load(best, map_location=rt.dist.device, weights_only=True))
-    level_metrics, logits, labels = evaluate(rt.bare, val_loader, rt.tables, rt.dist.device,
-                                             lambda: autocast(rt))
-    if not rt.cfg.calibrate:
-        return [1.0] * len(logits), level_metrics
-    gathered = gather_objects((logits, labels))
-    logits = [torch.cat([g[0][k] for g in gathered]) for k in range(len(logits))]
-    labels = torch.cat([g[1] for g in gathered])
-    return fit_temperatures(logits, labels), level_metrics
+    index, why = retrieval_index(rt)
+    temperatures, level_metrics, decisions = validation.decide(
+        rt.bare, val_loader, rt.tables, rt.dist.device, lambda: autocast(rt),
+        rt.cfg.calibration_min_samples if rt.cfg.calibrate else None, index)
+    decisions["retrieval"] = index.to_dict() if index is not None else None
+    location = decisions["location"]
+    location["retrieval_index"] = why
+    rt.reporter.info(f"location estimator {location['method']}: validation median km "
+                     f"{location['validation_median_km']}")
+    return temperatures, level_metrics, decisions
 
 
 def main(cfg: TrainConfig) -> dict | None:
@@ -435,10 +468,11 @@ def main(cfg: TrainConfig) -> dict | None:
         info = data.load_dataset_descriptor(cfg.dataset)
         folds = training_folds(cfg, info)
         rt = build_runtime(cfg, dist, info, reporter, folds)
+        norm = normalisation(rt.bare.backbone)
         def make_train_loader():
-            return load_data(cfg, info, folds, train=True)
+            return load_data(cfg, info, folds, train=True, norm=norm)
 
-        val_loader = load_data(cfg, info, [cfg.val_fold], train=False)
+        val_loader = load_data(cfg, info, [cfg.val_fold], train=False, norm=norm)
         state = TrainState()
         pending_rng = resume(rt, state)
         reporter.info(f"training {cfg.backbone} on folds {folds} ({rt.steps_per_epoch} steps "
@@ -448,8 +482,9 @@ def main(cfg: TrainConfig) -> dict | None:
             reporter.info(f"stopped after step {state.global_step}; resume with --resume auto")
             reporter.close()
             return None
-        temperatures, val_metrics = calibrate(rt, val_loader)
-        card = finish(rt, state, temperatures, val_metrics, time.perf_counter() - started)
+        temperatures, val_metrics, decisions = calibrate(rt, val_loader)
+        card = finish(rt, state, temperatures, val_metrics, time.perf_counter() - started,
+                      decisions)
         reporter.close()
         return card
     except BaseException as exc:
@@ -460,11 +495,11 @@ def main(cfg: TrainConfig) -> dict | None:
 
 
 def finish(rt: Runtime, state: TrainState, temperatures: list[float], val_metrics: list[dict],
-           seconds: float) -> dict | None:
+           seconds: float, decisions: dict | None = None) -> dict | None:
     if not rt.dist.is_main:
         return None
     card = write_outputs(rt, state, temperatures, val_metrics, seconds,
-                         training_folds(rt.cfg, rt.info))
+                         training_folds(rt.cfg, rt.info), decisions or {})
     rt.reporter.materialize({}, data_version=card[mc.MODEL_SHA256][:16])
     return card
 

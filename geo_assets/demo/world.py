@@ -41,10 +41,11 @@ class Preset:
     n_panos: int
     seq_len: tuple[int, int]
     artefact_rates: tuple[float, float, float, float]  # in ARTEFACTS order
+    city_spread_deg: float = 0.02  # std of a city street sequence's start around the centre
 
 
 PRESETS: dict[str, Preset] = {
-    "demo": Preset(3400, 288, (8, 30), (0.03, 0.02, 0.04, 0.01)),
+    "demo": Preset(3400, 288, (2, 3), (0.03, 0.02, 0.04, 0.01), 0.05),
     "tiny": Preset(320, 40, (6, 16), (0.04, 0.03, 0.05, 0.02)),
 }
 
@@ -211,7 +212,7 @@ def _walk(rng, lat0, lon0, n, spacing_deg, heading0_deg, turn_prob):
     return lat, lon, heading
 
 
-def _sequence_track(country: DemoCountry, n: int, rng):
+def _sequence_track(country: DemoCountry, n: int, rng, spread_deg: float = 0.02):
     """(lat, lon, compass, urban) of one sequence: a city street or a road between cities."""
     k = int(rng.integers(len(country.city_lats)))
     lat_c, lon_c = country.city_lats[k], country.city_lons[k]
@@ -223,8 +224,8 @@ def _sequence_track(country: DemoCountry, n: int, rng):
         bearing = np.degrees(np.arctan2(country.city_lons[j] - lon_c, country.city_lats[j] - lat_c))
         lat, lon, heading = _walk(rng, lat0, lon0, n, 3e-4, bearing, 0.0)
         return lat, lon, heading, False
-    lat0 = lat_c + rng.normal(0, 0.02)
-    lon0 = lon_c + rng.normal(0, 0.02)
+    lat0 = lat_c + rng.normal(0, spread_deg)
+    lon0 = lon_c + rng.normal(0, spread_deg)
     grid = rng.uniform(0, 90) + 90.0 * rng.integers(4)
     lat, lon, heading = _walk(rng, lat0, lon0, n, 1.5e-4, grid, 0.08)
     return lat, lon, heading, True
@@ -249,7 +250,8 @@ def _make_sequences(countries, preset: Preset, rng) -> list[dict]:
         made = 0
         while made < per_country:
             n = int(rng.integers(preset.seq_len[0], preset.seq_len[1] + 1))
-            lat, lon, heading, urban = _sequence_track(country, n, rng)
+            lat, lon, heading, urban = _sequence_track(country, n, rng,
+                                                       preset.city_spread_deg)
             user, user_id = creators[ci][int(rng.integers(2))]
             start_ms = int(rng.integers(1_451_606_400_000, 1_735_603_200_000))
             gaps = rng.integers(800, 3000, n)

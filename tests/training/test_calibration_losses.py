@@ -71,3 +71,29 @@ def test_warmup_then_cosine():
     assert warmup_cosine(10, 10, 100) == pytest.approx(1.0)
     assert warmup_cosine(55, 10, 100) == pytest.approx(0.5)
     assert warmup_cosine(100, 10, 100, min_ratio=0.1) == pytest.approx(0.1)
+
+
+def test_temperature_needs_enough_validation_images():
+    from training.calibration import calibrate_level
+
+    logits, labels = overconfident(n=150)
+    report = calibrate_level(logits, labels, min_samples=200)
+    assert report["temperature"] == 1.0 and not report["fitted"]
+    assert "150 validation images, fewer than the 200" in report["reason"]
+    report = calibrate_level(*overconfident(n=2000), min_samples=200)
+    assert report["fitted"] and report["temperature"] > 2.0
+    assert report["nll_after"] < report["nll_before"] and report["ece_after"] <= report["ece_before"]
+
+
+def test_temperature_that_worsens_held_out_nll_is_not_kept():
+    """Even rows over-confident, odd rows under-confident: a temperature fitted on one half
+    makes the other half worse, so T stays 1 and the report says why."""
+    from training.calibration import calibrate_level
+
+    sharp, labels = overconfident(n=2000, seed=3)
+    logits = sharp.clone()
+    logits[1::2] = sharp[1::2] / 16.0  # true logits / 4: under-confident
+    report = calibrate_level(logits, labels, min_samples=200)
+    assert report["temperature"] == 1.0 and not report["fitted"]
+    assert report["nll_after"] >= report["nll_before"]
+    assert "did not lower held-out validation NLL" in report["reason"]

@@ -81,9 +81,12 @@ def test_to_argv_round_trips_every_kind_of_field():
 
 def test_unknown_values_are_refused_with_the_choices():
     with pytest.raises(SystemExit):
-        parse(["--backbone", "vgg"])
+        parse(["--opt", "rmsprop"])
+    with pytest.raises(Exception, match="backbone.*choose one of.*timm"):
+        parse(["--backbone", "vgg"])  # not a timm name either (vgg16 would be)
     with pytest.raises(Exception, match="backbone"):
         TrainConfig(dataset="d", output_dir="o", backbone="vgg")
+    assert TrainConfig(dataset="d", output_dir="o", backbone="convnext_atto").backbone
     assert "resnet50" in training.config.BACKBONES
 
 
