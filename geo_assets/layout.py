@@ -162,3 +162,5 @@ RELIABILITY_FILE = "reliability.png"
 CONFUSION_FILE = "confusion.png"
 GRADCAM_FILE = "gradcam.png"
 PREDICTIONS_MAP_FILE = "map.html"
+PREDICTIONS_PNG_FILE = "map.png"  # the same points as a static (offline) map
+EMBEDDINGS_FILE = "embeddings.png"
