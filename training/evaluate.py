@@ -40,7 +40,7 @@ from training.bundle import ModelBundle, load_bundle
 from training.distributed import pick_device, setup_logging
 from training.inference import estimate_location, hierarchical_log_probs, level_log_probs
 from training.metrics import DistanceMetrics, LevelMetrics, per_class_scores
-from training.provenance import trained_on_demo_world
+from training.provenance import LOCATIONS, recorded_location, trained_on_demo_world
 
 log = logging.getLogger("geoscout.training")
 EMBEDDING_VIEW_IMAGES = 1000  # test images in the report's t-SNE view
@@ -271,7 +271,7 @@ def gradcam_overlays(bundle: ModelBundle, state: EvalState, device: torch.device
 
 def evaluate_run(model_path: str | Path, dataset: str | Path, output_dir: str | Path,
                  batch_size: int = 64, workers: int = 2, device: str = "auto",
-                 location: str = "weighted", gradcam_images: int = 8, *,
+                 location: str | None = None, gradcam_images: int = 8, *,
                  natural_earth_dir: str | None = None, nn_baseline: bool = True,
                  nn_max_images: int = 20000) -> dict:
     """Evaluate ``model.pt`` on the test split against the baselines; writes metrics.json and
@@ -284,6 +284,7 @@ def evaluate_run(model_path: str | Path, dataset: str | Path, output_dir: str | 
         raise ValueError(f"model levels {bundle.tables.level_ids} differ from the dataset's "
                          f"{list(desc.levels)}")
     frozen, backbone = frozen_backbone(model_path, bundle, dev) if nn_baseline else (None, "")
+    location = location or recorded_location(bundle.info)
 
     def loader(split: str):
         return data.make_loader(desc, split=split, image_size=bundle.image_size,
@@ -304,6 +305,7 @@ def evaluate_run(model_path: str | Path, dataset: str | Path, output_dir: str | 
 
     metrics["model"] = {"path": str(model_path), **bundle.info}
     metrics["demo_world"] = trained_on_demo_world(model_path, bundle.info)
+    metrics["location_estimator"] = location
     metrics["eval_seconds"] = round(time.perf_counter() - started, 1)
     features = torch.cat(state.features) if state.features else None
     report = write_report(Path(output_dir), metrics, state.rows, overlays, captions,
@@ -331,8 +333,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("-b", "--batch-size", type=int, default=64, help="images per batch")
     p.add_argument("-j", "--workers", type=int, default=2, help="loader workers")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--location", default="weighted", choices=("weighted", "top1"),
-                   help="location estimate: weighted top cells or the top cell's centroid")
+    p.add_argument("--location", default=None, choices=LOCATIONS,
+                   help="location estimate: the top cell's centroid or the weighted top cells "
+                   "(default: the estimator recorded in model.pt, else top1)")
     p.add_argument("--gradcam-images", type=int, default=8, help="test images with Grad-CAM")
     p.add_argument("--natural-earth-dir", default=None,
                    help="folder with Natural Earth admin-0 countries (1:50m) for country "

@@ -1,6 +1,6 @@
 """Where a model's training data came from, as far as a reader of ``model.pt`` can tell:
 whether it was trained on the synthetic demo world (its figures then say nothing about real
-photos, and ``predict`` and the report say so)."""
+photos, and ``predict`` and the report say so), and which location estimator it chose."""
 
 from __future__ import annotations
 
@@ -9,6 +9,20 @@ from pathlib import Path
 
 DEMO_WORLD_MARKER = "demo_world.json"  # written at the data root by `geoscout demo`
 DEMO_INFO_KEYS = ("demo_world", "world", "profile")
+LOCATIONS = ("top1", "weighted")
+LOCATION_INFO_KEYS = ("location_estimator", "location")
+
+
+def recorded_location(info: dict) -> str:
+    """The location estimator recorded in model.pt's info (chosen on the validation fold),
+    else the top cell's centroid (a weighted mean of far-apart cells can land in between)."""
+    for key in LOCATION_INFO_KEYS:
+        value = info.get(key)
+        if isinstance(value, dict):
+            value = value.get("method") or value.get("name")
+        if value in LOCATIONS:
+            return str(value)
+    return "top1"
 
 
 def trained_on_demo_world(model_path: str | Path, info: dict) -> bool:
