@@ -101,3 +101,18 @@ def test_chance_is_the_expectation_over_classes():
     assert values["acc_25km"][0] == pytest.approx(0.5)
     assert values["country_acc"][0] == pytest.approx(0.5)
     assert values["top1_level_1"][0] == pytest.approx(0.5)
+
+
+def test_asset_metadata_shows_rounded_verdicts():
+    from pipeline.assets.evaluate import baseline_metadata
+
+    section = {"metrics": ["top1_level_1", "median_km"],
+               "model": {"top1_level_1": 0.51234567, "median_km": 6087.4},
+               "baselines": {"majority": {"top1_level_1": 0.588, "median_km": 5035.2}},
+               "verdicts": {"majority": {"top1_level_1": "loses", "median_km": "loses"}},
+               "sentence": "The model does NOT beat majority on any metric."}
+    meta = baseline_metadata(section)
+    assert meta["beats_all_baselines"] is False
+    assert "| top1_level_1 | 0.512 | 0.588 (loses) |" in meta["baselines"].value
+    assert "| median_km | 6,087 | 5,035 (loses) |" in meta["baselines"].value
+    assert "NOT beat majority" in meta["verdict"].value
