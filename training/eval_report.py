@@ -40,7 +40,7 @@ def environment():
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("training", "templates"),
-                             autoescape=jinja2.select_autoescape(["html", "j2"]),
+                             autoescape=lambda name: bool(name) and ".html" in name,
                              undefined=jinja2.StrictUndefined)
     env.filters["fmt"] = fmt
     return env
