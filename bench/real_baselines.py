@@ -35,8 +35,9 @@ LEVELS = [1, 2, 3, 4]
 
 
 def manifest_rows(root: DataRoot) -> list[dict]:
-    """Every photo as a kept manifest row; group = the place (same coordinates)."""
-    rows = []
+    """Every photo as a manifest row; group = the place (same coordinates); a second copy of
+    the same bytes is dropped as duplicate content."""
+    rows, seen = [], set()
     for name in SETS:
         folder = REAL / name
         with open(folder / "labels.csv", newline="") as f:
@@ -47,8 +48,11 @@ def manifest_rows(root: DataRoot) -> list[dict]:
                 row = dict.fromkeys(MANIFEST_SCHEMA.names)
                 row.update(image_id=f"local:{name}/{sid}", source="local", source_id=sid,
                            group_id=f"{name}/{lat:.6f},{lon:.6f}", lat_deg=lat, lon_deg=lon,
-                           cell_id="", sha256=sha, kept=True, license=rec["license"],
+                           cell_id="", sha256=sha, kept=sha not in seen,
+                           drop_reason=None if sha not in seen else "duplicate_content",
+                           license=rec["license"],
                            attribution="Google Street View (test use only)")
+                seen.add(sha)
                 rows.append(row)
     return rows
 

@@ -12,13 +12,13 @@ import os
 import dagster as dg
 
 from pipeline import constants, jobs, platforms, schedules, sensors
-from pipeline.assets import dataset, evaluate, grid, ingest, train
+from pipeline.assets import dataset, evaluate, grid, ingest, train, tuning
 from pipeline.profiles import DEMO_PRESET, DEMO_SEED, demo_profile
 from pipeline.resources import build_resources
 
 # Stage modules and their groups, in graph order.
 STAGES = [(grid, constants.GRID), (ingest, constants.INGEST), (dataset, constants.DATASET),
-          (train, constants.TRAIN), (evaluate, constants.EVAL)]
+          (train, constants.TRAIN), (tuning, constants.TRAIN), (evaluate, constants.EVAL)]
 
 def demo_resources(seed: int = DEMO_SEED, preset: str = DEMO_PRESET,
                    data_root: str | None = None) -> dict[str, object]:
