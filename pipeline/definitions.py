@@ -18,7 +18,7 @@ from pipeline.resources import build_resources
 
 # Stage modules and their groups, in graph order.
 STAGES = [(grid, constants.GRID), (ingest, constants.INGEST), (dataset, constants.DATASET),
-          (train, constants.TRAIN), (tuning, constants.TRAIN), (evaluate, constants.EVAL)]
+          (train, constants.TRAIN), (tuning, constants.TUNE), (evaluate, constants.EVAL)]
 
 def demo_resources(seed: int = DEMO_SEED, preset: str = DEMO_PRESET,
                    data_root: str | None = None) -> dict[str, object]:
