@@ -135,6 +135,8 @@ CHECKPOINT_FILE = "checkpoint.pth"
 BEST_FILE = "best.pth"
 METRICS_FILE = "metrics.json"  # inside a report folder
 REPORT_HTML_FILE = "report.html"
+EXPORT_DIR = "export"  # inside a model run folder (training.export)
+HPO_DIR = "hpo"  # inside a model run folder: study.db, study.json, trials/<n>/ (training.hpo)
 
 
 def model_dir(run_name: str) -> str:

@@ -35,7 +35,6 @@ from training.bundle import ModelBundle, load_bundle
 from training.model_card_md import model_card_markdown
 
 log = logging.getLogger("geoscout.training")
-EXPORT_DIR = "export"  # inside a model run folder
 TORCHSCRIPT_FILE = "model.torchscript.pt"
 ONNX_FILE = "model.onnx"
 CLASSES_FILE = "classes.json"
@@ -112,7 +111,7 @@ def export_model(model_path: str | Path, output_dir: str | Path | None = None,
         raise InputError(f"unknown export format(s) {sorted(unknown)}: use {', '.join(FORMATS)}")
     model_path = Path(model_path)
     bundle = load_bundle(model_path, "cpu")
-    out = Path(output_dir) if output_dir else model_path.parent / EXPORT_DIR
+    out = Path(output_dir) if output_dir else model_path.parent / layout.EXPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     module = LogitsModule(bundle.model).eval()
     example = torch.randn(batch, 3, bundle.image_size, bundle.image_size,

@@ -8,7 +8,6 @@ from geo_assets import layout
 from pipeline.resources import GeoscoutSettings, TrainingSettings
 
 SHARDS = dg.AssetKey("shards")  # by key: importing the asset would load it twice
-HPO_DIR = "hpo"  # inside the model run folder
 
 
 class StudyConfig(dg.Config):
@@ -28,7 +27,7 @@ def hyperparameter_study(context: dg.AssetExecutionContext, config: StudyConfig,
     from training.hpo import run_study
 
     root = settings.root()
-    out = root.local_path(layout.model_dir(training.run_name), HPO_DIR)
+    out = root.local_path(layout.model_dir(training.run_name), layout.HPO_DIR)
     base = TrainConfig(**{**training.train_values(), "run_name": training.run_name,
                           "dataset": str(root.local_path(layout.DATASETS_DIR,
                                                          layout.DESCRIPTOR)),
