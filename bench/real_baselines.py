@@ -78,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser("real_baselines", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "real_baselines")
     p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--image-size", type=int, default=128, help="shard and training size")
+    p.add_argument("--train-size", type=int, default=None,
+                   help="training/evaluation input size (default: --image-size)")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep the dataset already built under --out (skip ingest and shards)")
     args = p.parse_args(argv)
     if not REAL.is_dir():
         print(f"real_baselines: {REAL} not available; nothing to do", file=sys.stderr)
@@ -89,10 +93,13 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     root = DataRoot(str(args.out))
-    descriptor = build_dataset(root, args.image_size)
+    descriptor = root.local_path(layout.DATASETS_DIR, layout.DESCRIPTOR)
+    if not (args.reuse and descriptor.is_file()):
+        descriptor = build_dataset(root, args.image_size)
+    size = args.train_size or args.image_size
     model_dir = root.local_path(layout.model_dir("real"))
     train(TrainConfig(dataset=str(descriptor), output_dir=str(model_dir), run_name="real",
-                      epochs=args.epochs, batch_size=32, workers=1, image_size=args.image_size,
+                      epochs=args.epochs, batch_size=32, workers=1, image_size=size,
                       device="cpu", threads=2, backbone="efficientnet_lite0", pretrained=True))
     metrics = evaluate_run(model_dir / layout.MODEL_FILE, descriptor,
                            root.local_path(layout.report_dir("real")), batch_size=32, workers=1,
