@@ -47,32 +47,36 @@ class Reference:
 class TestSet:
     coords_deg: np.ndarray  # (n, 2)
     labels: np.ndarray  # (n, levels)
-    countries: np.ndarray  # (n,) ISO A3 of the true point ("" at sea)
+    admin: dict[str, np.ndarray]  # metric ("country_acc", "region_acc") -> true codes ("": none)
     embeddings: torch.Tensor | None = None
 
+    def masks(self) -> dict[str, np.ndarray]:
+        """Per admin metric, the test images whose true location has a code."""
+        return {name: codes != "" for name, codes in self.admin.items()}
 
-def metric_names(levels: list[int]) -> list[str]:
+
+def metric_names(levels: list[int], admin: list[str] = ("country_acc",)) -> list[str]:
     return ([f"top1_level_{lv}" for lv in levels] + ["median_km"]
-            + [f"acc_{r:g}km" for r in RADII_KM[1:]] + ["geoguessr", "country_acc"])
+            + [f"acc_{r:g}km" for r in RADII_KM[1:]] + ["geoguessr", *admin])
 
 
 def per_image(levels: list[int], correct: np.ndarray, km: np.ndarray,
-              country_match: np.ndarray) -> dict[str, np.ndarray]:
+              admin_match: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per-image values whose mean (median for km) is each metric; ``correct``: (n, levels)."""
     out = {f"top1_level_{lv}": correct[:, k].astype(np.float64) for k, lv in enumerate(levels)}
     out["median_km"] = km.astype(np.float64)
     for r in RADII_KM[1:]:
         out[f"acc_{r:g}km"] = (km < r).astype(np.float64)
     out["geoguessr"] = geoguessr_score(torch.as_tensor(km, dtype=torch.float64)).numpy()
-    out["country_acc"] = country_match.astype(np.float64)
+    out.update({name: match.astype(np.float64) for name, match in admin_match.items()})
     return out
 
 
-def aggregate(values: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, float]:
-    """Metrics from per-image values; country accuracy over images with a true country."""
+def aggregate(values: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> dict[str, float]:
+    """Metrics from per-image values; admin accuracies over images with a true code."""
     out = {}
     for name, v in values.items():
-        v = v[mask] if name == "country_acc" else v
+        v = v[masks[name]] if name in masks else v
         if len(v) == 0:
             out[name] = float("nan")
         else:
@@ -88,21 +92,23 @@ def distances_km(pred_deg: np.ndarray, true_deg: np.ndarray) -> np.ndarray:
 
 
 def point_predictor(test: TestSet, levels: list[int], pred_labels: np.ndarray,
-                    pred_deg: np.ndarray, countries: AdminIndex) -> dict[str, np.ndarray]:
+                    pred_deg: np.ndarray, admins: dict[str, AdminIndex]) -> dict[str, np.ndarray]:
     """Per-image values of a predictor that answers one class per level and one point."""
     pred_deg = np.broadcast_to(pred_deg, test.coords_deg.shape)
-    pred_country = countries.lookup(pred_deg[:, 0], pred_deg[:, 1])
-    match = (pred_country == test.countries) & (test.countries != "")
+    match = {}
+    for name, index in admins.items():
+        truth = test.admin[name]
+        match[name] = (index.lookup(pred_deg[:, 0], pred_deg[:, 1]) == truth) & (truth != "")
     return per_image(levels, pred_labels == test.labels, distances_km(pred_deg, test.coords_deg),
                      match)
 
 
 def chance(test: TestSet, levels: list[int], num_classes: list[int], centroids: np.ndarray,
-           centroid_countries: np.ndarray) -> dict[str, np.ndarray]:
+           centroid_admin: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Expected per-image values of a uniformly drawn class (finest level for location)."""
     n = len(test.coords_deg)
     correct = np.broadcast_to(1.0 / np.asarray(num_classes, dtype=np.float64), (n, len(levels)))
-    cols: dict[str, list] = {"median_km": [], "geoguessr": [], "country_acc": []}
+    cols: dict[str, list] = {"median_km": [], "geoguessr": [], **{k: [] for k in centroid_admin}}
     cols.update({f"acc_{r:g}km": [] for r in RADII_KM[1:]})
     cent = torch.as_tensor(centroids, dtype=torch.float64)
     for start in range(0, n, CHANCE_CHUNK):
@@ -112,8 +118,9 @@ def chance(test: TestSet, levels: list[int], num_classes: list[int], centroids: 
         cols["geoguessr"].append(geoguessr_score(d).mean(dim=1).numpy())
         for r in RADII_KM[1:]:
             cols[f"acc_{r:g}km"].append((d < r).double().mean(dim=1).numpy())
-        truth = test.countries[start:start + CHANCE_CHUNK]
-        cols["country_acc"].append((centroid_countries[None, :] == truth[:, None]).mean(axis=1))
+        for name, codes in centroid_admin.items():
+            truth = test.admin[name][start:start + CHANCE_CHUNK]
+            cols[name].append((codes[None, :] == truth[:, None]).mean(axis=1))
     out = {f"top1_level_{lv}": correct[:, k].copy() for k, lv in enumerate(levels)}
     out.update({k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()})
     return out
@@ -147,18 +154,18 @@ def classes_of_point(point_deg: np.ndarray, centroids_by_level: list[np.ndarray]
 
 def compute_baselines(reference: Reference, test: TestSet, levels: list[int],
                       num_classes: list[int], centroids_by_level: list[np.ndarray],
-                      countries: AdminIndex) -> tuple[dict, dict]:
+                      admins: dict[str, AdminIndex]) -> tuple[dict, dict]:
     """Per-image values of every baseline, and a description of each."""
     finest = centroids_by_level[-1]
-    cent_countries = countries.lookup(finest[:, 0], finest[:, 1])
-    values = {"chance": chance(test, levels, num_classes, finest, cent_countries)}
+    cent_admin = {name: index.lookup(finest[:, 0], finest[:, 1]) for name, index in admins.items()}
+    values = {"chance": chance(test, levels, num_classes, finest, cent_admin)}
     counts = [np.bincount(reference.labels[:, k], minlength=c) for k, c in enumerate(num_classes)]
     majority = np.array([int(c.argmax()) for c in counts])
     values["majority"] = point_predictor(test, levels, majority[None, :], finest[majority[-1]],
-                                         countries)
+                                         admins)
     median = median_point(reference.coords_deg)
     values["median_point"] = point_predictor(
-        test, levels, classes_of_point(median, centroids_by_level)[None, :], median, countries)
+        test, levels, classes_of_point(median, centroids_by_level)[None, :], median, admins)
     about = {"chance": "a uniformly drawn class; location: expected over the finest classes' "
                        "centroids",
              "majority": "the most frequent training class per level; location: the finest "
@@ -169,21 +176,22 @@ def compute_baselines(reference: Reference, test: TestSet, levels: list[int],
     if reference.embeddings is not None and test.embeddings is not None:
         nn_index = nearest_neighbour(reference, test)
         values["nearest_neighbour"] = point_predictor(
-            test, levels, reference.labels[nn_index], reference.coords_deg[nn_index], countries)
+            test, levels, reference.labels[nn_index], reference.coords_deg[nn_index], admins)
         about["nearest_neighbour"] = ("the nearest training image's location and classes, "
                                       "cosine similarity of the frozen backbone's embeddings")
     return values, about
 
 
-def compare(model: dict[str, np.ndarray], baseline: dict[str, np.ndarray], mask: np.ndarray,
-            seed: int = 0, resamples: int = BOOTSTRAP) -> dict[str, str]:
+def compare(model: dict[str, np.ndarray], baseline: dict[str, np.ndarray],
+            masks: dict[str, np.ndarray], seed: int = 0,
+            resamples: int = BOOTSTRAP) -> dict[str, str]:
     """Per metric: "beats", "level" or "loses" (paired bootstrap over test images)."""
     rng = np.random.default_rng(seed)
     out = {}
     for name, mv in model.items():
         bv = baseline[name]
-        if name == "country_acc":
-            mv, bv = mv[mask], bv[mask]
+        if name in masks:
+            mv, bv = mv[masks[name]], bv[masks[name]]
         if len(mv) == 0:
             out[name] = "n/a"
             continue

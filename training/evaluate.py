@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geo_assets.admin import AdminIndex, country_index
+from geo_assets.admin import AdminIndex, country_index, region_index
 from geo_assets.errors import DataUnavailableError, InputError
 from training import data
 from training.baselines import (
@@ -43,6 +43,7 @@ from training.metrics import DistanceMetrics, LevelMetrics, per_class_scores
 from training.provenance import LOCATIONS, recorded_location, trained_on_demo_world
 
 log = logging.getLogger("geoscout.training")
+COUNTRY, REGION = "country_acc", "region_acc"  # admin-0 / admin-1 accuracy metric names
 EMBEDDING_VIEW_IMAGES = 1000  # test images in the report's t-SNE view
 VARIANTS = ("flat_raw", "flat", "hierarchical")  # flat_raw: before temperature scaling
 
@@ -163,38 +164,40 @@ def reference_pass(loader, levels: list[int], device: torch.device, frozen,
                      np.concatenate(labels), emb)
 
 
-def model_values(state: EvalState, countries: AdminIndex, levels: list[int]) -> tuple:
+def model_values(state: EvalState, admins: dict[str, AdminIndex], levels: list[int]) -> tuple:
     """The model's per-image values (as the baselines') and the test set."""
     true = torch.cat(state.true_deg).numpy()
     pred = np.array([[r["pred_lat_deg"], r["pred_lon_deg"]] for r in state.rows])
     km = np.array([r["error_km"] for r in state.rows])
-    true_c = countries.lookup(true[:, 0], true[:, 1])
-    pred_c = countries.lookup(pred[:, 0], pred[:, 1])
-    test = TestSet(true, torch.cat(state.labels).numpy(), true_c,
+    truth = {name: index.lookup(true[:, 0], true[:, 1]) for name, index in admins.items()}
+    guess = {name: index.lookup(pred[:, 0], pred[:, 1]) for name, index in admins.items()}
+    test = TestSet(true, torch.cat(state.labels).numpy(), truth,
                    torch.cat(state.embeddings) if state.embeddings else None)
-    match = (pred_c == true_c) & (true_c != "")
-    for row, t, p in zip(state.rows, true_c.tolist(), pred_c.tolist()):
+    match = {name: (guess[name] == truth[name]) & (truth[name] != "") for name in admins}
+    for row, t, p in zip(state.rows, truth[COUNTRY].tolist(), guess[COUNTRY].tolist()):
         row["true_country"], row["pred_country"] = t, p
     return per_image(levels, torch.cat(state.correct).numpy(), km, match), test
 
 
 def baseline_section(state: EvalState, bundle: ModelBundle, reference: Reference,
-                     countries: AdminIndex) -> dict:
+                     admins: dict[str, AdminIndex]) -> dict:
     """Model and baseline metrics on the same test images, and the verdicts."""
     tables = bundle.tables
     levels = tables.level_ids
-    model, test = model_values(state, countries, levels)
+    model, test = model_values(state, admins, levels)
     if reference.embeddings is not None and len(reference.embeddings) == 0:
         reference.embeddings = None
     centroids = [t.centroid_tensor().numpy() for t in tables.levels]
     values, about = compute_baselines(reference, test, levels, tables.num_classes, centroids,
-                                      countries)
-    mask = test.countries != ""
-    verdicts = {name: compare(model, v, mask) for name, v in values.items()}
-    return {"metrics": metric_names(levels), "model": aggregate(model, mask),
-            "baselines": {name: aggregate(v, mask) for name, v in values.items()},
+                                      admins)
+    masks = test.masks()
+    verdicts = {name: compare(model, v, masks) for name, v in values.items()}
+    return {"metrics": metric_names(levels, list(admins)), "model": aggregate(model, masks),
+            "baselines": {name: aggregate(v, masks) for name, v in values.items()},
             "about": about, "verdicts": verdicts, "sentence": verdict_sentence(verdicts),
-            "n_with_country": int(mask.sum()), "countries_source": countries.source,
+            "n_with_country": int(masks[COUNTRY].sum()),
+            "countries_source": admins[COUNTRY].source,
+            "regions_source": admins[REGION].source if REGION in admins else None,
             "n_reference": len(reference.coords_deg)}
 
 
@@ -295,7 +298,11 @@ def evaluate_run(model_path: str | Path, dataset: str | Path, output_dir: str | 
     reference = reference_pass(loader("train"), bundle.tables.level_ids, dev, frozen,
                                nn_max_images)
     countries = country_index(natural_earth_dir)
-    section = baseline_section(state, bundle, reference, countries)
+    admins = {COUNTRY: countries}
+    regions = region_index(natural_earth_dir)
+    if regions is not None:
+        admins[REGION] = regions
+    section = baseline_section(state, bundle, reference, admins)
     section["frozen_backbone"] = backbone
     metrics = summarise(state, bundle, section)
     metrics["class_countries"] = class_countries(bundle, countries)

@@ -79,7 +79,7 @@ def test_compare_reads_paired_differences():
     base = {"top1_level_1": rng.integers(0, 2, 400).astype(float),
             "median_km": rng.uniform(100, 5000, 400)}
     better = {"top1_level_1": np.ones(400), "median_km": base["median_km"] / 2}
-    mask = np.ones(400, dtype=bool)
+    mask = {}
     assert compare(better, base, mask) == {"top1_level_1": "beats", "median_km": "beats"}
     assert compare(base, better, mask) == {"top1_level_1": "loses", "median_km": "loses"}
     assert compare(base, base, mask) == {"top1_level_1": "level", "median_km": "level"}
@@ -95,9 +95,10 @@ def test_median_point_unwraps_the_antimeridian():
 def test_chance_is_the_expectation_over_classes():
     from training.baselines import TestSet
 
-    test = TestSet(np.array([[0.0, 0.0]]), np.zeros((1, 1), dtype=int), np.array(["X"]))
+    test = TestSet(np.array([[0.0, 0.0]]), np.zeros((1, 1), dtype=int),
+                   {"country_acc": np.array(["X"])})
     centroids = np.array([[0.0, 0.1], [0.0, 90.0]])  # 11 km and 10,000 km away
-    values = chance(test, [1], [2], centroids, np.array(["X", "Y"]))
+    values = chance(test, [1], [2], centroids, {"country_acc": np.array(["X", "Y"])})
     assert values["acc_25km"][0] == pytest.approx(0.5)
     assert values["country_acc"][0] == pytest.approx(0.5)
     assert values["top1_level_1"][0] == pytest.approx(0.5)
@@ -116,3 +117,34 @@ def test_asset_metadata_shows_rounded_verdicts():
     assert "| top1_level_1 | 0.512 | 0.588 (loses) |" in meta["baselines"].value
     assert "| median_km | 6,087 | 5,035 (loses) |" in meta["baselines"].value
     assert "NOT beat majority" in meta["verdict"].value
+
+
+def test_region_accuracy_when_admin1_is_configured(tiny_model, tiny_dataset, tmp_path):
+    import geopandas as gpd
+    import shapely
+
+    from geo_assets.cells import cells_bounds
+    from geo_assets.naturalearth import embedded_countries
+    from tiny_dataset import LEVEL2
+
+    folder = tmp_path / "ne"
+    folder.mkdir()
+    embedded_countries().to_file(folder / "ne_110m_admin_0_countries.geojson")
+    # admin-1 "regions" = the tiny dataset's level-2 cells, so region = finest class
+    bounds = cells_bounds(LEVEL2)
+    regions = gpd.GeoDataFrame({"iso_3166_2": [f"R-{c}" for c in LEVEL2],
+                                "name": [f"region {c}" for c in LEVEL2]},
+                               geometry=[shapely.box(b[0], b[1], b[2], b[3]) for b in bounds],
+                               crs=4326)
+    regions.to_file(folder / "ne_10m_admin_1_states_provinces.geojson")
+    metrics = evaluate_run(tiny_model, tiny_dataset / "datasets" / "dataset.json",
+                           tmp_path / "report", batch_size=32, workers=0, device="cpu",
+                           gradcam_images=0, nn_baseline=False, location="top1",
+                           natural_earth_dir=str(folder))
+    section = metrics["baselines"]
+    assert section["metrics"][-2:] == ["country_acc", "region_acc"]
+    # the top cell's centroid lies in the top cell's region: region accuracy = finest top-1
+    assert section["model"]["region_acc"] == pytest.approx(
+        metrics["per_level"]["2"]["hierarchical"]["top1"])
+    assert section["baselines"]["chance"]["region_acc"] == pytest.approx(1 / 8)
+    assert "region_acc" in (tmp_path / "report" / "report.html").read_text()
