@@ -122,10 +122,10 @@ def test_asset_metadata_shows_rounded_verdicts():
 def test_region_accuracy_when_admin1_is_configured(tiny_model, tiny_dataset, tmp_path):
     import geopandas as gpd
     import shapely
+    from tiny_dataset import LEVEL2
 
     from geo_assets.cells import cells_bounds
     from geo_assets.naturalearth import embedded_countries
-    from tiny_dataset import LEVEL2
 
     folder = tmp_path / "ne"
     folder.mkdir()
