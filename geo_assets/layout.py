@@ -160,6 +160,8 @@ PREVIOUS_CHECKPOINT_FILE = "checkpoint.prev.pth"  # the one before, kept for res
 BEST_FILE = "best.pth"
 METRICS_FILE = "metrics.json"  # inside a report folder
 REPORT_HTML_FILE = "report.html"
+EXPORT_DIR = "export"  # inside a model run folder (training.export)
+HPO_DIR = "hpo"  # inside a model run folder: study.db, study.json, trials/<n>/ (training.hpo)
 
 
 def model_dir(run_name: str) -> str:
@@ -198,3 +200,4 @@ CONFUSION_FILE = "confusion.png"
 GRADCAM_FILE = "gradcam.png"
 PREDICTIONS_MAP_FILE = "map.html"
 PREDICTIONS_PNG_FILE = "map.png"  # the same predictions as a static map (no network)
+EMBEDDINGS_FILE = "embeddings.png"

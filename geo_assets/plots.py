@@ -3,7 +3,7 @@ returned as PNG bytes, and the markdown helpers that put figures and small table
 Dagster metadata.
 
 Dataset: the split leakage figure and the class histograms. Evaluation: the error histogram,
-the reliability diagram, the confusion matrix and the Grad-CAM grid (``heatmap_overlay``
+the reliability diagram, the confusion matrix, the embeddings view and the Grad-CAM grid (``heatmap_overlay``
 colours one Grad-CAM map over its image).
 
 matplotlib is imported inside the functions: it is slow to import and only needed when a
@@ -173,6 +173,31 @@ def gradcam_grid_png(overlays: Sequence, captions: Sequence[str], columns: int =
     for ax, img, caption in zip(axes.flat, overlays, captions):
         ax.imshow(img)
         ax.set_title(caption, fontsize=8)
+    return figure_png(fig, REPORT_DPI)
+
+
+def embeddings_png(xy, groups: Sequence[int], names: Sequence[str] = (),
+                   max_legend: int = 12) -> bytes:
+    """A 2-D projection of embeddings (t-SNE / UMAP output), one colour per group; the legend
+    names the groups (``names[group]``) when there are at most ``max_legend`` of them."""
+    from matplotlib import colormaps
+
+    xy = np.asarray(xy, dtype=np.float64)
+    groups = np.asarray(groups)
+    fig = new_figure((6.5, 5), layout="tight")
+    ax = fig.subplots()
+    unique = np.unique(groups)
+    cmap = colormaps["tab20"]
+    for i, g in enumerate(unique):
+        sel = groups == g
+        label = names[g] if 0 <= g < len(names) else str(g)
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=8, color=cmap(i % 20), label=f"{g}: {label}",
+                   linewidths=0)
+    if 0 < len(unique) <= max_legend:
+        ax.legend(fontsize=7, markerscale=2, loc="best")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title("test image embeddings (t-SNE), coloured by true coarsest class")
     return figure_png(fig, REPORT_DPI)
 
 

@@ -5,6 +5,7 @@ INGEST = "ingest"
 DATASET = "dataset"
 TRAIN = "train"
 EVAL = "eval"
+TUNE = "tune"  # hyper-parameter studies: not in the training job (each study trains many models)
 
 MAPILLARY_POOL = "mapillary_api"
 STREETVIEW_POOL = "streetview_api"

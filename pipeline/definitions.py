@@ -12,13 +12,14 @@ import os
 import dagster as dg
 
 from pipeline import constants, jobs, platforms, schedules, sensors
-from pipeline.assets import dataset, evaluate, grid, ingest, plan, train
+from pipeline.assets import dataset, evaluate, grid, ingest, plan, train, tuning
 from pipeline.profiles import DEMO_PRESET, DEMO_SEED, demo_profile
 from pipeline.resources import build_resources
 
 # Stage modules and their groups, in graph order.
-STAGES = [(grid, constants.GRID), (plan, constants.GRID), (ingest, constants.INGEST), (dataset, constants.DATASET),
-          (train, constants.TRAIN), (evaluate, constants.EVAL)]
+STAGES = [(grid, constants.GRID), (plan, constants.GRID), (ingest, constants.INGEST),
+          (dataset, constants.DATASET), (train, constants.TRAIN), (tuning, constants.TUNE),
+          (evaluate, constants.EVAL)]
 
 def demo_resources(seed: int = DEMO_SEED, preset: str = DEMO_PRESET,
                    data_root: str | None = None) -> dict[str, object]:

@@ -19,17 +19,33 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from geo_assets.admin import AdminIndex, country_index, region_index
+from geo_assets.errors import DataUnavailableError, InputError
 from geo_assets.progress import track
 from training import data
+from training.baselines import (
+    Reference,
+    TestSet,
+    aggregate,
+    compare,
+    compute_baselines,
+    metric_names,
+    per_image,
+    verdict_sentence,
+)
 from training.batches import to_batch
 from training.bundle import ModelBundle, load_bundle
 from training.distributed import pick_device, setup_logging
 from training.inference import estimate_location, hierarchical_log_probs, level_log_probs
 from training.metrics import DistanceMetrics, LevelMetrics, per_class_scores
+from training.provenance import LOCATIONS, recorded_location, trained_on_demo_world
 
 log = logging.getLogger("geoscout.training")
+COUNTRY, REGION = "country_acc", "region_acc"  # admin-0 / admin-1 accuracy metric names
+EMBEDDING_VIEW_IMAGES = 1000  # test images in the report's t-SNE view
 VARIANTS = ("flat_raw", "flat", "hierarchical")  # flat_raw: before temperature scaling
 
 
@@ -41,6 +57,11 @@ class EvalState:
     distances: dict[str, DistanceMetrics]
     rows: list[dict] = field(default_factory=list)
     samples: list[torch.Tensor] = field(default_factory=list)
+    correct: list[torch.Tensor] = field(default_factory=list)  # (n, levels) hierarchical top-1
+    labels: list[torch.Tensor] = field(default_factory=list)
+    true_deg: list[torch.Tensor] = field(default_factory=list)
+    embeddings: list[torch.Tensor] = field(default_factory=list)  # frozen backbone, for NN
+    features: list[torch.Tensor] = field(default_factory=list)  # the model's, for the t-SNE
 
 
 def new_state(bundle: ModelBundle, confusion_max_classes: int) -> EvalState:
@@ -69,6 +90,10 @@ def update(state: EvalState, bundle: ModelBundle, logits, batch, location: str) 
                                                      location), batch.true_deg)
     state.distances["hierarchical_top1"].update(estimate_location(hier, finest, "top1"),
                                                 batch.true_deg)
+    state.correct.append(torch.stack([lp.argmax(dim=-1) == batch.labels[:, k]
+                                      for k, lp in enumerate(by_variant["hierarchical"])], 1))
+    state.labels.append(batch.labels.cpu())
+    state.true_deg.append(batch.true_deg.cpu())
     conf, pred = by_variant["hierarchical"][0].exp().max(dim=-1)
     # one conversion per batch instead of tensor indexing per image
     columns = zip(batch.image_ids, batch.true_deg.tolist(), where.tolist(), d.tolist(),
@@ -81,21 +106,105 @@ def update(state: EvalState, bundle: ModelBundle, logits, batch, location: str) 
 
 
 def run_pass(bundle: ModelBundle, loader, device: torch.device, location: str = "weighted",
-             confusion_max_classes: int = 64, keep_images: int = 8) -> EvalState:
+             confusion_max_classes: int = 64, keep_images: int = 8,
+             frozen: torch.nn.Module | None = None) -> EvalState:
     state = new_state(bundle, confusion_max_classes)
     with torch.inference_mode():
         for raw in track(loader, desc="evaluate", unit="batch"):
             batch = to_batch(raw, bundle.tables.level_ids)
-            logits = [x.float().cpu() for x in bundle.model(batch.images.to(device))]
+            images = batch.images.to(device)
+            logits = [x.float().cpu() for x in bundle.model(images)]
             update(state, bundle, logits, batch, location)
+            if frozen is not None:
+                state.embeddings.append(embed(frozen, images))
+            shown = sum(len(f) for f in state.features)
+            if shown < EMBEDDING_VIEW_IMAGES:
+                state.features.append(bundle.model.features(
+                    images[:EMBEDDING_VIEW_IMAGES - shown]).float().cpu())
             if sum(len(s) for s in state.samples) < keep_images:
                 state.samples.append(batch.images[:keep_images].cpu())
     return state
 
 
-def summarise(state: EvalState, bundle: ModelBundle) -> dict:
+def embed(frozen: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """L2-normalised pooled features of the frozen backbone (cosine similarity by dot)."""
+    return torch.nn.functional.normalize(frozen.features(images).float(), dim=-1).cpu()
+
+
+def frozen_backbone(model_path: str | Path, bundle: ModelBundle, device: torch.device):
+    """The model's backbone with its pretrained (not fine-tuned) weights, for the NN baseline;
+    backbones without pretrained weights (``tiny``) keep their seeded random initialisation."""
+    from training.models import build_model
+
+    name = torch.load(model_path, map_location="cpu", weights_only=True)["backbone"]
+    torch.manual_seed(0)
+    try:
+        model = build_model(name, bundle.tables.num_classes, pretrained=name != "tiny")
+    except (DataUnavailableError, InputError) as exc:  # no weights offline: skipped
+        log.warning("nearest-neighbour baseline skipped: %s", exc)
+        return None, name
+    return model.to(device).eval(), name
+
+
+def reference_pass(loader, levels: list[int], device: torch.device, frozen,
+                   max_images: int) -> Reference:
+    """Training-split locations and labels (and frozen embeddings of up to max_images)."""
+    coords, labels, embeddings, seen = [], [], [], 0
+    with torch.inference_mode():
+        for raw in loader:
+            batch = to_batch(raw, levels)
+            coords.append(batch.true_deg.numpy())
+            labels.append(batch.labels.numpy())
+            if frozen is not None and seen < max_images:
+                embeddings.append(embed(frozen, batch.images[:max_images - seen].to(device)))
+                seen += len(embeddings[-1])
+    coords_np = np.concatenate(coords)
+    emb = torch.cat(embeddings) if embeddings else None
+    return Reference(coords_np[:len(emb)] if emb is not None else coords_np,
+                     np.concatenate(labels)[:len(emb)] if emb is not None else
+                     np.concatenate(labels), emb)
+
+
+def model_values(state: EvalState, admins: dict[str, AdminIndex], levels: list[int]) -> tuple:
+    """The model's per-image values (as the baselines') and the test set."""
+    true = torch.cat(state.true_deg).numpy()
+    pred = np.array([[r["pred_lat_deg"], r["pred_lon_deg"]] for r in state.rows])
+    km = np.array([r["error_km"] for r in state.rows])
+    truth = {name: index.lookup(true[:, 0], true[:, 1]) for name, index in admins.items()}
+    guess = {name: index.lookup(pred[:, 0], pred[:, 1]) for name, index in admins.items()}
+    test = TestSet(true, torch.cat(state.labels).numpy(), truth,
+                   torch.cat(state.embeddings) if state.embeddings else None)
+    match = {name: (guess[name] == truth[name]) & (truth[name] != "") for name in admins}
+    for row, t, p in zip(state.rows, truth[COUNTRY].tolist(), guess[COUNTRY].tolist()):
+        row["true_country"], row["pred_country"] = t, p
+    return per_image(levels, torch.cat(state.correct).numpy(), km, match), test
+
+
+def baseline_section(state: EvalState, bundle: ModelBundle, reference: Reference,
+                     admins: dict[str, AdminIndex]) -> dict:
+    """Model and baseline metrics on the same test images, and the verdicts."""
     tables = bundle.tables
-    out = {"n_test": state.levels[0]["flat"].compute()["n"], "levels": tables.level_ids,
+    levels = tables.level_ids
+    model, test = model_values(state, admins, levels)
+    if reference.embeddings is not None and len(reference.embeddings) == 0:
+        reference.embeddings = None
+    centroids = [t.centroid_tensor().numpy() for t in tables.levels]
+    values, about = compute_baselines(reference, test, levels, tables.num_classes, centroids,
+                                      admins)
+    masks = test.masks()
+    verdicts = {name: compare(model, v, masks) for name, v in values.items()}
+    return {"metrics": metric_names(levels, list(admins)), "model": aggregate(model, masks),
+            "baselines": {name: aggregate(v, masks) for name, v in values.items()},
+            "about": about, "verdicts": verdicts, "sentence": verdict_sentence(verdicts),
+            "n_with_country": int(masks[COUNTRY].sum()),
+            "countries_source": admins[COUNTRY].source,
+            "regions_source": admins[REGION].source if REGION in admins else None,
+            "n_reference": len(reference.coords_deg)}
+
+
+def summarise(state: EvalState, bundle: ModelBundle, baselines_: dict | None = None) -> dict:
+    tables = bundle.tables
+    out = {"baselines": baselines_, "n_test": state.levels[0]["flat"].compute()["n"], "levels": tables.level_ids,
            "temperatures": bundle.temperatures, "per_level": {}, "per_class": {},
            "confusion": {}, "reliability": {},
            "distance": {k: m.compute() for k, m in state.distances.items()}}
@@ -125,7 +234,17 @@ def headline(metrics: dict) -> dict:
             "geoguessr": dist.get("geoguessr"), "acc_2500km": dist.get("acc_2500km"),
             "acc_750km": dist.get("acc_750km"),
             "ece_coarsest_before": coarse["flat_raw"]["ece"],
-            "ece_coarsest_after": coarse["flat"]["ece"], **baselines(metrics, levels[0])}
+            "ece_coarsest_after": coarse["flat"]["ece"], **baselines(metrics, levels[0]),
+            **verdict_headline(metrics.get("baselines"))}
+
+
+def verdict_headline(section: dict | None) -> dict:
+    if not section:
+        return {}
+    beats_all = all(v == "beats" for per in section["verdicts"].values() for v in per.values()
+                    if v != "n/a")
+    return {"country_acc": section["model"]["country_acc"], "beats_all_baselines": beats_all,
+            "verdict": section["sentence"]}
 
 
 def baselines(metrics: dict, level: str) -> dict:
@@ -138,7 +257,8 @@ def baselines(metrics: dict, level: str) -> dict:
             "majority_top1_coarsest": max(support) / max(sum(support), 1)}
 
 
-def gradcam_overlays(bundle: ModelBundle, state: EvalState, device: torch.device, count: int):
+def gradcam_overlays(bundle: ModelBundle, state: EvalState, device: torch.device, count: int,
+                     places: list[str]):
     """Grad-CAM for the first test images at the coarsest level (predicted class)."""
     from training.gradcam import grad_cam, overlay
 
@@ -148,15 +268,18 @@ def gradcam_overlays(bundle: ModelBundle, state: EvalState, device: torch.device
     heat, classes = grad_cam(bundle.model, images, level_index=0)
     coarse = bundle.tables.levels[0]
     truth = [r["true_coarse"] for r in state.rows[:count]]
-    captions = [f"pred {coarse.cell_ids[int(c)]} / true {coarse.cell_ids[t]}"
-                for c, t in zip(classes.tolist(), truth)]
+    captions = [f"pred {places[int(c)]} ({coarse.cell_ids[int(c)]}) / true {places[t]} "
+                f"({coarse.cell_ids[t]})" for c, t in zip(classes.tolist(), truth)]
     return [overlay(i, h, bundle.mean, bundle.std) for i, h in zip(images, heat)], captions
 
 
 def evaluate_run(model_path: str | Path, dataset: str | Path, output_dir: str | Path,
                  batch_size: int = 64, workers: int = 2, device: str = "auto",
-                 location: str = "weighted", gradcam_images: int = 8) -> dict:
-    """Evaluate ``model.pt`` on the test split; writes metrics.json and report.html."""
+                 location: str | None = None, gradcam_images: int = 8, *,
+                 natural_earth_dir: str | None = None, nn_baseline: bool = True,
+                 nn_max_images: int = 20000) -> dict:
+    """Evaluate ``model.pt`` on the test split against the baselines; writes metrics.json and
+    report.html."""
     started = time.perf_counter()
     dev = pick_device(device)
     bundle = load_bundle(model_path, dev)
@@ -164,18 +287,49 @@ def evaluate_run(model_path: str | Path, dataset: str | Path, output_dir: str | 
     if desc.levels != tuple(bundle.tables.level_ids):
         raise ValueError(f"model levels {bundle.tables.level_ids} differ from the dataset's "
                          f"{list(desc.levels)}")
-    loader = data.make_loader(desc, split="test", image_size=bundle.image_size,
-                              batch_size=batch_size, num_workers=workers, train=False)
-    state = run_pass(bundle, loader, dev, location, keep_images=gradcam_images)
-    metrics = summarise(state, bundle)
-    overlays, captions = gradcam_overlays(bundle, state, dev, gradcam_images)
+    frozen, backbone = frozen_backbone(model_path, bundle, dev) if nn_baseline else (None, "")
+    location = location or recorded_location(bundle.info)
+
+    def loader(split: str):
+        return data.make_loader(desc, split=split, image_size=bundle.image_size,
+                                batch_size=batch_size, num_workers=workers, train=False)
+
+    state = run_pass(bundle, loader("test"), dev, location, keep_images=gradcam_images,
+                     frozen=frozen)
+    reference = reference_pass(loader("train"), bundle.tables.level_ids, dev, frozen,
+                               nn_max_images)
+    countries = country_index(natural_earth_dir)
+    admins = {COUNTRY: countries}
+    regions = region_index(natural_earth_dir)
+    if regions is not None:
+        admins[REGION] = regions
+    section = baseline_section(state, bundle, reference, admins)
+    section["frozen_backbone"] = backbone
+    metrics = summarise(state, bundle, section)
+    metrics["class_countries"] = class_countries(bundle, countries)
+    overlays, captions = gradcam_overlays(bundle, state, dev, gradcam_images,
+                                          metrics["class_countries"][0])
     from training.eval_report import write_report
 
     metrics["model"] = {"path": str(model_path), **bundle.info}
+    metrics["demo_world"] = trained_on_demo_world(model_path, bundle.info)
+    metrics["location_estimator"] = location
     metrics["eval_seconds"] = round(time.perf_counter() - started, 1)
-    report = write_report(Path(output_dir), metrics, state.rows, overlays, captions)
+    features = torch.cat(state.features) if state.features else None
+    report = write_report(Path(output_dir), metrics, state.rows, overlays, captions,
+                          embeddings=features)
     metrics["report_path"] = str(report)
     return metrics
+
+
+def class_countries(bundle: ModelBundle, countries: AdminIndex) -> list[list[str]]:
+    """Per level, per class: the country name at the class centroid ("sea" when none)."""
+    out = []
+    for table in bundle.tables.levels:
+        c = table.centroid_tensor().numpy()
+        codes = countries.lookup(c[:, 0], c[:, 1])
+        out.append([n or "sea" for n in countries.name_of(codes.tolist())])
+    return out
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -187,9 +341,18 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("-b", "--batch-size", type=int, default=64, help="images per batch")
     p.add_argument("-j", "--workers", type=int, default=2, help="loader workers")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--location", default="weighted", choices=("weighted", "top1"),
-                   help="location estimate: weighted top cells or the top cell's centroid")
+    p.add_argument("--location", default=None, choices=LOCATIONS,
+                   help="location estimate: the top cell's centroid or the weighted top cells "
+                   "(default: the estimator recorded in model.pt, else top1)")
     p.add_argument("--gradcam-images", type=int, default=8, help="test images with Grad-CAM")
+    p.add_argument("--natural-earth-dir", default=None,
+                   help="folder with Natural Earth admin-0 countries (1:50m) for country "
+                   "accuracy; default: the embedded 1:110m countries")
+    p.add_argument("--no-nn-baseline", action="store_true",
+                   help="skip the nearest-neighbour baseline (one pass of the frozen backbone "
+                   "over the training split)")
+    p.add_argument("--nn-max-images", type=int, default=20000,
+                   help="training images embedded for the nearest-neighbour baseline")
     return p
 
 
@@ -197,7 +360,10 @@ def cli(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     setup_logging(0)
     metrics = evaluate_run(args.model, args.dataset, args.output_dir, args.batch_size,
-                           args.workers, args.device, args.location, args.gradcam_images)
+                           args.workers, args.device, args.location, args.gradcam_images,
+                           natural_earth_dir=args.natural_earth_dir,
+                           nn_baseline=not args.no_nn_baseline,
+                           nn_max_images=args.nn_max_images)
     for key, value in metrics["headline"].items():
         log.info("%s: %s", key, value)
     log.info("report: %s", metrics["report_path"])

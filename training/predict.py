@@ -1,9 +1,13 @@
 """``geoscout predict PHOTO...``: where was each photo taken?
 
-Prints, per photo, the most likely cells at the finest level (adaptive top-k: the fewest
-cells that hold ``--mass`` of the probability, at most ``--top-k``) with probabilities and an
-estimated latitude/longitude; ``--html`` also writes a map. Unreadable photos are reported by
-name and skipped (exit status 2); a missing model is a clear error.
+Prints, per photo, the most likely country with its confidence (the summed probability of
+the finest-level cells whose centroid lies in it; countries from Natural Earth admin-0 via
+``geo_assets.admin``), the most likely cells at the finest level (adaptive top-k: the fewest
+cells that hold ``--mass`` of the probability, at most ``--top-k``) with probabilities and
+their countries, and an estimated latitude/longitude (the location estimator recorded in
+model.pt when there is one, else the top cell's centroid); ``--json`` prints the same as JSON,
+``--html`` also writes a map. A model trained on the synthetic demo world is flagged. Unreadable
+photos are reported by name and skipped (exit status 2); a missing model is a clear error.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ import argparse
 import html
 import json
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torchvision.transforms.v2 import functional as tvf
 
 from geo_assets import layout
+from geo_assets.admin import AdminIndex, country_index, country_probabilities
 from geo_assets.errors import InputError
 from geo_assets.images import ImageError, open_image
 from geo_assets.settings import ImageSettings
@@ -25,13 +31,22 @@ from geo_assets.storage import default_data_root
 from training.bundle import ModelBundle, load_bundle
 from training.data import EVAL_CROP_RATIO
 from training.distributed import pick_device
-from training.inference import Prediction, predict_cells
+from training.inference import (
+    Prediction,
+    hierarchical_log_probs,
+    level_log_probs,
+    predict_cells,
+)
+from training.provenance import LOCATIONS, recorded_location, trained_on_demo_world
+
+DEMO_WARNING = ("warning: this model was trained on the synthetic demo world; its answers say "
+                "nothing about real photos")
 
 
-def default_model_path() -> Path:
-    """The newest model file under the data root's models folder (GEOSCOUT_DATA_ROOT or
-    default)."""
-    models = Path(default_data_root()) / layout.MODELS_DIR
+def default_model_path(data_root: str | None = None) -> Path:
+    """The newest model file under the data root's models folder (``--data-root``, else
+    GEOSCOUT_DATA_ROOT or the default)."""
+    models = Path(data_root or default_data_root()) / layout.MODELS_DIR
     found = sorted(models.glob(f"*/{layout.MODEL_FILE}"), key=lambda p: p.stat().st_mtime)
     if not found:
         raise InputError(f"no trained model under {models}: materialize trained_model "
@@ -66,28 +81,76 @@ def load_photo(path: Path, bundle: ModelBundle) -> torch.Tensor:
     return (image - mean) / std
 
 
+@dataclass(frozen=True)
+class PhotoAnswer:
+    """Everything ``predict`` says about one photo."""
+
+    photo: str
+    country: str
+    country_code: str
+    country_confidence: float
+    countries: list[dict]
+    cells: list[str]
+    cell_countries: list[str]
+    probabilities: list[float]
+    lat_deg: float
+    lon_deg: float
+
+
+def finest_probs(bundle: ModelBundle, logits: list[torch.Tensor], hierarchical: bool):
+    log_probs = level_log_probs(logits, bundle.temperatures)
+    if hierarchical:
+        log_probs = hierarchical_log_probs(log_probs, bundle.tables)
+    return log_probs[-1].exp().numpy()
+
+
 def predict_photos(bundle: ModelBundle, images: torch.Tensor, hierarchical: bool = True,
-                   mass: float = 0.9, top_k: int = 5, location: str = "weighted"):
+                   mass: float = 0.9, top_k: int = 5, location: str = "top1",
+                   countries: AdminIndex | None = None, photos: list[str] | None = None,
+                   ) -> list[PhotoAnswer]:
     device = next(bundle.model.parameters()).device
     with torch.inference_mode():
         logits = [x.float().cpu() for x in bundle.model(images.to(device))]
-    return predict_cells(logits, bundle.tables, bundle.temperatures, hierarchical, mass,
-                         top_k, location)
+    preds = predict_cells(logits, bundle.tables, bundle.temperatures, hierarchical, mass,
+                          top_k, location)
+    countries = countries or country_index(None)
+    finest = bundle.tables.levels[-1]
+    cent = finest.centroid_tensor().numpy()
+    codes = countries.lookup(cent[:, 0], cent[:, 1])
+    by_cell = dict(zip(finest.cell_ids, countries.name_of(codes.tolist())))
+    ranked = country_probabilities(codes, finest_probs(bundle, logits, hierarchical))
+    photos = photos or [""] * len(preds)
+    return [answer(photo, pred, ranked_n, countries, by_cell)
+            for photo, pred, ranked_n in zip(photos, preds, ranked)]
 
 
-def format_prediction(path: Path, pred: Prediction) -> str:
-    lines = [f"{path}: {pred.lat_deg:.4f}, {pred.lon_deg:.4f} (estimated lat, lon)"]
-    for rank, (cell, p) in enumerate(zip(pred.cells, pred.probabilities), start=1):
-        lines.append(f"  {rank}. cell {cell:<10s} p={p:.3f}")
+def answer(photo: str, pred: Prediction, ranked: list[tuple[str, float]],
+           countries: AdminIndex, by_cell: dict[str, str]) -> PhotoAnswer:
+    top = [{"country": countries.name_of([c])[0] or "no country (sea)", "code": c,
+            "probability": p} for c, p in ranked[:5]]
+    best = top[0] if top else {"country": "", "code": "", "probability": 0.0}
+    return PhotoAnswer(photo, best["country"], best["code"], best["probability"], top,
+                       list(pred.cells), [by_cell.get(c, "") or "sea" for c in pred.cells],
+                       list(pred.probabilities), pred.lat_deg, pred.lon_deg)
+
+
+def format_prediction(path: Path, pred: PhotoAnswer) -> str:
+    country = pred.country or "unknown country"
+    lines = [(f"{path}: {country} (p={pred.country_confidence:.2f}), near {pred.lat_deg:.4f}, "
+             f"{pred.lon_deg:.4f} (estimated lat, lon)")]
+    for rank, (cell, place, p) in enumerate(zip(pred.cells, pred.cell_countries,
+                                                pred.probabilities), start=1):
+        lines.append(f"  {rank}. cell {cell:<10s} {place:<20s} p={p:.3f}")
     return "\n".join(lines)
 
 
-def write_map(path: Path, results: list[tuple[Path, Prediction]]) -> None:
+def write_map(path: Path, results: list[tuple[Path, PhotoAnswer]]) -> None:
     import folium
 
     m = folium.Map(location=[20, 0], zoom_start=2)
     for photo, pred in results:
-        text = html.escape(f"{photo.name}: {pred.lat_deg:.3f}, {pred.lon_deg:.3f}")
+        text = html.escape(f"{photo.name}: {pred.country} {pred.lat_deg:.3f}, "
+                           f"{pred.lon_deg:.3f}")
         folium.Marker([pred.lat_deg, pred.lon_deg], tooltip=text).add_to(m)
     m.save(str(path))
 
@@ -99,13 +162,20 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("photos", nargs="+", type=Path, metavar="PHOTO", help="image files")
     p.add_argument("--model", type=Path, default=None,
                    help="model.pt (default: newest models/*/model.pt under the data root)")
+    p.add_argument("--data-root", default=None,
+                   help="data root folder to find the newest model in (default: "
+                   "$GEOSCOUT_DATA_ROOT, else .geoscout/data)")
+    p.add_argument("--natural-earth-dir", default=None,
+                   help="folder with Natural Earth admin-0 countries (1:50m) for country "
+                   "names; default: the embedded 1:110m countries")
     p.add_argument("-k", "--top-k", type=int, default=5, help="most cells listed per photo")
     p.add_argument("--mass", type=float, default=0.9,
                    help="list the fewest cells holding this much probability")
     p.add_argument("--flat", action="store_true",
                    help="finest level alone instead of the hierarchical combination")
-    p.add_argument("--location", default="weighted", choices=("weighted", "top1"),
-                   help="estimate: probability-weighted top cells or the top cell's centroid")
+    p.add_argument("--location", default=None, choices=LOCATIONS,
+                   help="estimate: the top cell's centroid or the probability-weighted top "
+                   "cells (default: the estimator recorded in model.pt, else top1)")
     p.add_argument("--html", type=Path, default=None, help="also write a map to this file")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -114,7 +184,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def cli(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    bundle = load_bundle(args.model or default_model_path(), pick_device(args.device))
+    model_path = args.model or default_model_path(args.data_root)
+    bundle = load_bundle(model_path, pick_device(args.device))
+    demo = trained_on_demo_world(model_path, bundle.info)
+    if demo:
+        print(f"geoscout predict: {DEMO_WARNING}", file=sys.stderr)
     images, good, failed = [], [], 0
     for path in args.photos:
         try:
@@ -126,10 +200,12 @@ def cli(argv: list[str] | None = None) -> int:
     if not good:
         return 2
     preds = predict_photos(bundle, torch.stack(images), not args.flat, args.mass, args.top_k,
-                           args.location)
+                           args.location or recorded_location(bundle.info),
+                           country_index(args.natural_earth_dir), [str(p) for p in good])
     results = list(zip(good, preds))
     if args.json:
-        print(json.dumps([{"photo": str(p), **vars(r)} for p, r in results], indent=2))
+        print(json.dumps([{**asdict(r), "model": str(model_path), "demo_world": demo}
+                          for r in preds], indent=2))
     else:
         print("\n".join(format_prediction(p, r) for p, r in results))
     if args.html:

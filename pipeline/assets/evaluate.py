@@ -9,12 +9,13 @@ from pipeline.resources import GeoscoutSettings, TrainingSettings
 
 
 def headline_metadata(metrics: dict) -> dict:
-    out: dict = {k: float(v) for k, v in metrics["headline"].items()
-                 if isinstance(v, (int, float)) and k != "n_test"}
+    out: dict = {k: round(float(v), 4) for k, v in metrics["headline"].items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n_test"}
     out["n_test"] = int(metrics["headline"]["n_test"])
+    out.update(baseline_metadata(metrics.get("baselines")))
     for lv, variants in metrics["per_level"].items():
-        out[f"top1_level_{lv}"] = float(variants["hierarchical"]["top1"])
-        out[f"top5_level_{lv}"] = float(variants["hierarchical"]["top5"])
+        out[f"top1_level_{lv}"] = round(float(variants["hierarchical"]["top1"]), 4)
+        out[f"top5_level_{lv}"] = round(float(variants["hierarchical"]["top5"]), 4)
     out["report_path"] = dg.MetadataValue.path(metrics["report_path"])
     out["eval_seconds"] = float(metrics["eval_seconds"])
     rows = "\n".join(f"| {lv} | {v['flat']['top1']:.3f} | {v['hierarchical']['top1']:.3f} |"
@@ -22,6 +23,25 @@ def headline_metadata(metrics: dict) -> dict:
     out["top1_by_level"] = dg.MetadataValue.md(
         "| level | flat top-1 | hierarchical top-1 |\n|---|---|---|\n" + rows)
     return out
+
+
+def baseline_metadata(section: dict | None) -> dict:
+    """The verdict sentence and the model-vs-baselines table (rounded, verdict per cell)."""
+    if not section:
+        return {}
+    from training.eval_report import fmt
+
+    names = list(section["baselines"])
+    rows = [f"| {m} | {fmt(section['model'][m])} | " + " | ".join(
+        f"{fmt(section['baselines'][b][m])} ({section['verdicts'][b][m]})" for b in names) + " |"
+        for m in section["metrics"]]
+    table = ("| metric | model | " + " | ".join(names) + " |\n|---|---|"
+             + "---|" * len(names) + "\n" + "\n".join(rows))
+    beats_all = all(v == "beats" for per in section["verdicts"].values() for v in per.values()
+                    if v != "n/a")
+    return {"verdict": dg.MetadataValue.text(section["sentence"]),
+            "beats_all_baselines": beats_all,
+            "baselines": dg.MetadataValue.md(table)}
 
 
 # By key, not by import: importing the asset object here would make
@@ -43,6 +63,7 @@ def evaluation_report(context: dg.AssetExecutionContext, settings: GeoscoutSetti
                            root.local_path(layout.report_dir(training.run_name)),
                            batch_size=training.eval_batch_size,
                            workers=loader_workers(training.workers),
-                           device=training.device)
+                           device=training.device,
+                           natural_earth_dir=settings.natural_earth_dir)
     context.log.info(f"report: {metrics['report_path']}")
     return dg.MaterializeResult(metadata=headline_metadata(metrics))

@@ -17,7 +17,7 @@ EXPECTED_ASSET_KEYS = sorted([
     *CELL_ASSETS, "image_manifest",
     "splits", "hierarchy", "shards",
     "dataset_level_1", "dataset_level_3", "dataset_level_5", "dataset_level_8",
-    "trained_model", "evaluation_report",
+    "trained_model", "evaluation_report", "hyperparameter_study",
 ])
 
 

@@ -43,7 +43,8 @@ def write_levels(root: Path) -> None:
         }), root / "hierarchy" / f"level_{level}.parquet")
 
 
-def sample(k: int, cls2: int, split: str, fold: int, rng, size: int) -> dict:
+def sample(k: int, cls2: int, split: str, fold: int, rng, size: int,
+           colour: int | None = None) -> dict:
     lat, lon = cell_center(LEVEL2[cls2])
     lat, lon = lat + rng.uniform(-5, 5), lon + rng.uniform(-5, 5)
     image_id = f"local:{split}{fold}-{k}"
@@ -52,10 +53,11 @@ def sample(k: int, cls2: int, split: str, fold: int, rng, size: int) -> dict:
             "group_id": image_id, "license": "test", "attribution": "test", "split": split,
             "fold": fold, "cells": {"1": LEVEL1[cls2 // 2], "2": LEVEL2[cls2]},
             "labels": {"1": cls2 // 2, "2": cls2}}
-    return {"__key__": key, "jpg": jpeg(COLOURS[cls2], rng, size), "json": json.dumps(meta)}
+    return {"__key__": key, "jpg": jpeg(COLOURS[cls2 if colour is None else colour], rng, size), "json": json.dumps(meta)}
 
 
-def write_shards(root: Path, per_class: int, seed: int, size: int) -> list[dict]:
+def write_shards(root: Path, per_class: int, seed: int, size: int,
+                 shuffle_train: bool = False) -> list[dict]:
     rng = np.random.default_rng(seed)
     shards_dir = root / "shards"
     shards_dir.mkdir()
@@ -65,17 +67,21 @@ def write_shards(root: Path, per_class: int, seed: int, size: int) -> list[dict]
             name = f"{split}-{'t' if fold < 0 else fold}-{part:06d}"
             with wds.TarWriter(str(shards_dir / f"{name}.tar")) as sink:
                 for k in range(per_class * 8 // 2):
-                    sink.write(sample(part * 10_000 + k, k % 8, split, fold, rng, size))
+                    # shuffled: training images show a random class's colour (labels are noise)
+                    colour = int(rng.integers(8)) if shuffle_train and split == "train" else None
+                    sink.write(sample(part * 10_000 + k, k % 8, split, fold, rng, size, colour))
             index.append({"name": name, "split": split, "fold": fold,
                           "count": per_class * 4, "sha256": ""})
     return index
 
 
-def build_tiny_dataset(root: Path, per_class: int = 8, seed: int = 0, size: int = 40) -> Path:
-    """Write the dataset under ``root``; returns the path of dataset.json."""
+def build_tiny_dataset(root: Path, per_class: int = 8, seed: int = 0, size: int = 40,
+                       shuffle_train: bool = False) -> Path:
+    """Write the dataset under ``root``; returns the path of dataset.json. ``shuffle_train``:
+    training images unrelated to their labels (the test split stays true)."""
     root.mkdir(parents=True, exist_ok=True)
     write_levels(root)
-    index = write_shards(root, per_class, seed, size)
+    index = write_shards(root, per_class, seed, size, shuffle_train)
     (root / "shards" / "index.json").write_text(json.dumps(
         {"shards": index, "levels": [1, 2], "image_size": size}))
     descriptor = {"levels": [1, 2], "shard_index": "shards/index.json",

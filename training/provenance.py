@@ -1,0 +1,43 @@
+"""Where a model's training data came from, as far as a reader of ``model.pt`` can tell:
+whether it was trained on the synthetic demo world (its figures then say nothing about real
+photos, and ``predict`` and the report say so), and which location estimator it chose."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+DEMO_WORLD_MARKER = "demo_world.json"  # written at the data root by `geoscout demo`
+DEMO_INFO_KEYS = ("demo_world", "world", "profile")
+LOCATIONS = ("top1", "weighted")
+LOCATION_INFO_KEYS = ("location_estimator", "location")
+
+
+def recorded_location(info: dict) -> str:
+    """The location estimator recorded in model.pt's info (chosen on the validation fold),
+    else the top cell's centroid (a weighted mean of far-apart cells can land in between)."""
+    for key in LOCATION_INFO_KEYS:
+        value = info.get(key)
+        if isinstance(value, dict):
+            value = value.get("method") or value.get("name")
+        if value in LOCATIONS:
+            return str(value)
+    return "top1"
+
+
+def trained_on_demo_world(model_path: str | Path, info: dict) -> bool:
+    """True when model.pt's info says so, or its data root (models/<run>/model.pt, two
+    folders up) or the dataset named in its model card holds the demo world's marker."""
+    if any("demo" in str(info.get(k, "")).lower() for k in DEMO_INFO_KEYS if info.get(k)):
+        return True
+    model_path = Path(model_path).resolve()
+    roots = [model_path.parent.parent.parent]
+    card = model_path.parent / "model_card.json"
+    if card.is_file():
+        try:
+            dataset = json.loads(card.read_text()).get("dataset") or ""
+        except (OSError, ValueError):
+            dataset = ""
+        if dataset:
+            roots.append(Path(dataset).resolve().parent.parent)  # datasets/dataset.json
+    return any((root / DEMO_WORLD_MARKER).is_file() for root in roots)
