@@ -39,7 +39,12 @@ from training.baselines import (
 from training.batches import to_batch
 from training.bundle import ModelBundle, load_bundle
 from training.distributed import pick_device, setup_logging
-from training.inference import estimate_location, hierarchical_log_probs, level_log_probs
+from training.inference import (
+    estimate_locations,
+    hierarchical_log_probs,
+    level_log_probs,
+    usable_method,
+)
 from training.metrics import DistanceMetrics, LevelMetrics, per_class_scores
 from training.provenance import LOCATIONS, recorded_location, trained_on_demo_world
 
@@ -77,18 +82,26 @@ def variant_log_probs(bundle: ModelBundle, logits: list[torch.Tensor]) -> dict:
             "hierarchical": hierarchical_log_probs(flat, bundle.tables)}
 
 
-def update(state: EvalState, bundle: ModelBundle, logits, batch, location: str) -> None:
+def locate(bundle: ModelBundle, probs: torch.Tensor, method: str, offsets, pooled):
+    """Locations by ``method`` (a method of ``inference.estimate_locations``, or the older
+    top1/weighted), with the model's offsets and the training images' retrieval index."""
+    method = usable_method(method, offsets, bundle.retrieval)
+    return estimate_locations(probs, bundle.tables.levels[-1], method, offsets=offsets,
+                              embeddings=pooled, index=bundle.retrieval)
+
+
+def update(state: EvalState, bundle: ModelBundle, logits, batch, location: str,
+           offsets=None, pooled=None) -> None:
     by_variant = variant_log_probs(bundle, logits)
     for k, metrics in enumerate(state.levels):
         for variant, m in metrics.items():
             m.update(by_variant[variant][k], batch.labels[:, k])
-    finest = bundle.tables.levels[-1].centroid_tensor()
     hier = by_variant["hierarchical"][-1].exp()
-    where = estimate_location(hier, finest, location)
+    where = locate(bundle, hier, location, offsets, pooled)
     d = state.distances["hierarchical"].update(where, batch.true_deg)
-    state.distances["flat"].update(estimate_location(by_variant["flat"][-1].exp(), finest,
-                                                     location), batch.true_deg)
-    state.distances["hierarchical_top1"].update(estimate_location(hier, finest, "top1"),
+    state.distances["flat"].update(locate(bundle, by_variant["flat"][-1].exp(), location,
+                                          offsets, pooled), batch.true_deg)
+    state.distances["hierarchical_top1"].update(locate(bundle, hier, "centroid", None, None),
                                                 batch.true_deg)
     state.correct.append(torch.stack([lp.argmax(dim=-1) == batch.labels[:, k]
                                       for k, lp in enumerate(by_variant["hierarchical"])], 1))
@@ -113,8 +126,10 @@ def run_pass(bundle: ModelBundle, loader, device: torch.device, location: str = 
         for raw in track(loader, desc="evaluate", unit="batch"):
             batch = to_batch(raw, bundle.tables.level_ids)
             images = batch.images.to(device)
-            logits = [x.float().cpu() for x in bundle.model(images)]
-            update(state, bundle, logits, batch, location)
+            logits, offsets, pooled = bundle.model.outputs(images)
+            logits = [x.float().cpu() for x in logits]
+            update(state, bundle, logits, batch, location,
+                   None if offsets is None else offsets.float().cpu(), pooled.float().cpu())
             if frozen is not None:
                 state.embeddings.append(embed(frozen, images))
             shown = sum(len(f) for f in state.features)
@@ -288,7 +303,7 @@ def evaluate_run(model_path: str | Path, dataset: str | Path, output_dir: str | 
         raise ValueError(f"model levels {bundle.tables.level_ids} differ from the dataset's "
                          f"{list(desc.levels)}")
     frozen, backbone = frozen_backbone(model_path, bundle, dev) if nn_baseline else (None, "")
-    location = location or recorded_location(bundle.info)
+    location = location or recorded_location(bundle.info, bundle.location)
 
     def loader(split: str):
         return data.make_loader(desc, split=split, image_size=bundle.image_size,

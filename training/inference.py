@@ -141,6 +141,15 @@ def estimate_locations(probs: torch.Tensor, table: LevelTable, method: str = "ce
                      f"{', '.join(LOCATION_METHODS)}")
 
 
+def usable_method(method: str, offsets, index) -> str:
+    """``method`` in ``estimate_locations``' names (the older top1/weighted mapped), or the
+    top cell's centroid when the model lacks what it needs (an offset head, a retrieval index)."""
+    method = {"top1": "centroid", "weighted": "weighted_mean"}.get(method, method)
+    if (method == "regression" and offsets is None) or (method == "retrieval" and index is None):
+        return "centroid"
+    return method
+
+
 def estimate_location(probs: torch.Tensor, centroids_deg: torch.Tensor, method: str = "top1",
                       top_k: int = 5) -> torch.Tensor:
     """Older interface: ``top1`` = ``centroid``, ``weighted`` = ``weighted_mean``."""

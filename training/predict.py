@@ -36,6 +36,7 @@ from training.inference import (
     hierarchical_log_probs,
     level_log_probs,
     predict_cells,
+    usable_method,
 )
 from training.provenance import LOCATIONS, recorded_location, trained_on_demo_world
 
@@ -110,9 +111,13 @@ def predict_photos(bundle: ModelBundle, images: torch.Tensor, hierarchical: bool
                    ) -> list[PhotoAnswer]:
     device = next(bundle.model.parameters()).device
     with torch.inference_mode():
-        logits = [x.float().cpu() for x in bundle.model(images.to(device))]
+        logits, offsets, pooled = bundle.model.outputs(images.to(device))
+    logits = [x.float().cpu() for x in logits]
+    offsets = None if offsets is None else offsets.float().cpu()
+    method = usable_method(location, offsets, bundle.retrieval)
     preds = predict_cells(logits, bundle.tables, bundle.temperatures, hierarchical, mass,
-                          top_k, location)
+                          top_k, method, offsets=offsets, embeddings=pooled.float().cpu(),
+                          index=bundle.retrieval)
     countries = countries or country_index(None)
     finest = bundle.tables.levels[-1]
     cent = finest.centroid_tensor().numpy()
@@ -200,7 +205,7 @@ def cli(argv: list[str] | None = None) -> int:
     if not good:
         return 2
     preds = predict_photos(bundle, torch.stack(images), not args.flat, args.mass, args.top_k,
-                           args.location or recorded_location(bundle.info),
+                           args.location or recorded_location(bundle.info, bundle.location),
                            country_index(args.natural_earth_dir), [str(p) for p in good])
     results = list(zip(good, preds))
     if args.json:

@@ -9,13 +9,16 @@ from pathlib import Path
 
 DEMO_WORLD_MARKER = "demo_world.json"  # written at the data root by `geoscout demo`
 DEMO_INFO_KEYS = ("demo_world", "world", "profile")
-LOCATIONS = ("top1", "weighted")
+LOCATIONS = ("top1", "weighted", "centroid", "weighted_mean", "regression", "retrieval")
 LOCATION_INFO_KEYS = ("location_estimator", "location")
 
 
-def recorded_location(info: dict) -> str:
-    """The location estimator recorded in model.pt's info (chosen on the validation fold),
-    else the top cell's centroid (a weighted mean of far-apart cells can land in between)."""
+def recorded_location(info: dict, location: dict | None = None) -> str:
+    """The location estimator chosen on the validation fold and recorded in model.pt
+    (``location``, else its info), else the top cell's centroid (a weighted mean of far-apart
+    cells can land in between)."""
+    if isinstance(location, dict) and location.get("method") in LOCATIONS:
+        return str(location["method"])
     for key in LOCATION_INFO_KEYS:
         value = info.get(key)
         if isinstance(value, dict):

@@ -70,3 +70,10 @@ def test_recorded_location_estimator():
     assert recorded_location({"location_estimator": "weighted"}) == "weighted"
     assert recorded_location({"location_estimator": {"method": "weighted"}}) == "weighted"
     assert recorded_location({"location_estimator": "something-new"}) == "top1"
+    # model.pt's own record (training/validation.py) wins, and unusable methods fall back
+    assert recorded_location({}, {"method": "retrieval"}) == "retrieval"
+    from training.inference import usable_method
+
+    assert usable_method("retrieval", None, None) == "centroid"
+    assert usable_method("regression", None, object()) == "centroid"
+    assert usable_method("weighted", None, None) == "weighted_mean"
