@@ -80,8 +80,9 @@ def build_definitions(deployment: str | None = None,
     cell_keys = [a.key for a in ingest.CELL_ASSETS]
     assets = [_stage_asset(a, group, cell_keys) for module, group in STAGES
               for a in dg.load_assets_from_modules([module], group_name=group)]
-    assets += [_stage_asset(a, constants.DATASET, cell_keys)
-               for a in dataset.dataset_assets(resources["dataset"].levels)]
+    assets += [_stage_asset(a.map_asset_specs(
+        lambda spec: spec.replace_attributes(group_name=constants.DATASET)),
+        constants.DATASET, cell_keys) for a in dataset.dataset_assets(resources["dataset"].levels)]
     training_job = jobs.training_job()
     # Sensors that would crawl real APIs start stopped: an operator turns them on.
     status = (dg.DefaultSensorStatus.STOPPED if crawls_real_api(resources)

@@ -79,6 +79,10 @@ def test_definitions_follow_the_file(tmp_path, monkeypatch):
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {k for k in keys if k.startswith("dataset_level_")} == {
         "dataset_level_1", "dataset_level_2", "dataset_level_3"}
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey("dataset_level_2")).group_name == "dataset"
+    dataset_job = defs.resolve_job_def("dataset_job")
+    assert "dataset_level_2" in {k.to_user_string() for k in dataset_job.asset_layer.executable_asset_keys}
     for name in ("crawl_cells_sensor", "geoscout_automation"):
         assert defs.resolve_sensor_def(name).default_status == dg.DefaultSensorStatus.STOPPED
     assert defs.resources["settings"].crawl_level == 3
