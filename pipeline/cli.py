@@ -197,6 +197,20 @@ def run_evaluate(ctx: click.Context) -> None:
                               *sorted(k for k in metadata if k.startswith("top1_level"))])
 
 
+# Delegated commands that take --data-root: the settings file's data root by default.
+DATA_ROOT_COMMANDS = {"lineage"}
+
+
+def _settings_data_root() -> list[str]:
+    """``["--data-root", <settings.data_root>]`` when a settings file sets it, else []."""
+    from pipeline.config_file import config_path, read_file
+
+    path = config_path()
+    settings = (read_file(path).get("settings") or {}) if path else {}
+    root = settings.get("data_root") if isinstance(settings, dict) else None
+    return ["--data-root", str(root)] if root else []
+
+
 def _delegate(name: str, module: str, text: str) -> click.Command:
     """A command that hands its arguments to ``module.cli`` (its own argparse parser)."""
 
@@ -206,7 +220,10 @@ def _delegate(name: str, module: str, text: str) -> click.Command:
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def command(args: tuple[str, ...]) -> None:
         ensure_dagster_home()
-        code = int(importlib.import_module(module).cli(list(args)) or 0)
+        argv = list(args)
+        if name in DATA_ROOT_COMMANDS and not any(a.startswith("--data-root") for a in argv):
+            argv += _settings_data_root()
+        code = int(importlib.import_module(module).cli(argv) or 0)
         if code:
             sys.exit(code)
     return command
