@@ -21,6 +21,7 @@ import tarfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from geo_assets import layout
@@ -57,7 +58,8 @@ def _read_json(root: DataRoot, relpath: str) -> dict | None:
 
 def _filter_rows(root: DataRoot, relpath: str, column: str, value: str,
                  columns: list[str] | None = None) -> list[dict]:
-    """Rows of a Parquet file where ``column == value`` (pushed down to the reader)."""
+    """Rows of a Parquet file where ``column == value``, read in batches on this thread
+    (``pq.read_table(filters=...)`` goes through pyarrow.dataset's thread pools)."""
     if not root.exists(relpath):
         return []
     with root.fs.open(root.path(relpath), "rb") as f:
@@ -67,9 +69,10 @@ def _filter_rows(root: DataRoot, relpath: str, column: str, value: str,
                              "an incompatible version, re-materialize it")
         wanted = [c for c in (columns or names) if c in names]
         f.seek(0)
-        table = pq.read_table(f, columns=wanted, filters=[(column, "=", value)],
-                              use_threads=READ_THREADS)
-    return table.to_pylist()
+        rows: list[dict] = []
+        for batch in pq.ParquetFile(f).iter_batches(columns=wanted, use_threads=READ_THREADS):
+            rows += batch.filter(pc.equal(batch.column(column), value)).to_pylist()
+    return rows
 
 
 # --- models ----------------------------------------------------------------------------------
