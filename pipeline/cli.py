@@ -235,6 +235,8 @@ for _name, (_module, _text) in COMMANDS.items():
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point (``geoscout``): click's exit status as an int."""
+    if not (sys.argv[1:] if argv is None else argv):
+        argv = ["--help"]  # bare `geoscout`: the help, exit status 0
     try:
         cli.main(args=argv, prog_name="geoscout", standalone_mode=False)
     except click.ClickException as exc:
