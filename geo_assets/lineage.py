@@ -21,6 +21,7 @@ import tarfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from geo_assets import layout
@@ -28,6 +29,13 @@ from geo_assets import model_card as mc
 from geo_assets.errors import DataUnavailableError, InputError
 from geo_assets.shards import KEY_HEX_DIGITS
 from geo_assets.storage import DataRoot
+
+# Parquet reads here go through Python file objects (fsspec). With Arrow's reader threads on
+# such a file and polars loaded (geo_assets.shards), the process aborted at exit about one
+# run in two ("terminate called without an active exception", status 134): a reader thread
+# still alive when the interpreter tears down. These files are small; read them on this
+# thread (tests/cli/test_lineage_exit.py runs the command 10 times).
+READ_THREADS = False
 
 _ROW_FIELDS = ("source", "source_id", "group_id", "cell_id", "sha256", "kept", "drop_reason",
                "license", "attribution", "lat_deg", "lon_deg")
@@ -50,7 +58,8 @@ def _read_json(root: DataRoot, relpath: str) -> dict | None:
 
 def _filter_rows(root: DataRoot, relpath: str, column: str, value: str,
                  columns: list[str] | None = None) -> list[dict]:
-    """Rows of a Parquet file where ``column == value`` (pushed down to the reader)."""
+    """Rows of a Parquet file where ``column == value``, read in batches on this thread
+    (``pq.read_table(filters=...)`` goes through pyarrow.dataset's thread pools)."""
     if not root.exists(relpath):
         return []
     with root.fs.open(root.path(relpath), "rb") as f:
@@ -60,8 +69,10 @@ def _filter_rows(root: DataRoot, relpath: str, column: str, value: str,
                              "an incompatible version, re-materialize it")
         wanted = [c for c in (columns or names) if c in names]
         f.seek(0)
-        table = pq.read_table(f, columns=wanted, filters=[(column, "=", value)])
-    return table.to_pylist()
+        rows: list[dict] = []
+        for batch in pq.ParquetFile(f).iter_batches(columns=wanted, use_threads=READ_THREADS):
+            rows += batch.filter(pc.equal(batch.column(column), value)).to_pylist()
+    return rows
 
 
 # --- models ----------------------------------------------------------------------------------
@@ -271,7 +282,8 @@ def _changed_cells(root: DataRoot, recorded: list[dict]) -> list[dict]:
     if not recorded or not root.exists(layout.CELL_VERSIONS):
         return []
     with root.fs.open(root.path(layout.CELL_VERSIONS), "rb") as f:
-        now = pq.ParquetFile(f).read(columns=["cell_id", "source", "version"]).to_pylist()
+        now = pq.ParquetFile(f).read(columns=["cell_id", "source", "version"],
+                                     use_threads=READ_THREADS).to_pylist()
     today = {(r["source"], r["cell_id"]): r["version"] for r in now}
     changed = []
     for row in recorded:
@@ -289,7 +301,8 @@ def _train_sources(root: DataRoot, folder: str, card: dict) -> tuple[int | None,
         return None, {}
     ids_root, ids_rel = where
     with ids_root.fs.open(ids_root.path(ids_rel), "rb") as f:
-        ids = pq.ParquetFile(f).read(columns=["image_id"]).column("image_id").to_pylist()
+        ids = pq.ParquetFile(f).read(columns=["image_id"], use_threads=READ_THREADS
+                                     ).column("image_id").to_pylist()
     sources: dict[str, int] = {}
     for image_id in ids:
         src = str(image_id).split(":", 1)[0]

@@ -21,7 +21,11 @@ ingest_cells_job = dg.define_asset_job(
 dataset_job = dg.define_asset_job(
     "dataset_job",
     selection=dg.AssetSelection.assets(image_manifest) | dg.AssetSelection.groups(DATASET),
-    description="Merge the cell manifests and rebuild hierarchy, splits and shards.")
+    description="Merge the cell manifests and rebuild hierarchy, splits and shards.",
+    # Lightweight steps (seconds each): one process for the whole run instead of one per
+    # step, so a dataset build costs seconds of orchestration, not minutes. The
+    # multiprocess executor still works (select it in the launchpad's run config).
+    executor_def=dg.in_process_executor)
 
 
 def training_job():

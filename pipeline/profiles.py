@@ -37,3 +37,7 @@ def demo_profile(seed: int = DEMO_SEED, preset: str = DEMO_PRESET) -> dict[str, 
         "streetview": {**demo, "max_lookups_per_cell": 60, "store_images_acknowledged": True},
         "training": DEMO_TRAINING,
     }
+
+
+# Profiles by name, for ``profile:`` in the settings file (pipeline/config_file.py).
+PROFILES = {"demo": demo_profile}

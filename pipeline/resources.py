@@ -408,7 +408,9 @@ def build_resources(overrides: dict[str, dict]) -> dict[str, object]:
         from geo_assets.errors import InputError
 
         raise InputError(f"unknown settings group(s) {unknown}: use {sorted(RESOURCE_CLASSES)}")
-    resources: dict[str, object] = {key: cls(**overrides.get(key, {}))
+    from pipeline.config_file import layered  # run config then overrides field by field
+
+    resources: dict[str, object] = {key: layered(cls(**overrides.get(key, {})))
                                     for key, cls in RESOURCE_CLASSES.items()}
     resources["pipes_client"] = dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT))
     return resources

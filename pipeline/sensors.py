@@ -196,15 +196,21 @@ def make_crawl_cells_sensor(
     return _sensor
 
 
-def make_automation_sensor() -> dg.AutomationConditionSensorDefinition:
-    """Evaluates the assets' automation conditions: new cells are crawled (on_missing) and
-    the manifest and datasets refresh once they land (eager). Training and evaluation are
-    left out, so a model is only ever trained on request."""
+def make_automation_sensor(
+    crawl_keys: Sequence[dg.AssetKey] = (), *,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+) -> dg.AutomationConditionSensorDefinition:
+    """Evaluates the assets' automation conditions: the manifest and datasets refresh once
+    new cells land (eager). Training and evaluation are left out, so a model is only ever
+    trained on request; so are the per-cell ingestion assets (``crawl_keys``), which only the
+    crawl-cells sensor requests: one crawl request per cell at a time, never a second run
+    for a partition a batch run is already crawling."""
     return dg.AutomationConditionSensorDefinition(
         "geoscout_automation",
-        target=dg.AssetSelection.all() - dg.AssetSelection.groups(TRAIN, EVAL),
-        default_status=dg.DefaultSensorStatus.RUNNING,
+        target=(dg.AssetSelection.all() - dg.AssetSelection.groups(TRAIN, EVAL)
+                - dg.AssetSelection.assets(*crawl_keys)),
+        default_status=default_status,
         minimum_interval_seconds=60,
-        description="Crawls newly registered cells and refreshes the manifest and datasets; "
-        "never trains.",
+        description="Refreshes the manifest and datasets when crawled cells land; never "
+        "crawls (the crawl-cells sensor does) and never trains.",
     )

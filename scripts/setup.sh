@@ -18,8 +18,17 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
   .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
   echo "$WANT" > "$STAMP"
 fi
-# Embedded Dagster instance: project-local home unless DAGSTER_HOME is set.
+# Persistent Dagster instance: the project-local .dagster_home unless DAGSTER_HOME is set;
+# either way the project's dagster.yaml goes there when the home has none (never overwritten).
 if [ -z "${DAGSTER_HOME:-}" ]; then
   mkdir -p .dagster_home
   ln -sf ../dagster.yaml .dagster_home/dagster.yaml
+  echo "[setup] Dagster instance: $ROOT/.dagster_home (export DAGSTER_HOME=$ROOT/.dagster_home" \
+       "before dagster dev / dg dev to see geoscout's runs)"
+else
+  mkdir -p "$DAGSTER_HOME"
+  if [ ! -e "$DAGSTER_HOME/dagster.yaml" ]; then
+    cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+    echo "[setup] wrote $DAGSTER_HOME/dagster.yaml"
+  fi
 fi

@@ -333,25 +333,32 @@ def _fsspec_tar_samples(url: str, handler):
         yield from wds.tariterators.group_by_keys(members, handler=handler)
 
 
-def tar_samples(handler=wds.reraise_exception):
+class TarSamples:
     """Pipeline stage: shard dicts (``url``) -> samples. Local shards use the fast reader
     (falling back to webdataset's for anything but plain ustar); object-store URLs are read
-    through fsspec; ``pipe:`` / ``http(s)`` URLs go to webdataset."""
-    generic = wds.tarfile_to_samples(handler=handler)
+    through fsspec; ``pipe:`` / ``http(s)`` URLs go to webdataset. A class, not a closure, so
+    that spawned loader workers can pickle the pipeline."""
 
-    def stage(src):
+    def __init__(self, handler=wds.reraise_exception):
+        self.handler = handler
+
+    def __call__(self, src):
+        generic = wds.tarfile_to_samples(handler=self.handler)
         for item in src:
             url = item["url"]
             if "://" in url and not url.startswith("file://"):
                 scheme = url.split("://", 1)[0]
                 remote = scheme not in ("http", "https", "pipe")
-                yield from (_fsspec_tar_samples(url, handler) if remote else generic([item]))
+                yield from (_fsspec_tar_samples(url, self.handler) if remote
+                            else generic([item]))
                 continue
             try:
                 yield from _local_tar_samples(url.removeprefix("file://"))
             except ValueError:
                 yield from generic([item])
-    return stage
+
+
+tar_samples = TarSamples
 
 
 # --- the stream ----------------------------------------------------------------------------------
@@ -368,11 +375,16 @@ class WorkerSeed:
         return wds.utils.make_seed(self.seed, self.epoch, rank, worker)
 
 
-def _seeded_shuffle(bufsize: int, seeder: WorkerSeed, initial: int = 100):
-    """Buffer shuffle (as webdataset's) whose RNG is seeded when the worker starts reading."""
+class _SeededShuffle:
+    """Buffer shuffle (as webdataset's) whose RNG is seeded when the worker starts reading;
+    a class, not a closure, so that spawned loader workers can pickle it."""
 
-    def stage(src):
-        rng = random.Random(seeder())
+    def __init__(self, bufsize: int, seeder: WorkerSeed, initial: int = 100):
+        self.bufsize, self.seeder, self.initial = bufsize, seeder, initial
+
+    def __call__(self, src):
+        bufsize = self.bufsize
+        rng = random.Random(self.seeder())
         src = iter(src)
         buf: list = []
         for sample in src:
@@ -381,13 +393,15 @@ def _seeded_shuffle(bufsize: int, seeder: WorkerSeed, initial: int = 100):
                 extra = next(src, None)
                 if extra is not None:
                     buf.append(extra)
-            if len(buf) >= min(initial, bufsize):
+            if len(buf) >= min(self.initial, bufsize):
                 i = rng.randrange(len(buf))
                 buf[i], buf[-1] = buf[-1], buf[i]
                 yield buf.pop()
         rng.shuffle(buf)
         yield from buf
-    return stage
+
+
+_seeded_shuffle = _SeededShuffle
 
 
 def make_pipeline(urls: list[str], levels: tuple[int, ...], *, image_size: int, batch_size: int,

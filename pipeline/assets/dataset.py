@@ -369,9 +369,6 @@ def dataset_card_metadata(out: Path, table: pl.DataFrame, build, descriptor: dic
 
 
 def dataset_assets(levels=DEFAULT_LEVELS) -> list[dg.AssetsDefinition]:
-    """The per-level dataset assets for ``levels`` (the dataset resource's levels)."""
+    """The per-level dataset assets for ``levels`` (the dataset resource's levels; the
+    definitions generate them from the settings, so none is defined at import)."""
     return [dataset_level_asset(int(level)) for level in levels]
-
-
-DATASET_LEVEL_ASSETS = dataset_assets()
-dataset_level_1, dataset_level_3, dataset_level_5, dataset_level_8 = DATASET_LEVEL_ASSETS

@@ -58,12 +58,23 @@ def evaluation_report(context: dg.AssetExecutionContext, settings: GeoscoutSetti
     from training.evaluate import evaluate_run
 
     root = settings.root()
-    metrics = evaluate_run(root.local_path(layout.model_dir(training.run_name), layout.MODEL_FILE),
+    folder = model_folder(context, training.run_name)
+    metrics = evaluate_run(root.local_path(layout.model_dir(folder), layout.MODEL_FILE),
                            root.local_path(layout.DATASETS_DIR, layout.DESCRIPTOR),
-                           root.local_path(layout.report_dir(training.run_name)),
+                           root.local_path(layout.report_dir(folder)),
                            batch_size=training.eval_batch_size,
                            workers=loader_workers(training.workers),
                            device=training.device,
                            natural_earth_dir=settings.natural_earth_dir)
     context.log.info(f"report: {metrics['report_path']}")
-    return dg.MaterializeResult(metadata=headline_metadata(metrics))
+    return dg.MaterializeResult(metadata={**headline_metadata(metrics), "model": folder})
+
+
+def model_folder(context: dg.AssetExecutionContext, run_name: str) -> str:
+    """The folder under models/ of the model the latest trained_model materialization
+    produced (its ``run_folder`` metadata); the resource's run_name for older ones."""
+    event = context.instance.get_latest_materialization_event(TRAINED_MODEL)
+    metadata = event.asset_materialization.metadata if event and event.asset_materialization \
+        else {}
+    value = metadata.get("run_folder")
+    return str(value.value) if value is not None else run_name

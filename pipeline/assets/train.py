@@ -21,6 +21,8 @@ from pipeline.resources import GeoscoutSettings, TrainingSettings
 
 # The dataset asset of issue 5 (WebDataset shards + dataset.json).
 SHARDS = dg.AssetKey("shards")
+# Metadata key of trained_model naming its folder under models/ (evaluation reads it).
+RUN_FOLDER_KEY = "run_folder"
 # Resource key of the Pipes client: the parameter ``pipes_client`` (PipesSubprocessClient
 # locally, pipeline.platforms.GpuPipesK8sClient on Kubernetes).
 
@@ -33,6 +35,15 @@ class TrainRunConfig(dg.Config):
     resume: bool = Field(default=False,
                          description="Resume from the run folder's checkpoint.pth if present.")
     extra_args: list[str] = Field(default=[], description="More training CLI flags.")
+    run_folder: str | None = Field(
+        default=None, description="Folder under models/ to train into. Default: the training "
+        "resource's run_name plus this Dagster run's id, so a new run never overwrites an "
+        "older model; name an existing folder (with resume) to continue or replace it.")
+
+
+def run_folder(config: TrainRunConfig, run_name: str, dagster_run_id: str) -> str:
+    """The model's folder name under models/: versioned by the Dagster run unless named."""
+    return config.run_folder or f"{run_name}-{dagster_run_id[:8]}"
 
 
 def torchrun_command(nproc: int, train_args: list[str]) -> list[str]:
@@ -73,13 +84,16 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainRunConfig,
                   pipes_client: dg.ResourceParam[dg.PipesClient]) -> dg.MaterializeResult:
     root = settings.root()
     dataset = root.local_path(layout.DATASETS_DIR, layout.DESCRIPTOR)
-    out = root.local_path(layout.model_dir(training.run_name))
-    args = training.train_args(str(dataset), str(out), context.run_id) + list(config.extra_args)
+    folder = run_folder(config, training.run_name, context.run_id)
+    out = root.local_path(layout.model_dir(folder))
+    args = (training.train_args(str(dataset), str(out), context.run_id)
+            + ["--run-name", folder] + list(config.extra_args))
     if config.resume:
         args += ["--resume", "auto"]
     nproc = config.nproc_per_node or training.nproc_per_node
     context.log.info(f"training with {nproc} process(es) into {out}")
     result = pipes_client.run(context=context, command=torchrun_command(nproc, args),
-                              extras={"run_name": training.run_name}).get_materialize_result()
-    return dg.MaterializeResult(metadata=model_metadata(root, training.run_name),
-                                data_version=result.data_version)
+                              extras={"run_name": folder}).get_materialize_result()
+    return dg.MaterializeResult(
+        metadata={RUN_FOLDER_KEY: folder, **model_metadata(root, folder)},
+        data_version=result.data_version)

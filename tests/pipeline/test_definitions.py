@@ -50,7 +50,7 @@ def test_per_cell_assets_batch_retry_and_pool():
         node = graph.get(dg.AssetKey(name))
         assert node.partitions_def == crawl_cells
         assert node.backfill_policy == dg.BackfillPolicy.multi_run(constants.CELLS_PER_RUN)
-        assert node.automation_condition is not None
+        assert node.automation_condition is None  # only the crawl-cells sensor crawls
         assert node.group_name == constants.INGEST
         assets_def = graph.assets_def_for_key(dg.AssetKey(name))
         op = assets_def.node_def
@@ -84,6 +84,8 @@ def test_production_resources_use_env_vars(monkeypatch):
     assert isinstance(mapillary.access_token, dg.EnvVar)  # resolved at launch, not at import
     assert mapillary.demo_seed is None
     assert prod.resources["streetview"].store_images_acknowledged is False
+    for name in ("crawl_cells_sensor", "geoscout_automation"):  # real APIs: an operator's call
+        assert prod.resolve_sensor_def(name).default_status == dg.DefaultSensorStatus.STOPPED
 
 
 def test_unknown_deployment_is_a_clear_error():

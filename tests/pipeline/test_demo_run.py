@@ -34,7 +34,9 @@ def test_geoscout_demo_tiny_runs_the_whole_graph(tmp_path, monkeypatch, capsys):
     root = tmp_path / "data"
     assert demo_run.cli(["--preset", "tiny", "--data-root", str(root), "-q"]) == 0
     out = capsys.readouterr().out
-    report = root / "reports" / "default" / "report.html"
+    reports = list((root / "reports").glob("default-*/report.html"))  # one folder per run
+    assert len(reports) == 1
+    report = reports[0]
     assert f"Report: {report}" in out and report.exists()
     assert "top1_coarsest" in out and "skipped" not in out
     with dg.DagsterInstance.get() as instance:

@@ -33,14 +33,16 @@ def test_torchrun_two_processes_reports_once_then_evaluates(tiny_dataset):
         assert meta["lineage/manifest_hash"].value == "tiny-manifest"
         assert set(meta["lineage/shards"].value["names"]) == {
             "train-1-000000", "train-1-000001", "train-0-000000", "train-0-000001"}
-        card = json.loads((tiny_dataset / "models" / "default" / "model_card.json").read_text())
+        folder = f"default-{result.run_id[:8]}"  # versioned per run (pipeline/assets/train.py)
+        assert meta["run_folder"].value == folder
+        card = json.loads((tiny_dataset / "models" / folder / "model_card.json").read_text())
         assert card["dagster_run_id"] == result.run_id == meta["lineage/dagster_run"].value
         ids = pq.read_table(meta["train_image_ids"].value).column("image_id").to_pylist()
         assert ids and all(i.startswith("local:train1-") for i in ids)  # fold 0 validates
         report = result.asset_materializations_for_node("evaluation_report")[0].metadata
         assert report["n_test"].value == 64
         assert 0.0 <= report["top1_coarsest"].value <= 1.0
-        metrics = json.loads((tiny_dataset / "reports" / "default" / "metrics.json").read_text())
+        metrics = json.loads((tiny_dataset / "reports" / folder / "metrics.json").read_text())
         assert set(metrics["distance"]) == {"hierarchical", "flat", "hierarchical_top1"}
     assert trained_model.op.tags.get("gpu") == GPU_TAG["gpu"]
     assert next(iter(trained_model.specs)).automation_condition is None
