@@ -73,11 +73,12 @@ class GeoscoutSettings(dg.ConfigurableResource):
     download_workers: int = library_field(IngestSettings, "workers")
     download_threads: int = library_field(IngestSettings, "fetch_threads")
     force_recrawl: bool = library_field(IngestSettings, "force")
+    retry_rounds: int = library_field(IngestSettings, "retry_rounds")
     # --- crawl plan (issue 15; geo_assets/plan.py) ---
-    plan_source: str = Field(
-        default="mapillary", description="Source whose coverage the crawl plan estimates: "
+    plan_source: str | None = Field(
+        default=None, description="Source whose coverage the crawl plan estimates: "
         "mapillary (coverage tiles), streetview (metadata samples) or local (the folder's "
-        "photos).")
+        "photos); unset: the first of sources.")
     plan_policy: str = library_field(PlanSettings, "policy")
     plan_total_images: int = library_field(PlanSettings, "total_images")
     plan_split_threshold: float = library_field(PlanSettings, "split_threshold")
@@ -104,7 +105,8 @@ class GeoscoutSettings(dg.ConfigurableResource):
     def ingest_settings(self) -> IngestSettings:
         return IngestSettings(target_per_cell=self.images_per_cell,
                               workers=self.download_workers,
-                              fetch_threads=self.download_threads)
+                              fetch_threads=self.download_threads,
+                              retry_rounds=self.retry_rounds)
 
     def recovery_settings(self) -> RecoverySettings:
         return RecoverySettings(max_age_days=self.recrawl_max_age_days,

@@ -150,14 +150,17 @@ def format_prediction(path: Path, pred: PhotoAnswer) -> str:
 
 
 def write_map(path: Path, results: list[tuple[Path, PhotoAnswer]]) -> None:
-    import folium
+    """The predictions on a map that draws offline (Leaflet inlined, Natural Earth land)."""
+    from geo_assets import mapviz
+    from geo_assets.storage import atomic_path
 
-    m = folium.Map(location=[20, 0], zoom_start=2)
-    for photo, pred in results:
-        text = html.escape(f"{photo.name}: {pred.country} {pred.lat_deg:.3f}, "
-                           f"{pred.lon_deg:.3f}")
-        folium.Marker([pred.lat_deg, pred.lon_deg], tooltip=text).add_to(m)
-    m.save(str(path))
+    tips = [html.escape(f"{photo.name}: {pred.country} {pred.lat_deg:.3f}, {pred.lon_deg:.3f}")
+            for photo, pred in results]
+    fmap = mapviz.points_map([p.lat_deg for _, p in results], [p.lon_deg for _, p in results],
+                             ["#c62828"] * len(results), tooltips=tips,
+                             title="geoscout predict", legend={"prediction": "#c62828"})
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(mapviz.map_html(fmap))
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

@@ -63,13 +63,14 @@ def crawl_plan(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
     root = settings.root()
     cells = crawl_cells(load_grid(root), settings.crawl_level)
     resources = {"mapillary": mapillary, "streetview": streetview, "local": local_folder}
-    if settings.plan_source not in resources:
-        raise dg.Failure(f"plan_source {settings.plan_source!r} is unknown: use "
+    plan_source = settings.plan_source or settings.sources[0]
+    if plan_source not in resources:
+        raise dg.Failure(f"plan_source {plan_source!r} is unknown: use "
                          f"{sorted(resources)}", allow_retries=False)
     try:
-        with resources[settings.plan_source].open_source() as source:
+        with resources[plan_source].open_source() as source:
             if source is None:
-                raise InputError(f"plan_source {settings.plan_source} is not configured")
+                raise InputError(f"plan_source {plan_source} is not configured")
             info = make_plan(root, cells, source, settings.plan_settings(),
                              sources=list(settings.sources),
                              images_per_cell=settings.images_per_cell,

@@ -36,7 +36,7 @@ def test_found_in_cwd_or_env(tmp_path, monkeypatch):
                       r".*allowed top-level keys: dataset, local_folder")),
     ("settings: {crawl_levle: 3}\n", (r"settings.crawl_levle: unknown setting \(did you mean "
                                      r"'crawl_level'\?\)")),
-    ("training: {backbone: vgg}\n", r"training.backbone: .*got 'vgg'.*allowed: 'tiny'"),
+    ("training: {amp: maybe}\n", r"training.amp: .*got 'maybe'.*allowed: 'auto'"),
     ("dataset: {levels: [1, x]}\n", r"dataset.levels.1: .*integer"),
     ("profile: prod\n", r"profile: 'prod' is not a profile; allowed: demo"),
     ("mapillary: {access_token: MLY|123}\n", (r"mapillary.access_token is a secret: write "

@@ -182,9 +182,9 @@ def _prolific_folder(tmp_path, n=160):
     place = [i // 4 for i in range(labels.height)]  # four headings per place
     authors = ["prolific" if p % 4 else f"visitor{p % 7}" for p in place]
     sidecar = tmp_path / "photos.csv"
-    labels.select(file=pl.lit(str(folder) + "/") + pl.col("filename"), lat="lat", lon="lon",
-                  group=pl.Series(authors)).write_csv(sidecar)
-    return labels, sidecar
+    labels.select(file=pl.col("filename"), lat="lat", lon="lon",
+                  group=pl.Series(authors)).write_csv(sidecar)  # paths relative to the folder
+    return labels, sidecar, folder
 
 
 def test_local_prolific_author_keeps_photos_and_every_drop_has_a_reason(tmp_path):
@@ -200,8 +200,8 @@ def test_local_prolific_author_keeps_photos_and_every_drop_has_a_reason(tmp_path
     from geo_assets.settings import IngestSettings
     from geo_assets.storage import DataRoot
 
-    labels, sidecar = _prolific_folder(tmp_path)
-    source = LocalFolderSource("/", sidecar)
+    labels, sidecar, folder = _prolific_folder(tmp_path)
+    source = LocalFolderSource(str(folder), sidecar)
     cells = points_to_cells(labels["lat"].to_numpy(), labels["lon"].to_numpy(), 3)
     cell = str(pl.Series(cells).mode()[0])
     in_cell = int((cells == cell).sum())

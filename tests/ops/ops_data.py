@@ -159,6 +159,8 @@ def _card(root: DataRoot, built: Built, run: str, n_train: int, run_id: str | No
         mc.DAGSTER_RUN_ID: run_id, mc.EPOCHS_RUN: 1, mc.STEPS: 4, mc.BEST_EPOCH: 0,
         mc.STOPPED_EARLY: False, mc.TRAIN_SECONDS: 1.5, mc.WORLD_SIZE: 1, mc.DEVICE: "cpu",
         mc.TEMPERATURES: [1.0], mc.VALIDATION: [{"top1": 0.5}], mc.HISTORY: [],
+        mc.CALIBRATION: [{"temperature": 1.0, "fitted": False}],
+        mc.LOCATION: {"method": "centroid"},
     }
 
 

@@ -128,3 +128,44 @@ def test_a_cdn_page_stays_blank_offline(offline_browser, tmp_path):
     state = offline_browser.js(LEAFLET_STATE)
     assert not state["leaflet"] and state["paths"] == 0
     assert Path(path).exists()
+
+
+def test_real_report_and_predict_page_draw_offline(offline_browser, tmp_path, artifacts_dir,
+                                                   shared_data):
+    """The evaluation report and ``geoscout predict --html`` of a model trained on the tiny
+    dataset, opened with the network off: the report's static maps show real pixels and the
+    predict page draws Leaflet's vector land and its marker."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+    from tiny_dataset import build_tiny_dataset, train_tiny_model
+
+    from training.evaluate import evaluate_run
+    from training.predict import cli as predict_cli
+
+    dataset = tmp_path / "tiny"
+    build_tiny_dataset(dataset / "datasets")
+    model = train_tiny_model(dataset, tmp_path / "model")
+    evaluate_run(model, dataset / "datasets" / "dataset.json", tmp_path / "report",
+                 batch_size=32, workers=0, device="cpu", gradcam_images=2, nn_baseline=False)
+    offline_browser.goto((tmp_path / "report" / "report.html").as_uri())
+    # file:// images taint a canvas, so the browser says loaded + size and Python counts colours
+    loaded = """(() => [...document.images].map(i => ({alt: i.alt, src: i.getAttribute('src'),
+        loaded: i.complete && i.naturalWidth > 0})))()"""
+    images = _wait(offline_browser, loaded, lambda v: v and all(i["loaded"] for i in v))
+    maps = [i for i in images if "predictions" in i["alt"]]
+    assert maps, images
+    from PIL import Image
+
+    for m in maps:
+        pixels = np.asarray(Image.open(tmp_path / "report" / m["src"]).convert("RGB"))
+        assert len(np.unique(pixels.reshape(-1, 3)[::7], axis=0)) > 5, m
+    offline_browser.screenshot(artifacts_dir / "report_offline.png")
+
+    photo = min(shared_data("real", "croatia_streetview", "images").glob("*.jpg"))
+    page = tmp_path / "predict.html"
+    assert predict_cli([str(photo), "--model", str(model), "--html", str(page)]) == 0
+    offline_browser.goto(page.as_uri())
+    state = _wait(offline_browser, LEAFLET_STATE, lambda s: s and s["leaflet"] and s["paths"])
+    assert state["remote"] == [] and state["tiles"] == 0
+    offline_browser.screenshot(artifacts_dir / "predict_offline.png")

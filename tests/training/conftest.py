@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tiny_dataset import build_tiny_dataset  # tests/training is on sys.path (rootdir import)
+from tiny_dataset import build_tiny_dataset, train_tiny_model  # tests/training on sys.path
 
 
 @pytest.fixture(scope="session")
@@ -25,15 +25,4 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def tiny_model(tiny_dataset, tmp_path_factory) -> Path:
     """model.pt trained for two epochs on the tiny dataset."""
-    import torch
-
-    from training.config import TrainConfig
-    from training.train import main
-
-    out = tmp_path_factory.mktemp("tiny_model")
-    threads = torch.get_num_threads()
-    main(TrainConfig(dataset=str(tiny_dataset / "datasets" / "dataset.json"),
-                     output_dir=str(out), epochs=2, batch_size=8, workers=0, image_size=32,
-                     device="cpu", threads=1, backbone="tiny", pretrained=False))
-    torch.set_num_threads(threads)
-    return out / "model.pt"
+    return train_tiny_model(tiny_dataset, tmp_path_factory.mktemp("tiny_model"))

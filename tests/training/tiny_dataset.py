@@ -91,3 +91,18 @@ def build_tiny_dataset(root: Path, per_class: int = 8, seed: int = 0, size: int 
                   "image_size": size, "created_at": "2026-01-01T00:00:00Z"}
     (root / "dataset.json").write_text(json.dumps(descriptor))
     return root / "dataset.json"
+
+
+def train_tiny_model(dataset_root: Path, out: Path) -> Path:
+    """model.pt trained for two epochs on the tiny dataset under ``dataset_root``."""
+    import torch
+
+    from training.config import TrainConfig
+    from training.train import main
+
+    threads = torch.get_num_threads()
+    main(TrainConfig(dataset=str(dataset_root / "datasets" / "dataset.json"),
+                     output_dir=str(out), epochs=2, batch_size=8, workers=0, image_size=32,
+                     device="cpu", threads=1, backbone="tiny", pretrained=False, lr=3e-3))
+    torch.set_num_threads(threads)
+    return out / "model.pt"
