@@ -1,5 +1,8 @@
 """The per-cell ingestion pipeline (the merge of cell manifests is ``geo_assets.merge``).
 
+Over the ~450-line guide: the journal, the two-stage download and the cell's outcome rules
+share the ``Outcome`` record; the journal is the candidate to move out.
+
 ``ingest_cell``: list candidates -> download (thread pool, bounded in flight) -> validate ->
 store content-addressed -> filter -> one manifest row per image (kept, or dropped with the
 reason) written atomically to ``manifests/cells/<source>/<cell_id>.parquet`` -> then

@@ -1,5 +1,9 @@
 """WebDataset shards: resized JPEGs with one JSON record each, written atomically.
 
+Over the ~450-line guide: planning, writing and assembling share the record and index
+formats defined here (the parallel parts in ``geo_assets.shard_parts`` reuse them); the
+planning half is the candidate to move out.
+
 Layout under a shard folder (names in ``geo_assets.layout``)::
 
     <split>-<fold>-<NNNNNN>.tar        fold "t" for test: train-0-000000.tar, test-t-000000.tar

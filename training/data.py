@@ -1,5 +1,9 @@
 """Training data from WebDataset shards: decoded, augmented, batched tensors.
 
+Over the ~450-line guide: descriptor, readers (local, fsspec), decoding and the loader are
+one pipeline whose stages must stay picklable together; the descriptor is the candidate to
+move out.
+
 Pipeline order (webdataset README, "The webdataset Pipeline API")::
 
     shard list -> shard shuffle -> split_by_node -> split_by_worker -> tarfile_to_samples

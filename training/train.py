@@ -1,5 +1,9 @@
 """Train a hierarchical geolocation model on WebDataset shards.
 
+Longer than the ~450-line guide on purpose for now: it is the one readable recipe (as
+torchvision's references keep theirs); moving checkpoint/resume into ``training/checkpoint.py``
+is the next split.
+
     python -m training.train --dataset DATA/datasets/dataset.json --output-dir DATA/models/run
     torchrun --nproc_per_node 2 -m training.train ...        # DDP (gloo on CPU, nccl on GPU)
 
