@@ -28,15 +28,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def ensure_dagster_home() -> None:
-    """Use the project-local instance (.dagster_home) unless DAGSTER_HOME is set."""
-    if os.environ.get("DAGSTER_HOME"):
-        return
+    """Use ``$DAGSTER_HOME`` (created, with the project's dagster.yaml copied in, when it does
+    not exist yet), else the project-local instance ``.dagster_home``."""
+    import shutil
+
     root = Path(__file__).resolve().parent.parent
-    home = root / ".dagster_home"
-    home.mkdir(exist_ok=True)
-    link = home / "dagster.yaml"
-    if not link.exists():
-        link.symlink_to(root / "dagster.yaml")
+    configured = os.environ.get("DAGSTER_HOME")
+    home = Path(configured) if configured else root / ".dagster_home"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        if not (home / "dagster.yaml").exists():
+            if configured:
+                shutil.copyfile(root / "dagster.yaml", home / "dagster.yaml")
+            else:
+                (home / "dagster.yaml").symlink_to(root / "dagster.yaml")
+    except OSError as exc:
+        raise GeoscoutError(f"DAGSTER_HOME {home} cannot be created or written ({exc}): "
+                            "set DAGSTER_HOME to a writable folder") from exc
     os.environ["DAGSTER_HOME"] = str(home)
 
 
