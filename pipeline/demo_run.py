@@ -72,21 +72,10 @@ def _groups(defs: dg.Definitions) -> dict[str, set[dg.AssetKey]]:
 
 def _execute(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance,
              clock: _Clock, log_level: str, tags: dict | None = None) -> dg.ExecuteInProcessResult:
-    job = defs.resolve_job_def(job_name)
-    result = job.execute_in_process(
-        instance=instance, tags={"geoscout/demo": "1", **(tags or {})},
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-        raise_on_error=False)
-    for event in result.all_events:
-        if event.event_type_value == "STEP_SUCCESS":
-            ms = event.event_specific_data.duration_ms
-            clock.say(f"  {event.step_key}: {ms / 1000:.1f}s")
-    if not result.success:
-        failure = next((e for e in result.all_events if e.event_type_value == "STEP_FAILURE"),
-                       None)
-        detail = failure.event_specific_data.error.message.strip() if failure else "see UI"
-        raise GeoscoutError(f"{job_name} (run {result.run_id}) failed: {detail}")
-    return result
+    from pipeline.commands.runs import run_job
+
+    return run_job(defs, job_name, instance, clock.say, log_level,
+                   {"geoscout/demo": "1", **(tags or {})})
 
 
 def _forget_cells(instance: dg.DagsterInstance, clock: _Clock) -> None:

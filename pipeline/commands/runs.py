@@ -63,23 +63,32 @@ def check_secrets(resources: dict[str, object]) -> None:
                                  f"{field} in the settings file reads it)")
 
 
-def execute(session: Session, job_name: str, *, tags: dict | None = None,
-            asset_selection: Sequence[dg.AssetKey] | None = None) -> dg.ExecuteInProcessResult:
-    """Run ``job_name`` on the instance; a line per finished step; a clear error if it fails."""
-    job = session.defs.resolve_job_def(job_name)
-    result = job.execute_in_process(
-        instance=session.instance, tags={CLI_TAG: "1", **(tags or {})},
+def run_job(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, say,
+            log_level: str, tags: dict, asset_selection: Sequence[dg.AssetKey] | None = None,
+            ) -> dg.ExecuteInProcessResult:
+    """Run ``job_name`` in process on ``instance``; ``say`` a line per finished step; a clear
+    error naming the first failed step if the run fails (``geoscout run`` and ``demo``)."""
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, tags=tags,
         asset_selection=list(asset_selection) if asset_selection else None,
-        run_config={"loggers": {"console": {"config": {"log_level": session.log_level}}}},
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         raise_on_error=False)
     for event in result.all_events:
         if event.event_type_value == "STEP_SUCCESS":
-            session.say(f"  {event.step_key}: {event.event_specific_data.duration_ms / 1000:.1f}s")
+            say(f"  {event.step_key}: {event.event_specific_data.duration_ms / 1000:.1f}s")
     if not result.success:
         failure = next((e for e in result.all_events if e.event_type_value == "STEP_FAILURE"),
                        None)
         detail = failure.event_specific_data.error.message.strip() if failure else "see the UI"
         raise GeoscoutError(f"{job_name} (run {result.run_id}) failed: {detail}")
+    return result
+
+
+def execute(session: Session, job_name: str, *, tags: dict | None = None,
+            asset_selection: Sequence[dg.AssetKey] | None = None) -> dg.ExecuteInProcessResult:
+    """Run ``job_name`` on the instance; a line per finished step; a clear error if it fails."""
+    result = run_job(session.defs, job_name, session.instance, session.say, session.log_level,
+                     {CLI_TAG: "1", **(tags or {})}, asset_selection)
     n = sum(1 for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION")
     session.say(f"{job_name}: run {result.run_id} succeeded, {n} materializations")
     return result
