@@ -42,7 +42,8 @@ settings:
 """,
     "local": """\
 settings:
-  data_root: .geoscout/data  # every output goes here (a folder or s3://bucket/prefix)
+  data_root: .geoscout/photos-data  # every output goes here (a folder or s3://...);
+                             # apart from the demo's .geoscout/data
   region: world              # world | bbox:minlon,minlat,maxlon,maxlat | countries:HRV,SVN
   sources: [local]
   grid_max_level: 3
@@ -55,7 +56,7 @@ local_folder:
 """ + DATASET_TRAINING,
     "mapillary": """\
 settings:
-  data_root: .geoscout/data
+  data_root: .geoscout/mapillary-data
   region: countries:HRV      # ISO A3 codes or names, or a bbox / geojson
   sources: [mapillary]
   grid_max_level: 6
@@ -67,7 +68,7 @@ mapillary:
 """ + DATASET_TRAINING,
     "streetview": """\
 settings:
-  data_root: .geoscout/data
+  data_root: .geoscout/streetview-data
   region: countries:HRV
   sources: [streetview]
   grid_max_level: 6
