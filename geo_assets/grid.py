@@ -36,6 +36,7 @@ from geo_assets.regions import Region
 from geo_assets.storage import DataRoot
 
 LAND, COASTAL, DROPPED = "land", "coastal", "dropped"
+PHOTOS = "photos"  # kept because photos lie there (a local folder), whatever the land data says
 COLUMNS = ["cell_id", "level", "min_lon", "min_lat", "max_lon", "max_lat", "land_fraction",
            "area_km2", "status", "geometry"]
 INTERIOR_FRACTION = 1.0 - 1e-9  # a cell this full of land is treated as wholly land
@@ -184,6 +185,32 @@ def build_grid(land, max_level: int, coastal_buffer_km: float = 0.0,
         ignore_index=True)
     grid = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=4326)
     return GridResult(grid, dropped, max_level)
+
+
+def add_point_cells(grid: gpd.GeoDataFrame, lat, lon, max_level: int
+                    ) -> tuple[gpd.GeoDataFrame, int]:
+    """The grid plus, at every level 1..max_level, each cell that holds one of the points
+    and is not in it yet (status ``photos``, land fraction 0): a local folder's photos on a
+    small island or a boat that the land data misses are crawled, not lost. Rows stay in
+    (level, cell id) order; the number of cells added."""
+    lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
+    ok = np.isfinite(lat) & np.isfinite(lon)
+    known = set(grid["cell_id"])
+    frames = []
+    for level in range(1, max_level + 1):
+        ids = sorted(set(cells.points_to_cells(lat[ok], lon[ok], level).tolist()) - known)
+        if not ids:
+            continue
+        _, rows, cols = cells.ids_to_rowcol(ids)
+        lv = LevelCells(level, rows, cols, np.zeros(len(ids)), np.zeros(len(ids), bool),
+                        np.zeros(0, np.int64), np.zeros(0, object))
+        frame = level_frame(lv)
+        frames.append(frame.assign(status=PHOTOS))
+    if not frames:
+        return grid, 0
+    out = pd.concat([pd.DataFrame(grid), *frames], ignore_index=True)
+    out = out.sort_values(["level", "cell_id"], kind="stable", ignore_index=True)
+    return gpd.GeoDataFrame(out, geometry="geometry", crs=4326), sum(map(len, frames))
 
 
 def level_frame(lv: LevelCells) -> pd.DataFrame:

@@ -437,6 +437,7 @@ def ingest_cell(source: ImageSource, cell_id: str, root: DataRoot, settings: Ing
                    timings, _counters(source) - before)
     stats["retry_round"] = retry_round
     stats["filters"] = asdict(settings.filters_for(name))  # what decided the drops
+    stats["images"] = asdict(settings.images)
     root.write_bytes(stats_rel, json.dumps(stats, indent=1, sort_keys=True).encode())
     journal.remove()
     if progress is not None:

@@ -14,6 +14,8 @@ Every other module builds data-root paths from these names (with ``DataRoot.path
     manifests/cells/<source>/<cell>.stats.json   written last: the cell is done
     manifests/cells/<source>/<cell>.journal.jsonl   resume journal of a cell in progress
     manifests/cells/<source>/<cell>.failed.json     a failed cell's retry state
+    manifests/cells/local/folder.parquet (+ .stats.json)  the local folder's photos that no
+                                        crawled cell holds (geo_assets/local_index.py)
     manifests/image_manifest.parquet    the merged manifest
     manifests/cell_versions.parquet     per-cell manifest versions (lineage)
     datasets/                           splits, hierarchy, shards (names below)
@@ -75,6 +77,15 @@ def cell_manifest(source: str, cell_id: str) -> str:
 
 def cell_stats(source: str, cell_id: str) -> str:
     return f"{CELLS_DIR}/{source}/{cell_id}{CELL_STATS_SUFFIX}"
+
+
+# the local folder's photos in no crawled cell: a cell-like part that the merge picks up
+FOLDER_PART = "folder"
+
+
+def folder_part(source: str) -> tuple[str, str]:
+    """(manifest, stats) of a source's folder part (``geo_assets.local_index``)."""
+    return cell_manifest(source, FOLDER_PART), cell_stats(source, FOLDER_PART)
 
 
 CELL_FAILURE_SUFFIX = ".failed.json"

@@ -39,6 +39,8 @@ class DropReason(StrEnum):
     INVALID_RECORD = "invalid_record"      # the source's record failed strict parsing
     OUTSIDE_FOLDER = "outside_folder"      # a local path escapes its folder (.., absolute, link)
     FILE_MISSING = "file_missing"          # a local path names no readable file
+    OUTSIDE_REGION = "outside_region"      # a local photo in no crawl cell of the region's grid
+    OUTSIDE_CRAWL_CELLS = "outside_crawl_cells"  # a local photo whose cell is not crawled (yet)
 
 
 # Outcomes that may pass on another try (a body cut short or swapped by the network, a

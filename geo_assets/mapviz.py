@@ -16,7 +16,7 @@ import numpy as np
 import shapely
 
 from geo_assets.cells import cells_bounds
-from geo_assets.grid import COASTAL, DROPPED, LAND
+from geo_assets.grid import COASTAL, DROPPED, LAND, PHOTOS
 from geo_assets.plots import figure_png, new_figure
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 # matplotlib and folium are imported inside the drawing functions: they are slow to import
 # and only needed when a map is drawn, not when the Dagster definitions load.
 
-STATUS_COLOURS = {LAND: "#2e7d32", COASTAL: "#f9a825", DROPPED: "#c62828"}
+STATUS_COLOURS = {LAND: "#2e7d32", COASTAL: "#f9a825", PHOTOS: "#1565c0", DROPPED: "#c62828"}
 LAND_COLOUR = "#d9d9d9"
 CLASS_PALETTE = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d")
 TRUTH_COLOUR, PREDICTION_COLOUR = "green", "red"

@@ -73,6 +73,22 @@ class FilterSettings:
         """The per-cell cap of one capture group of ``source``."""
         return self.max_per_local_group if source == "local" else self.max_per_sequence
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_brightness < self.max_brightness <= 255:
+            raise ValueError(f"filter brightness bounds must satisfy 0 <= min_brightness < "
+                             f"max_brightness <= 255, got min_brightness "
+                             f"{self.min_brightness}, max_brightness {self.max_brightness}")
+        if self.min_distance_m < 0:
+            raise ValueError(f"filter min_distance_m must be >= 0 (0: off), got "
+                             f"{self.min_distance_m}")
+        for name in ("max_per_sequence", "max_per_local_group"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"filter {name} must be >= 0 (0: no cap), got "
+                                 f"{getattr(self, name)}")
+        if self.phash_max_distance > 64:
+            raise ValueError(f"filter phash_max_distance must be at most 64 bits (negative: "
+                             f"off), got {self.phash_max_distance}")
+
 
 @dataclass(frozen=True)
 class IngestSettings:

@@ -116,6 +116,8 @@ def _validate(path, group: str, cls: type, values: dict[str, Any]) -> None:
         field = ".".join(str(p) for p in error["loc"])
         allowed = error.get("ctx", {}).get("expected")
         hint = f"; allowed: {allowed}" if allowed else ""
+        if not field:  # a check across fields: its message names them
+            raise InputError(f"{path}: {group}: {error['msg']}") from None
         raise InputError(f"{path}: {group}.{field}: {error['msg']} "
                          f"(got {error.get('input')!r}){hint}") from None
 

@@ -5,15 +5,19 @@ Secrets come only through ``dg.EnvVar`` and are read at launch, never at import.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dagster as dg
-from pydantic import Field, create_model, field_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from geo_assets.settings import (
+    FilterSettings,
     HierarchySettings,
     HttpSettings,
+    ImageSettings,
     IngestSettings,
     MapillarySettings,
     PlanSettings,
@@ -30,8 +34,64 @@ from pipeline.schema import library_field, schema_fields, to_library
 STREETVIEW_SIZE = StreetViewSettings().size
 
 
-class GeoscoutSettings(dg.ConfigurableResource):
-    """Deployment-wide settings: where data lives, which region, which grid."""
+FILTER_PREFIX, IMAGE_PREFIX = "filter_", "image_"
+FILTER_SOURCES = ("mapillary", "streetview", "local")
+
+
+class _IngestChecks(dg.ConfigurableResource):
+    """The image checks and filters of every crawl (``filter_*``, ``image_*``: the fields of
+    ``FilterSettings`` and ``ImageSettings``), and per-source filter overrides."""
+
+    source_filters: dict[str, dict[str, float]] = Field(
+        default={}, description="Filters of one source instead of the filter_* settings: "
+        "{source: {field: value}} with FilterSettings field names, e.g. {local: "
+        "{min_brightness: 10, phash_max_distance: -1}}; sources: mapillary, streetview, local.")
+
+    @field_validator("source_filters")
+    @classmethod
+    def _known_sources_and_fields(cls, value: dict) -> dict:
+        fields = {f.name for f in dataclasses.fields(FilterSettings)}
+        for source, over in value.items():
+            if source not in FILTER_SOURCES:
+                raise ValueError(f"source {source!r} is unknown; allowed: "
+                                 f"{', '.join(FILTER_SOURCES)}")
+            unknown = sorted(set(over) - fields)
+            if unknown:
+                raise ValueError(f"{source}: unknown filter setting(s) {unknown}; allowed: "
+                                 f"{', '.join(sorted(fields))}")
+        return value
+
+    @model_validator(mode="after")
+    def _valid_filters(self):
+        """Checked when the resource is configured (a settings file, run config)."""
+        try:
+            self.ingest_checks()
+        except ValueError as exc:  # named as the settings file names them
+            raise ValueError(f"{FILTER_PREFIX}* / {IMAGE_PREFIX}* / source_filters: {exc}"
+                             ) from None
+        return self
+
+    def ingest_checks(self) -> tuple[ImageSettings, FilterSettings, tuple]:
+        """(image checks, filters, per-source filters) as the library's settings."""
+        values = self.model_dump()
+        images = to_library(ImageSettings, values, prefix=IMAGE_PREFIX)
+        base = to_library(FilterSettings, values, prefix=FILTER_PREFIX)
+        hints = typing.get_type_hints(FilterSettings)
+        per_source = tuple(
+            (source, dataclasses.replace(base, **{k: hints[k](v) for k, v in over.items()}))
+            for source, over in sorted(self.source_filters.items()))
+        return images, base, per_source
+
+
+_IngestChecksFields = create_model(
+    "_IngestChecksFields", __base__=_IngestChecks, __module__=__name__,
+    **schema_fields(FilterSettings, prefix=FILTER_PREFIX),
+    **schema_fields(ImageSettings, prefix=IMAGE_PREFIX))
+
+
+class GeoscoutSettings(_IngestChecksFields):
+    """Deployment-wide settings: where data lives, which region, which grid, and how images
+    are checked and filtered."""
 
     data_root: str = Field(
         default_factory=default_data_root,
@@ -62,6 +122,10 @@ class GeoscoutSettings(dg.ConfigurableResource):
         description="Natural Earth distribution (or a mirror) for downloads into land/ "
         "under the data root; used when natural_earth_dir is unset (50m/10m) or 'download'.",
     )
+    local_photo_cells: bool = Field(
+        default=True, description="With the local source: the grid also keeps every cell "
+        "(inside the region) that holds a photo of the local folder, so photos on small "
+        "islands, coasts or boats that the land data misses are crawled, not lost.")
     # --- ingestion orchestration (issue 4/7: sensors, batches) ---
     sources: list[str] = Field(
         default=["mapillary"],
@@ -103,10 +167,12 @@ class GeoscoutSettings(dg.ConfigurableResource):
         return value
 
     def ingest_settings(self) -> IngestSettings:
+        images, filters, source_filters = self.ingest_checks()
         return IngestSettings(target_per_cell=self.images_per_cell,
                               workers=self.download_workers,
                               fetch_threads=self.download_threads,
-                              retry_rounds=self.retry_rounds)
+                              retry_rounds=self.retry_rounds, images=images, filters=filters,
+                              source_filters=source_filters)
 
     def recovery_settings(self) -> RecoverySettings:
         return RecoverySettings(max_age_days=self.recrawl_max_age_days,

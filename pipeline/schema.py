@@ -58,24 +58,28 @@ def library_field(schema: type, name: str, **overrides: Any) -> FieldInfo:
                     **overrides})
 
 
-def schema_fields(schema: type, exclude: typing.Iterable[str] = ()) -> dict[str, tuple]:
-    """``{name: (type, Field)}`` for ``pydantic.create_model``: every field of ``schema``."""
+def schema_fields(schema: type, exclude: typing.Iterable[str] = (), prefix: str = ""
+                  ) -> dict[str, tuple]:
+    """``{name: (type, Field)}`` for ``pydantic.create_model``: every field of ``schema``,
+    each named ``prefix + name`` (``filter_min_brightness`` for ``FilterSettings``)."""
     if isinstance(schema, type) and issubclass(schema, BaseModel):
-        return {name: (info.annotation, info) for name, info in schema.model_fields.items()
+        return {prefix + name: (info.annotation, info)
+                for name, info in schema.model_fields.items()
                 if name not in set(exclude) and not info.is_required()}
-    return {name: (_as_config_type(annotation),
-                   Field(default=_as_config_value(default), description=description))
+    return {prefix + name: (_as_config_type(annotation),
+                            Field(default=_as_config_value(default), description=description))
             for name, (annotation, default, description) in schema_defaults(schema).items()
             if name not in set(exclude)}
 
 
-def to_library(schema: type, values: dict[str, Any], **extra: Any) -> Any:
-    """The library dataclass from a resource's values (lists back to tuples)."""
+def to_library(schema: type, values: dict[str, Any], prefix: str = "", **extra: Any) -> Any:
+    """The library dataclass from a resource's values (lists back to tuples); with
+    ``prefix``, the values named ``prefix + field``."""
     hints = typing.get_type_hints(schema)
     kwargs = {}
     for f in dataclasses.fields(schema):
-        if f.name in values:
-            value = values[f.name]
+        if prefix + f.name in values:
+            value = values[prefix + f.name]
             is_tuple = typing.get_origin(hints[f.name]) is tuple
             kwargs[f.name] = tuple(value) if is_tuple and value is not None else value
     return schema(**{**kwargs, **extra})

@@ -10,6 +10,7 @@ JPEG/PNG under the folder with EXIF GPS tags is used, grouped by its sub-folder.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -157,15 +158,26 @@ def photos_from_sidecar(folder: Path, sidecar: Path) -> list[LocalPhoto]:
     return photos
 
 
+def image_files(folder: Path) -> list[Path]:
+    """Every image file under ``folder`` (by suffix), sorted."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def photos_from_exif(folder: Path) -> list[LocalPhoto]:
+    """Every image file under ``folder``; one without EXIF GPS is a rejected photo
+    (``no_location``), recorded, never skipped."""
     photos = []
-    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+    for path in image_files(folder):
         found = exif_location(path)
-        if found is not None:
-            rel = path.relative_to(folder).as_posix()
-            photos.append(LocalPhoto(relpath=rel, lat=found[0], lon=found[1],
-                                     group=path.parent.relative_to(folder).as_posix() or ".",
-                                     captured_at_ms=found[2]))
+        rel = path.relative_to(folder).as_posix()
+        group = path.parent.relative_to(folder).as_posix() or "."
+        if found is None:
+            photos.append(LocalPhoto(relpath=rel, lat=math.nan, lon=math.nan, group=group,
+                                     drop_reason=str(DropReason.NO_LOCATION),
+                                     error=f"{rel}: no EXIF GPS location"))
+            continue
+        photos.append(LocalPhoto(relpath=rel, lat=found[0], lon=found[1], group=group,
+                                 captured_at_ms=found[2]))
     return photos
 
 
@@ -181,6 +193,7 @@ class LocalFolderSource:
         self.sidecar = Path(sidecar) if sidecar else None
         self.default_license, self.default_attribution = license, attribution
         self._photos: list[LocalPhoto] | None = None
+        self._unlisted: list[str] | None = None
         self._cells: dict[int, np.ndarray] = {}
         self.last_listing: dict = {}
 
@@ -197,11 +210,47 @@ class LocalFolderSource:
                             else photos_from_exif(self.folder))
         return self._photos
 
+    def folder_version(self) -> str:
+        """SHA-256 over what decides the photos: the folder, the sidecar's bytes, every image
+        file's path, size and modification time, and the defaults; a stat walk, no image is
+        opened."""
+        h = hashlib.sha256(f"{self.folder.resolve()}\0{self.default_license}\0"
+                           f"{self.default_attribution}\n".encode())
+        if self.sidecar is not None:
+            with open(self.sidecar, "rb") as f:  # and the files: unlisted ones are rows
+                h.update(hashlib.file_digest(f, "sha256").digest())
+        for path in image_files(self.folder):
+            st = path.stat()
+            h.update(f"{path.relative_to(self.folder).as_posix()}\0{st.st_size}\0"
+                     f"{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
+
+    def unlisted_files(self) -> list[str]:
+        """Image files under the folder that no sidecar row names (none without a sidecar:
+        every file is then a photo, with or without a location)."""
+        if self._unlisted is None:
+            listed = {Path(p.relpath).as_posix() for p in self.photos}
+            self._unlisted = [] if self.sidecar is None else [
+                rel for rel in (p.relative_to(self.folder).as_posix()
+                                for p in image_files(self.folder)) if rel not in listed]
+        return self._unlisted
+
+    def unlisted_photo(self, relpath: str) -> LocalPhoto:
+        """An image file that no sidecar row names, as a rejected photo."""
+        return LocalPhoto(relpath=relpath, lat=math.nan, lon=math.nan,
+                          drop_reason=str(DropReason.NO_LOCATION),
+                          error=f"{relpath}: no row in sidecar {self.sidecar.name}")
+
+    def locations(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lat, lon) of every photo, NaN where it has no usable location."""
+        lat = np.array([p.lat for p in self.photos], dtype=np.float64)
+        lon = np.array([p.lon for p in self.photos], dtype=np.float64)
+        return lat, lon
+
     def cells_at(self, level: int) -> np.ndarray:
         """The level-``level`` cell of every photo (cached)."""
         if level not in self._cells:
-            lat = np.array([p.lat for p in self.photos], dtype=np.float64)
-            lon = np.array([p.lon for p in self.photos], dtype=np.float64)
+            lat, lon = self.locations()
             ok = np.isfinite(lat) & np.isfinite(lon)  # unplaced rows belong to no cell
             cells = np.full(len(lat), "", dtype=object)
             cells[ok] = points_to_cells(lat[ok], lon[ok], level)
@@ -217,12 +266,14 @@ class LocalFolderSource:
         self.last_listing = {"coverage": "folder", "photos_in_folder": len(self.photos),
                              "records_without_location": len(unplaced),
                              "examples_without_location": [p.error for p in unplaced[:5]]}
-        cands = [self._candidate(self.photos[i]) for i in idx]
+        cands = [self.candidate(self.photos[i]) for i in idx]
         return sorted(cands, key=lambda c: c.image_id)
 
-    def _candidate(self, p: LocalPhoto) -> Candidate:
+    def candidate(self, p: LocalPhoto, check_file: bool = True) -> Candidate:
+        """The photo as a candidate; ``check_file``: a path outside the folder or naming no
+        file is a rejected candidate (the folder part, which never reads files, skips it)."""
         reason, error, path = p.drop_reason, p.error, None
-        if reason is None:
+        if reason is None and check_file:
             path, reason, error = confined(self.folder, p.relpath)
         return Candidate(
             image_id=f"{Source.LOCAL}:{p.relpath}", source=str(Source.LOCAL),

@@ -2,6 +2,8 @@
 checks. Each asset writes its own files under the data root (``land/``, ``grid/``)."""
 
 
+from dataclasses import replace
+
 import dagster as dg
 import numpy as np
 import shapely
@@ -14,7 +16,7 @@ from geo_assets.naturalearth import NaturalEarthSource
 from geo_assets.regions import Region, needs_countries, parse_region
 from geo_assets.storage import sha256_hex
 from pipeline import readable_metadata
-from pipeline.resources import GeoscoutSettings
+from pipeline.resources import GeoscoutSettings, LocalFolderResource
 
 MIN_LAND_SHARE = 0.5  # of the crawl cells, the share that must hold land (not only coast)
 
@@ -29,6 +31,20 @@ def region_of(settings: GeoscoutSettings, source: NaturalEarthSource) -> Region:
                  if needs_countries(settings.region) else None)
     margin = settings.coastal_buffer_km / land_lib.KM_PER_DEG
     return parse_region(settings.region, countries, settings.include_antarctica, margin)
+
+
+def photo_points(settings: GeoscoutSettings, local_folder: LocalFolderResource):
+    """(lat, lon) of the local folder's photos inside the region when local crawls are
+    photo-driven (``settings.local_photo_cells``), else None."""
+    if not (settings.local_photo_cells and "local" in settings.sources and local_folder.folder):
+        return None
+    with local_folder.open_source() as source:
+        source.preflight()
+        lat, lon = source.locations()
+    region = region_of(settings, natural_earth(settings))
+    inside = np.isfinite(lat) & np.isfinite(lon)
+    inside[inside] = shapely.intersects_xy(region.geometry, lon[inside], lat[inside])
+    return lat[inside], lon[inside]
 
 
 def geometry_version(parts: np.ndarray) -> str:
@@ -73,8 +89,8 @@ def counts_table(counts) -> dg.MetadataValue:
 @dg.asset(deps=[land_polygons], kinds={"geopandas", "parquet"},
           description="Land-filtered quadtree grid, levels 1..grid_max_level "
           f"({layout.GRID_CELLS}), with a PNG preview and an HTML map.")
-def grid_cells(context: dg.AssetExecutionContext,
-               settings: GeoscoutSettings) -> dg.MaterializeResult:
+def grid_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
+               local_folder: LocalFolderResource) -> dg.MaterializeResult:
     max_level = grid_lib.check_grid_level(settings.grid_max_level)
     if not 1 <= settings.crawl_level <= max_level:
         raise InputError(f"crawl_level {settings.crawl_level} must lie in 1..grid_max_level "
@@ -82,6 +98,14 @@ def grid_cells(context: dg.AssetExecutionContext,
     root = settings.root()
     land = land_lib.load_land(root)
     result = grid_lib.build_grid(land, max_level, settings.coastal_buffer_km)
+    points = photo_points(settings, local_folder)
+    n_photo_cells = 0
+    if points is not None:
+        cells_with_photos, n_photo_cells = grid_lib.add_point_cells(result.cells, *points,
+                                                                    max_level)
+        result = replace(result, cells=cells_with_photos)
+        context.log.info(f"grid: {n_photo_cells} cells added for local photos the land "
+                         "data misses")
     path = grid_lib.write_grid(result.cells, root)
     counts = result.counts()
     level = mapviz.grid_map_level(counts, settings.crawl_level)
@@ -98,6 +122,7 @@ def grid_cells(context: dg.AssetExecutionContext,
             "n_crawl_cells": crawl,
             "crawl_level": settings.crawl_level,
             "coastal_buffer_km": settings.coastal_buffer_km,
+            "photo_cells_added": n_photo_cells,
             "preview": dg.MetadataValue.md(plots.png_markdown(png, f"grid level {level}")),
             "map": dg.MetadataValue.path(root.uri(layout.GRID_MAP)),
             "map_link": readable_metadata.file_link(root.uri(layout.GRID_MAP)),

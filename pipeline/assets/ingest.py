@@ -7,9 +7,10 @@ manifest and refreshes itself (``eager``) once new cells land. Checks guard the 
 """
 
 
+import json
 import time
 from collections import Counter
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import dagster as dg
 import polars as pl
@@ -279,17 +280,59 @@ CELL_ASSETS = (mapillary_images, streetview_images, local_images)
 
 
 @dg.asset(deps=list(CELL_ASSETS), automation_condition=MANIFEST_AUTOMATION, kinds={"parquet"})
-def image_manifest(context: dg.AssetExecutionContext,
-                   settings: GeoscoutSettings) -> dg.MaterializeResult:
+def image_manifest(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
+                   local_folder: LocalFolderResource) -> dg.MaterializeResult:
     """Every image of every cell and source in one Parquet table, kept or dropped with the
-    reason; a per-cell version table next to it; its content hash is the data version."""
+    reason (the local folder's photos that no crawled cell holds come from its folder part,
+    ``geo_assets/local_index.py``); a per-cell version table next to it; its content hash is
+    the data version."""
     from geo_assets.merge import merge_manifests
 
-    merged = merge_manifests(settings.root())
+    folder = _folder_part(settings, local_folder)
+    ingest = settings.ingest_settings()
+    merged = merge_manifests(settings.root(), min_distance_m=ingest.filters.min_distance_m)
     context.log.info(f"merged {merged.n_rows} rows from {merged.n_cells} cell manifests")
     return dg.MaterializeResult(
-        metadata={**merged.metadata(), **_manifest_views(settings)},
+        metadata={**merged.metadata(), **folder, **_manifest_views(settings),
+                  "filter_settings": dg.MetadataValue.json(_filters_used(settings))},
         data_version=dg.DataVersion(merged.sha256))
+
+
+def _folder_part(settings: GeoscoutSettings, local_folder: LocalFolderResource) -> dict:
+    """Write the local folder's part (its photos in no crawled cell) when the local source
+    is on; its counts as metadata."""
+    if Source.LOCAL.value not in settings.sources or not local_folder.folder:
+        return {}
+    from geo_assets.local_index import write_folder_part
+
+    with local_folder.open_source() as source:
+        source.preflight()
+        part = write_folder_part(settings.root(), source, settings.crawl_level)
+    return {"local_photos_in_folder": part["photos_in_folder"],
+            "local_photos_in_no_crawled_cell": part["n_rows"],
+            "local_folder_part": dg.MetadataValue.json(
+                {k: part[k] for k in ("drop_reasons", "crawled_cells", "rebuilt", "version")})}
+
+
+def _filters_used(settings: GeoscoutSettings) -> dict:
+    """The filter and image-check values each source's cells were crawled with (from the
+    cells' stats), and the ones configured now."""
+    from geo_assets.merge import done_cell_manifests
+
+    root, used = settings.root(), {}
+    for rel in done_cell_manifests(root):
+        stats = json.loads(root.read_bytes(rel.removesuffix(layout.CELL_MANIFEST_SUFFIX)
+                                           + layout.CELL_STATS_SUFFIX))
+        if "filters" in stats:
+            key = json.dumps({"filters": stats["filters"], "images": stats.get("images")},
+                             sort_keys=True)
+            entry = used.setdefault(stats["source"], {}).setdefault(key, 0)
+            used[stats["source"]][key] = entry + 1
+    ingest = settings.ingest_settings()
+    return {"configured": {s: asdict(ingest.filters_for(s)) for s in settings.sources},
+            "configured_images": asdict(ingest.images),
+            "used_by_cells": {src: [{**json.loads(k), "cells": n} for k, n in sorted(v.items())]
+                              for src, v in sorted(used.items())}}
 
 
 def _manifest_views(settings: GeoscoutSettings) -> dict:

@@ -11,7 +11,7 @@ from geo_assets import grid as grid_lib
 from geo_assets import layout
 from geo_assets.errors import InputError
 from pipeline.assets import grid
-from pipeline.resources import GeoscoutSettings
+from pipeline.resources import GeoscoutSettings, LocalFolderResource
 
 ASSETS = [grid.land_polygons, grid.grid_cells]
 CHECKS = dg.load_asset_checks_from_modules([grid])
@@ -22,7 +22,8 @@ def materialize(tmp_path, **settings) -> dg.ExecuteInProcessResult:
         return dg.materialize(
             [*ASSETS, *CHECKS], instance=instance,
             resources={"settings": GeoscoutSettings(data_root=str(tmp_path / "data"),
-                                                    **settings)})
+                                                    **settings),
+                       "local_folder": LocalFolderResource()})
 
 
 def metadata(result, asset: str) -> dict:
@@ -77,7 +78,8 @@ def test_bad_settings_fail_with_a_clear_error(tmp_path, settings, message):
     resource = GeoscoutSettings(data_root=str(tmp_path / "data"), **settings)
     with pytest.raises(InputError, match=message):
         grid.land_polygons(dg.build_asset_context(), settings=resource)
-        grid.grid_cells(dg.build_asset_context(), settings=resource)
+        grid.grid_cells(dg.build_asset_context(), settings=resource,
+                        local_folder=LocalFolderResource())
 
 
 def test_checks_are_loadable_next_to_their_assets():

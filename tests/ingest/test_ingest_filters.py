@@ -194,9 +194,12 @@ def test_local_prolific_author_keeps_photos_and_every_drop_has_a_reason(tmp_path
 
     import polars as pl
 
+    from geo_assets import layout
     from geo_assets.cells import points_to_cells
-    from geo_assets.clients.local_folder import LocalFolderSource
+    from geo_assets.clients.local_folder import LocalFolderSource, image_files
     from geo_assets.ingest import ingest_cell
+    from geo_assets.local_index import write_folder_part
+    from geo_assets.merge import merge_manifests
     from geo_assets.settings import IngestSettings
     from geo_assets.storage import DataRoot
 
@@ -217,6 +220,13 @@ def test_local_prolific_author_keeps_photos_and_every_drop_has_a_reason(tmp_path
         stats = json.loads(root.read_bytes(res.stats_relpath))
         assert stats["filters"]["max_per_local_group"] == cap
         results[cap] = table
+        # the folder's other photos (other cells, no sidecar row) are recorded, not lost
+        write_folder_part(root, source, 3)
+        merge_manifests(root)
+        merged = pl.read_parquet(root.local_path(layout.IMAGE_MANIFEST))
+        assert merged.height == merged["image_id"].n_unique() == len(image_files(folder))
+        assert merged.filter(~pl.col("kept"))["drop_reason"].null_count() == 0
+        assert merged.filter(pl.col("cell_id") == cell).equals(table)
     free = results[0]
     assert free.filter(pl.col("drop_reason") == "sequence_cap").height == 0
     prolific = free.filter(pl.col("group_id") == "prolific")
