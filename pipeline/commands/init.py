@@ -34,6 +34,20 @@ training:
   device: auto               # auto, cpu or cuda
 """
 
+def filter_lines() -> str:
+    """The filter settings as commented ``settings`` lines, each with its default and
+    description from ``FilterSettings`` (written there once)."""
+    import dataclasses
+
+    from geo_assets.settings import FilterSettings
+
+    lines = ["  # filters: uncomment to change (every dropped photo keeps its drop_reason)"]
+    for f in dataclasses.fields(FilterSettings):
+        text = f.metadata["description"].split(". ")[0].rstrip(".")
+        lines.append(f"  # {f'filter_{f.name}: {f.default}':<35} # {text}")
+    return "\n".join(lines) + "\n"
+
+
 PRESETS: dict[str, str] = {
     "demo": """\
 profile: demo                # the built-in demo world on loopback: no keys, no network
@@ -48,6 +62,9 @@ settings:
   sources: [local]
   grid_max_level: 3
   crawl_level: 2             # crawl cells (partitions) at this quadtree level
+  # local_photo_cells: true  # (default) also crawl every cell that holds a photo: small
+                             # islands, coasts, boats that the land data misses
+""" + filter_lines() + """\
 local_folder:
   folder: photos             # your photos (JPEG); EXIF GPS or the sidecar below
   # sidecar: photos.csv      # CSV or Parquet: file,lat,lon[,group]
