@@ -47,8 +47,8 @@ def test_every_filter_and_image_field_is_a_setting():
     ("settings: {filter_min_brightness: 250}\n",
      r"settings: .*filter_\*.*0 <= min_brightness < max_brightness <= 255.*250"),
     ("settings: {filter_phash_max_distnce: 3}\n",
-     r"settings.filter_phash_max_distnce: unknown setting \(did you mean "
-     r"'filter_phash_max_distance'\?\)"),
+     (r"settings.filter_phash_max_distnce: unknown setting \(did you mean "
+      r"'filter_phash_max_distance'\?\)")),
     ("settings: {filter_min_distance_m: -5}\n", r"min_distance_m must be >= 0.*-5"),
     ("settings: {source_filters: {flickr: {min_brightness: 3}}}\n",
      r"settings.source_filters: .*source 'flickr' is unknown; allowed: mapillary"),
@@ -56,8 +56,7 @@ def test_every_filter_and_image_field_is_a_setting():
      r"settings.source_filters: .*local: unknown filter setting\(s\) \['min_brightnes'\]"),
     ("settings: {source_filters: {local: {max_brightness: 10}}}\n",
      r"settings: .*min_brightness 40.0, max_brightness 10.0"),
-    ("settings: {image_min_width: 0}\n", r"settings: .*ImageSettings.min_width must be at "
-     r"least 1"),
+    ("settings: {image_min_width: 0}\n", r"settings: .*ImageSettings.min_width must be at least 1"),
 ])
 def test_bad_filter_settings_name_the_key_and_value(tmp_path, text, message):
     with pytest.raises(InputError, match=message):
