@@ -16,6 +16,7 @@ Every other module builds data-root paths from these names (with ``DataRoot.path
     manifests/cells/<source>/<cell>.failed.json     a failed cell's retry state
     manifests/cells/local/folder.parquet (+ .stats.json)  the local folder's photos that no
                                         crawled cell holds (geo_assets/local_index.py)
+    manifests/local/folder_index.parquet   the local folder's parsed photos (index cache)
     manifests/image_manifest.parquet    the merged manifest
     manifests/cell_versions.parquet     per-cell manifest versions (lineage)
     datasets/                           splits, hierarchy, shards (names below)
@@ -81,6 +82,8 @@ def cell_stats(source: str, cell_id: str) -> str:
 
 # the local folder's photos in no crawled cell: a cell-like part that the merge picks up
 FOLDER_PART = "folder"
+# the local folder's parsed photos (EXIF or sidecar), reused while the folder is unchanged
+LOCAL_FOLDER_INDEX = f"{MANIFESTS_DIR}/local/folder_index.parquet"
 
 
 def folder_part(source: str) -> tuple[str, str]:

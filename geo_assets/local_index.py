@@ -14,7 +14,10 @@ Why one part per folder, built at merge time: listing the folder is O(photos); d
 cell would be O(photos x cells). The part depends on the folder's version (its sidecar's
 bytes, or its files' paths, sizes and times), the crawled cells and the grid; its stats
 record a hash of those inputs, and while they are unchanged the part is neither rebuilt nor
-is the folder read. Rows are sorted by image id: same inputs, same bytes.
+is the folder read. Rows are sorted by image id: same inputs, same bytes. The folder's
+parsed photos are kept as well (``use_index``: ``manifests/local/folder_index.parquet``,
+keyed by the folder version), so its EXIF is read once per folder version, not by every
+crawl run, grid build and merge.
 
 A cell that finishes between the part and the merge leaves its photos in both files; the
 merge keeps one row per image id (the kept row, else the smaller cell id, else the file
@@ -38,6 +41,37 @@ from geo_assets.storage import DataRoot, sha256_hex
 
 NO_FILE_FIELDS = {"sha256": None, "file_bytes": None, "width": None, "height": None,
                   "brightness": None, "phash": None}
+
+
+def use_index(root: DataRoot, source) -> bool:
+    """Give ``source`` its photos from the stored folder index when the folder is unchanged
+    (same ``folder_version``), else parse the folder (EXIF or sidecar) once and store the
+    index: a folder's EXIF is read once per folder version, not once per run. True when the
+    stored index was used."""
+    import dataclasses
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from geo_assets.clients.local_folder import LocalPhoto
+
+    version, rel = source.folder_version(), layout.LOCAL_FOLDER_INDEX
+    if root.exists(rel):
+        with root.fs.open(root.path(rel), "rb") as f:
+            table = pq.read_table(f)
+        if (table.schema.metadata or {}).get(b"folder_version") == version.encode():
+            source.use_photos([LocalPhoto(**row) for row in table.to_pylist()])
+            return True
+    fields = [f.name for f in dataclasses.fields(LocalPhoto)]
+    rows = [dataclasses.asdict(p) for p in source.photos]
+    types = {"lat": pa.float64(), "lon": pa.float64(), "captured_at_ms": pa.int64(),
+             "heading": pa.float64()}
+    schema = pa.schema([(n, types.get(n, pa.string())) for n in fields],
+                       metadata={"folder_version": version})
+    table = pa.Table.from_pylist(rows, schema=schema)
+    with root.open_atomic(rel) as f:
+        pq.write_table(table, f, compression="zstd")
+    return False
 
 
 def crawled_cells(root: DataRoot, source: str) -> list[str]:
@@ -118,11 +152,12 @@ def write_folder_part(root: DataRoot, source, crawl_level: int) -> dict:
     name = str(source.name)
     manifest_rel, stats_rel = layout.folder_part(name)
     crawled = crawled_cells(root, name)
-    inputs = part_inputs(root, source, crawled, crawl_level)
     if root.exists(stats_rel) and root.exists(manifest_rel):
         old = json.loads(root.read_bytes(stats_rel))
-        if old.get("inputs") == inputs:
+        if old.get("inputs") == part_inputs(root, source, crawled, crawl_level):
             return {**old, "rebuilt": False}
+    use_index(root, source)
+    inputs = part_inputs(root, source, crawled, crawl_level)
     t0 = time.monotonic()
     rows = folder_rows(source, crawled, crawl_level, grid_crawl_cells(root, crawl_level))
     data = table_to_parquet_bytes(rows_to_table(rows))

@@ -194,6 +194,7 @@ class LocalFolderSource:
         self.default_license, self.default_attribution = license, attribution
         self._photos: list[LocalPhoto] | None = None
         self._unlisted: list[str] | None = None
+        self._version: str | None = None
         self._cells: dict[int, np.ndarray] = {}
         self.last_listing: dict = {}
 
@@ -213,7 +214,16 @@ class LocalFolderSource:
     def folder_version(self) -> str:
         """SHA-256 over what decides the photos: the folder, the sidecar's bytes, every image
         file's path, size and modification time, and the defaults; a stat walk, no image is
-        opened."""
+        opened; computed once per source object (one run)."""
+        if self._version is None:
+            self._version = self._folder_version()
+        return self._version
+
+    def use_photos(self, photos: list[LocalPhoto]) -> None:
+        """Photos parsed before (the folder index of an unchanged folder)."""
+        self._photos, self._cells = list(photos), {}
+
+    def _folder_version(self) -> str:
         h = hashlib.sha256(f"{self.folder.resolve()}\0{self.default_license}\0"
                            f"{self.default_attribution}\n".encode())
         if self.sidecar is not None:

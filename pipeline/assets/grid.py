@@ -38,8 +38,11 @@ def photo_points(settings: GeoscoutSettings, local_folder: LocalFolderResource):
     photo-driven (``settings.local_photo_cells``), else None."""
     if not (settings.local_photo_cells and "local" in settings.sources and local_folder.folder):
         return None
+    from geo_assets.local_index import use_index
+
     with local_folder.open_source() as source:
         source.preflight()
+        use_index(settings.root(), source)
         lat, lon = source.locations()
     region = region_of(settings, natural_earth(settings))
     inside = np.isfinite(lat) & np.isfinite(lon)

@@ -109,6 +109,10 @@ def _ingest_cells(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
             if client is None:
                 raise InputError(f"{source.value} is in settings.sources but not configured")
             client.preflight()
+            if source == Source.LOCAL:  # the folder's EXIF is read once per folder version
+                from geo_assets.local_index import use_index
+
+                use_index(root, client)
             cells_bar = _cells_progress(context, source, len(cells))
             describe = _cell_describer(cells)
             budget = _attach_budget(root, resource, client)

@@ -137,3 +137,28 @@ def test_photo_cells_keep_a_coast_the_110m_land_misses(tmp_path):
     assert res.n_rows == coast.height and res.n_kept >= 1
     assert np.isin(np.array(["outside_region", "outside_crawl_cells"]),
                    list(res.drop_reasons)).sum() == 0
+
+
+def test_folder_index_is_reused_while_the_folder_is_unchanged(tmp_path, data_root):
+    """EXIF is read once per folder version: a second source object gets the same photos
+    from the stored index; a new file changes the version and the index is rebuilt."""
+    import shutil
+
+    from geo_assets.local_index import use_index
+    from tests.ingest.ingest_helpers import jpeg_bytes
+    from tests.ingest.test_ingest_local import _gps_exif
+
+    folder = tmp_path / "photos"
+    (folder / "trip").mkdir(parents=True)
+    (folder / "trip" / "a.jpg").write_bytes(jpeg_bytes(exif=_gps_exif(43.5081, 16.4402)))
+    (folder / "trip" / "nogps.jpg").write_bytes(jpeg_bytes())
+    first = LocalFolderSource(folder)
+    assert not use_index(data_root, first)
+    again = LocalFolderSource(folder)
+    assert use_index(data_root, again)
+    assert list(map(repr, again.photos)) == list(map(repr, first.photos))  # NaN != NaN
+    assert [p.drop_reason for p in again.photos] == [None, "no_location"]
+    shutil.copy(folder / "trip" / "a.jpg", folder / "trip" / "b.jpg")
+    changed = LocalFolderSource(folder)
+    assert not use_index(data_root, changed)
+    assert len(changed.photos) == 3
