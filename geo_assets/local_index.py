@@ -34,13 +34,17 @@ from collections import Counter
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from geo_assets import layout
-from geo_assets.manifest import SCHEMA_VERSION, DropReason, rows_to_table, table_to_parquet_bytes
+from geo_assets.clients.redact import PROCESS_REDACTOR
+from geo_assets.manifest import (
+    MANIFEST_SCHEMA,
+    SCHEMA_VERSION,
+    DropReason,
+    table_to_parquet_bytes,
+)
 from geo_assets.storage import DataRoot, sha256_hex
-
-NO_FILE_FIELDS = {"sha256": None, "file_bytes": None, "width": None, "height": None,
-                  "brightness": None, "phash": None}
 
 
 def use_index(root: DataRoot, source) -> bool:
@@ -101,41 +105,65 @@ def covered(source, crawled: list[str]) -> np.ndarray:
     return hit
 
 
-def _reason(photo, cell: str, grid_cells: set[str] | None) -> tuple[str, str]:
-    """(drop reason, error) of a photo that no crawled cell holds."""
-    if not cell:
-        return (photo.drop_reason or str(DropReason.NO_LOCATION),
-                photo.error or f"{photo.relpath}: no usable location")
-    if photo.drop_reason:  # a bad record at a place: its own reason comes first
-        return photo.drop_reason, photo.error or ""
-    if grid_cells is not None and cell not in grid_cells:
-        error = (f"{photo.relpath}: cell {cell} is not a crawl cell of the grid (outside "
-                 "the region, or the photo is newer than the grid: materialize grid_cells "
-                 "again)")
-        return str(DropReason.OUTSIDE_REGION), error
-    return (str(DropReason.OUTSIDE_CRAWL_CELLS),
-            f"{photo.relpath}: cell {cell} is not crawled yet (geoscout cells add {cell})")
+def _photo_frame(source, idx: np.ndarray, cells: np.ndarray) -> pl.DataFrame:
+    """The photos at ``idx`` as columns (relpath, lat, lon, ..., cell)."""
+    photos = [source.photos[i] for i in idx]
+    extra = [source.unlisted_photo(rel) for rel in source.unlisted_files()]
+    names = ("relpath", "lat", "lon", "group", "captured_at_ms", "heading", "license",
+             "attribution", "drop_reason", "error")
+    types = {"lat": pl.Float64, "lon": pl.Float64, "captured_at_ms": pl.Int64,
+             "heading": pl.Float64}
+    frame = pl.DataFrame({n: [getattr(p, n) for p in photos + extra] for n in names},
+                         schema={n: types.get(n, pl.String) for n in names})
+    errors = [PROCESS_REDACTOR(e) if e is not None else None for e in frame["error"]]
+    frame = frame.with_columns(error=pl.Series(errors, dtype=pl.String))  # record texts
+    return frame.with_columns(cell=pl.Series([str(c) for c in cells[idx]] + [""] * len(extra),
+                                             dtype=pl.String))
 
 
-def folder_rows(source, crawled: list[str], crawl_level: int,
-                grid_cells: set[str] | None) -> list[dict]:
-    """Manifest rows of the folder's photos that no crawled cell holds, and of its image
-    files that no sidecar row names."""
-    from geo_assets.ingest import base_row
+def _reasons(grid_cells: set[str] | None) -> tuple[pl.Expr, pl.Expr]:
+    """(drop reason, error) of a photo that no crawled cell holds: no location first, then
+    its own record's reason, then outside the grid's crawl cells, else not crawled yet."""
+    rel, cell, own = pl.col("relpath"), pl.col("cell"), pl.col("drop_reason")
+    unplaced = cell == ""
+    outside = cell.is_in(sorted(grid_cells)).not_() if grid_cells is not None else pl.lit(False)
+    reason = (pl.when(unplaced).then(own.fill_null(str(DropReason.NO_LOCATION)))
+              .when(own.is_not_null()).then(own)
+              .when(outside).then(pl.lit(str(DropReason.OUTSIDE_REGION)))
+              .otherwise(pl.lit(str(DropReason.OUTSIDE_CRAWL_CELLS))))
+    error = (pl.when(pl.col("error").is_not_null()).then(pl.col("error"))
+             .when(unplaced).then(pl.format("{}: no usable location", rel))
+             .when(own.is_not_null()).then(pl.lit(""))
+             .when(outside).then(pl.format(
+                 "{}: cell {} is not a crawl cell of the grid (outside the region, or the "
+                 "photo is newer than the grid: materialize grid_cells again)", rel, cell))
+             .otherwise(pl.format("{}: cell {} is not crawled yet (geoscout cells add {})",
+                                  rel, cell, cell)))
+    return reason, error
 
-    cells = source.cells_at(crawl_level)
-    rows = []
-    for i in np.flatnonzero(~covered(source, crawled)):
-        photo = source.photos[i]
-        reason, error = _reason(photo, str(cells[i]), grid_cells)
-        row = base_row(source.candidate(photo, check_file=False), str(cells[i]))
-        rows.append({**row, **NO_FILE_FIELDS, "drop_reason": reason, "error": error[:500]})
-    for rel in source.unlisted_files():
-        photo = source.unlisted_photo(rel)
-        row = base_row(source.candidate(photo, check_file=False), "")
-        rows.append({**row, **NO_FILE_FIELDS, "drop_reason": photo.drop_reason,
-                     "error": photo.error})
-    return rows
+
+def folder_table(source, crawled: list[str], crawl_level: int,
+                 grid_cells: set[str] | None) -> pa.Table:
+    """The folder part: manifest rows (sorted by image id) of the folder's photos that no
+    crawled cell holds and of its image files that no sidecar row names; vectorised."""
+    idx = np.flatnonzero(~covered(source, crawled))
+    frame = _photo_frame(source, idx, source.cells_at(crawl_level))
+    reason, error = _reasons(grid_cells)
+    rel = pl.col("relpath")
+    frame = frame.select(
+        image_id=pl.lit(f"{source.name}:") + rel, source=pl.lit(str(source.name)),
+        source_id=rel, group_id="group", creator=pl.lit(None, pl.String),
+        lat_deg="lat", lon_deg="lon", captured_at="captured_at_ms", heading_deg="heading",
+        is_pano=pl.lit(None, pl.Boolean), cell_id="cell",
+        license=pl.col("license").fill_null(pl.lit(source.default_license, pl.String)),
+        attribution=pl.col("attribution").fill_null(
+            pl.lit(source.default_attribution, pl.String)),
+        kept=pl.lit(False), drop_reason=reason,
+        error=error.str.slice(0, 500))
+    table = frame.sort("image_id").to_arrow()
+    columns = [table[n] if n in table.column_names else pa.nulls(len(table))
+               for n in MANIFEST_SCHEMA.names]
+    return pa.Table.from_arrays(columns, names=MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
 
 
 def part_inputs(root: DataRoot, source, crawled: list[str], crawl_level: int) -> str:
@@ -159,14 +187,14 @@ def write_folder_part(root: DataRoot, source, crawl_level: int) -> dict:
     use_index(root, source)
     inputs = part_inputs(root, source, crawled, crawl_level)
     t0 = time.monotonic()
-    rows = folder_rows(source, crawled, crawl_level, grid_crawl_cells(root, crawl_level))
-    data = table_to_parquet_bytes(rows_to_table(rows))
+    table = folder_table(source, crawled, crawl_level, grid_crawl_cells(root, crawl_level))
+    data = table_to_parquet_bytes(table)
     root.write_bytes(manifest_rel, data)
-    reasons = Counter(r["drop_reason"] for r in rows)
+    reasons = Counter(table["drop_reason"].to_pylist())
     stats = {"cell_id": layout.FOLDER_PART, "source": name, "schema_version": SCHEMA_VERSION,
              "status": "ok", "manifest": manifest_rel, "stats_file": stats_rel,
-             "version": sha256_hex(data), "inputs": inputs, "n_rows": len(rows), "n_kept": 0,
-             "n_dropped": len(rows), "drop_reasons": dict(sorted(reasons.items())),
+             "version": sha256_hex(data), "inputs": inputs, "n_rows": table.num_rows,
+             "n_kept": 0, "n_dropped": table.num_rows, "drop_reasons": dict(sorted(reasons.items())),
              "photos_in_folder": len(source.photos) + len(source.unlisted_files()),
              "crawled_cells": len(crawled), "crawl_level": crawl_level,
              "seconds": round(time.monotonic() - t0, 3)}

@@ -239,10 +239,10 @@ class LocalFolderSource:
         """Image files under the folder that no sidecar row names (none without a sidecar:
         every file is then a photo, with or without a location)."""
         if self._unlisted is None:
-            listed = {Path(p.relpath).as_posix() for p in self.photos}
-            self._unlisted = [] if self.sidecar is None else [
-                rel for rel in (p.relative_to(self.folder).as_posix()
-                                for p in image_files(self.folder)) if rel not in listed]
+            files = [] if self.sidecar is None else [
+                p.relative_to(self.folder).as_posix() for p in image_files(self.folder)]
+            listed = {p.relpath.removeprefix("./") for p in self.photos} if files else set()
+            self._unlisted = [rel for rel in files if rel not in listed]
         return self._unlisted
 
     def unlisted_photo(self, relpath: str) -> LocalPhoto:

@@ -162,3 +162,21 @@ def test_folder_index_is_reused_while_the_folder_is_unchanged(tmp_path, data_roo
     changed = LocalFolderSource(folder)
     assert not use_index(data_root, changed)
     assert len(changed.photos) == 3
+
+
+def test_a_cell_crawled_after_the_part_wins_in_the_merge(tmp_path, data_root):
+    """A stale part (its cell crawled between the part and the merge) never hides the cell's
+    rows: the merge keeps the cell file's row of a repeated id."""
+    folder, sidecar, labels = _croatia_sidecar(tmp_path, n=40)
+    source = LocalFolderSource(folder, sidecar)
+    write_folder_part(data_root, source, LEVEL)  # nothing crawled: every photo pending
+    cells = points_to_cells(labels["lat"].to_numpy(), labels["lon"].to_numpy(), LEVEL)
+    cell = str(pl.Series(cells).mode()[0])
+    res = ingest_cell(source, cell, data_root, IngestSettings(workers=2))
+    merged = merge_manifests(data_root)
+    table = pl.read_parquet(data_root.local_path(layout.IMAGE_MANIFEST))
+    assert merged.n_duplicate_ids == res.n_rows
+    assert table.height == table["image_id"].n_unique()
+    mine = table.filter(pl.col("cell_id") == cell)
+    assert mine.height == res.n_rows and mine["kept"].sum() == res.n_kept > 0
+    assert "outside_crawl_cells" not in set(mine["drop_reason"].drop_nulls())
