@@ -163,7 +163,8 @@ def grid_cells_nested(settings: GeoscoutSettings) -> dg.AssetCheckResult:
                 "cells hold land (the rest survive through the coastal buffer).")
 def grid_cells_land_ratio(settings: GeoscoutSettings) -> dg.AssetCheckResult:
     grid = grid_lib.load_grid(settings.root())
-    crawl = grid[grid["level"] == settings.crawl_level]
+    crawl = grid[(grid["level"] == settings.crawl_level)
+                 & (grid["status"] != grid_lib.PHOTOS)]  # the land data's cells only
     share = float((crawl["status"] == grid_lib.LAND).mean()) if len(crawl) else 0.0
     return dg.AssetCheckResult(
         passed=share >= MIN_LAND_SHARE, severity=dg.AssetCheckSeverity.WARN,
