@@ -94,8 +94,9 @@ def status_text(root: DataRoot, max_age_days: float = 0.0) -> str:
     files = root.glob(f"{layout.CELLS_DIR}/*/*")
     sources = sorted({f.split("/")[-2] for f in files}) or ["mapillary"]
     table = read_plan(root)
+    names = {f.split("/")[-1].split(".")[0] for f in files}
     cells = table["cell_id"].to_list() if table is not None else \
-        sorted({f.split("/")[-1].split(".")[0] for f in files})
+        sorted(n for n in names if n.isdigit())  # not the local folder part
     if not cells:
         return f"no crawl plan and no crawled cells in {root.url}"
     return format_status(crawl_status(root, sources, cells,
