@@ -27,6 +27,7 @@ rebuilds the part.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -35,6 +36,7 @@ from collections import Counter
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from geo_assets import layout
 from geo_assets.clients.redact import PROCESS_REDACTOR
@@ -52,11 +54,6 @@ def use_index(root: DataRoot, source) -> bool:
     (same ``folder_version``), else parse the folder (EXIF or sidecar) once and store the
     index: a folder's EXIF is read once per folder version, not once per run. True when the
     stored index was used."""
-    import dataclasses
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from geo_assets.clients.local_folder import LocalPhoto
 
     version, rel = source.folder_version(), layout.LOCAL_FOLDER_INDEX
@@ -180,12 +177,12 @@ def write_folder_part(root: DataRoot, source, crawl_level: int) -> dict:
     name = str(source.name)
     manifest_rel, stats_rel = layout.folder_part(name)
     crawled = crawled_cells(root, name)
+    inputs = part_inputs(root, source, crawled, crawl_level)
     if root.exists(stats_rel) and root.exists(manifest_rel):
         old = json.loads(root.read_bytes(stats_rel))
-        if old.get("inputs") == part_inputs(root, source, crawled, crawl_level):
+        if old.get("inputs") == inputs:
             return {**old, "rebuilt": False}
     use_index(root, source)
-    inputs = part_inputs(root, source, crawled, crawl_level)
     t0 = time.monotonic()
     table = folder_table(source, crawled, crawl_level, grid_crawl_cells(root, crawl_level))
     data = table_to_parquet_bytes(table)

@@ -5,19 +5,15 @@ Secrets come only through ``dg.EnvVar`` and are read at launch, never at import.
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dagster as dg
-from pydantic import Field, create_model, field_validator, model_validator
+from pydantic import Field, create_model, field_validator
 
 from geo_assets.settings import (
-    FilterSettings,
     HierarchySettings,
     HttpSettings,
-    ImageSettings,
     IngestSettings,
     MapillarySettings,
     PlanSettings,
@@ -29,67 +25,13 @@ from geo_assets.settings import (
 )
 from geo_assets.storage import PROJECT_ROOT, DataRoot, default_data_root
 from pipeline.constants import CELLS_PER_RUN
+from pipeline.ingest_checks import IngestChecks
 from pipeline.schema import library_field, schema_fields, to_library
 
 STREETVIEW_SIZE = StreetViewSettings().size
 
 
-FILTER_PREFIX, IMAGE_PREFIX = "filter_", "image_"
-FILTER_SOURCES = ("mapillary", "streetview", "local")
-
-
-class _IngestChecks(dg.ConfigurableResource):
-    """The image checks and filters of every crawl (``filter_*``, ``image_*``: the fields of
-    ``FilterSettings`` and ``ImageSettings``), and per-source filter overrides."""
-
-    source_filters: dict[str, dict[str, float]] = Field(
-        default={}, description="Filters of one source instead of the filter_* settings: "
-        "{source: {field: value}} with FilterSettings field names, e.g. {local: "
-        "{min_brightness: 10, phash_max_distance: -1}}; sources: mapillary, streetview, local.")
-
-    @field_validator("source_filters")
-    @classmethod
-    def _known_sources_and_fields(cls, value: dict) -> dict:
-        fields = {f.name for f in dataclasses.fields(FilterSettings)}
-        for source, over in value.items():
-            if source not in FILTER_SOURCES:
-                raise ValueError(f"source {source!r} is unknown; allowed: "
-                                 f"{', '.join(FILTER_SOURCES)}")
-            unknown = sorted(set(over) - fields)
-            if unknown:
-                raise ValueError(f"{source}: unknown filter setting(s) {unknown}; allowed: "
-                                 f"{', '.join(sorted(fields))}")
-        return value
-
-    @model_validator(mode="after")
-    def _valid_filters(self):
-        """Checked when the resource is configured (a settings file, run config)."""
-        try:
-            self.ingest_checks()
-        except ValueError as exc:  # named as the settings file names them
-            raise ValueError(f"{FILTER_PREFIX}* / {IMAGE_PREFIX}* / source_filters: {exc}"
-                             ) from None
-        return self
-
-    def ingest_checks(self) -> tuple[ImageSettings, FilterSettings, tuple]:
-        """(image checks, filters, per-source filters) as the library's settings."""
-        values = self.model_dump()
-        images = to_library(ImageSettings, values, prefix=IMAGE_PREFIX)
-        base = to_library(FilterSettings, values, prefix=FILTER_PREFIX)
-        hints = typing.get_type_hints(FilterSettings)
-        per_source = tuple(
-            (source, dataclasses.replace(base, **{k: hints[k](v) for k, v in over.items()}))
-            for source, over in sorted(self.source_filters.items()))
-        return images, base, per_source
-
-
-_IngestChecksFields = create_model(
-    "_IngestChecksFields", __base__=_IngestChecks, __module__=__name__,
-    **schema_fields(FilterSettings, prefix=FILTER_PREFIX),
-    **schema_fields(ImageSettings, prefix=IMAGE_PREFIX))
-
-
-class GeoscoutSettings(_IngestChecksFields):
+class GeoscoutSettings(IngestChecks):
     """Deployment-wide settings: where data lives, which region, which grid, and how images
     are checked and filtered."""
 
