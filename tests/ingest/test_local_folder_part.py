@@ -132,6 +132,9 @@ def test_photo_cells_keep_a_coast_the_110m_land_misses(tmp_path):
                               meta["photo_cells_added"].value)
     assert found[False] == (False, 0)
     assert found[True][0] and found[True][1] >= 1
+    from pipeline.sensors import wanted_cells
+
+    assert cell in wanted_cells(settings.root(), 9)[0]  # the crawl sensor registers it
     source = LocalFolderSource(folder, sidecar)
     res = ingest_cell(source, cell, settings.root(), IngestSettings(workers=2))
     assert res.n_rows == coast.height and res.n_kept >= 1
