@@ -321,13 +321,10 @@ def _folder_part(settings: GeoscoutSettings, local_folder: LocalFolderResource) 
 def _filters_used(settings: GeoscoutSettings) -> dict:
     """The filter and image-check values each source's cells were crawled with (from the
     cells' stats), and the ones configured now."""
-    from geo_assets.merge import done_cell_manifests
-
     root, used = settings.root(), {}
-    for rel in done_cell_manifests(root):
-        stats = json.loads(root.read_bytes(rel.removesuffix(layout.CELL_MANIFEST_SUFFIX)
-                                           + layout.CELL_STATS_SUFFIX))
-        if "filters" in stats:
+    for rel in root.glob(layout.cell_stats("*", "*")):  # a stats file: a done cell
+        stats = json.loads(root.read_bytes(rel))
+        if "filters" in stats:  # (the local folder part has none)
             key = json.dumps({"filters": stats["filters"], "images": stats.get("images")},
                              sort_keys=True)
             entry = used.setdefault(stats["source"], {}).setdefault(key, 0)
