@@ -9,6 +9,7 @@ see")."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections import Counter
@@ -33,6 +34,25 @@ from .test_ui_browser import DISMISS_NUX, _webserver
 
 # A number printed with more digits than a person reads (``0.3333333333333333``).
 LONG_FLOAT = re.compile(r"(?<![\w.])\d+\.\d{6,}(?![\w.])")
+# Open the "[Show Markdown]" of the metadata row named KEY; the dialog's images, once decoded,
+# as [naturalWidth, naturalHeight] pairs (null while the dialog or its images are not there).
+OPEN_MARKDOWN = """(async () => {
+  const key = KEY;
+  const row = [...document.querySelectorAll('tr')].find(
+    tr => tr.cells.length && tr.cells[0].innerText.trim() === key);
+  if (!row) return null;
+  const open = [...row.querySelectorAll('a, button')].find(
+    e => e.innerText.trim() === '[Show Markdown]');
+  if (!open) return null;
+  open.click();
+  for (let i = 0; i < 40; i++) {
+    await new Promise(r => setTimeout(r, 250));
+    const imgs = [...document.querySelectorAll('[role=dialog] img')];
+    if (imgs.length && imgs.every(im => im.complete && im.naturalWidth > 0))
+      return imgs.map(im => [im.naturalWidth, im.naturalHeight]);
+  }
+  return null;
+})()"""
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 LEVELS = [1, 3]
 # One epoch of the demo's CNN at 32 px on the ~90 training images: seconds on a CPU.
@@ -153,3 +173,10 @@ def test_asset_pages_explain_themselves(browser, tmp_path, artifacts_dir):
                 assert _row_shows(text, key, value), (key, value)
             assert not LONG_FLOAT.search(text), LONG_FLOAT.findall(text)  # metrics rounded
             assert browser.screenshot(artifacts_dir / f"{name}.png").stat().st_size > 10_000
+        # A level's class map, as a person opens it from the metadata table: a drawn image
+        browser.goto(f"{base}/assets/dataset_level_{LEVELS[-1]}")
+        browser.wait_for_text(["class_map", "[Show Markdown]"], timeout=90)
+        _settled_text(browser)
+        sizes = browser.js(OPEN_MARKDOWN.replace("KEY", json.dumps("class_map")))
+        assert sizes and all(w > 200 and h > 100 for w, h in sizes), sizes
+        browser.screenshot(artifacts_dir / "ui_dataset_level_class_map.png")
