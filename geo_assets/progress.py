@@ -129,18 +129,21 @@ def _fileno(stream: object) -> int | None:
 
 
 def _terminal_handlers(fp: IO[str]) -> list[logging.Handler]:
-    """Handlers of every existing logger that write to the same file as the bar."""
+    """Handlers of every registered logger (and ``logging.lastResort``) that write to the
+    same file as the bar. Loggers built outside ``logging.getLogger`` (Dagster's console
+    logger of an in-process run) are not registered, so are not found."""
     target = getattr(fp, "_wrapped", fp)  # tqdm wraps the file in a DisableOnWriteError
     fd = _fileno(target)
     loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
                                       if isinstance(lg, logging.Logger))]
+    # lastResort prints warnings of loggers without handlers (library code run in process)
+    handlers = [h for lg in loggers for h in lg.handlers] + [logging.lastResort]
     found = []
-    for logger in loggers:
-        for handler in logger.handlers:
-            stream = getattr(handler, "stream", None)
-            if stream is not None and (stream is target or
-                                       (fd is not None and _fileno(stream) == fd)):
-                found.append(handler)
+    for handler in dict.fromkeys(h for h in handlers if h is not None):
+        stream = getattr(handler, "stream", None)
+        if stream is not None and (stream is target or
+                                   (fd is not None and _fileno(stream) == fd)):
+            found.append(handler)
     return found
 
 

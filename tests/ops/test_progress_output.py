@@ -167,3 +167,22 @@ def test_training_log_output_is_line_based_without_duplicates(tmp_path):
     assert counts == sorted(set(counts)) and len(counts) > 1, frames  # each count once
     dupes = sorted({ln for ln in lines if ln.strip() and lines.count(ln) > 1})
     assert not dupes, dupes
+
+
+WARN_CHILD = """
+import logging, time
+from geo_assets.progress import track
+for i in track(range(12), desc="items", unit="it"):
+    time.sleep(0.02)
+    if i % 4 == 1:  # no handler configured: logging's last resort prints it to stderr
+        logging.getLogger("geoscout.somewhere").warning("item %d looked odd", i)
+"""
+
+
+def test_a_warning_from_unconfigured_logging_is_printed_above_the_bar():
+    env = {**os.environ, "PYTHONPATH": str(PROJECT), "GEOSCOUT_PROGRESS": "auto"}
+    out = ANSI.sub("", _run_in_pty([sys.executable, "-c", WARN_CHILD], env))
+    segments = [s for s in re.split(r"[\r\n]", out) if s.strip()]
+    warnings = [s for s in segments if "looked odd" in s]
+    assert warnings == [f"item {i} looked odd" for i in (1, 5, 9)], segments
+    assert any(s.startswith("items: 100%") and " 12/12 [" in s for s in segments), segments
