@@ -1,11 +1,11 @@
 """The Dagster UI explains itself: real assets (crawl cells from the tiny demo world, the
 merged manifest, the dataset, a one-epoch CPU model and its evaluation) materialized into an
 instance, the project's code location served by ``dagster-webserver``, and Chromium on the
-asset pages a person opens. Each page must show the readable metadata (a partition's place
-and bounds, the manifest's column schema, drop reasons and coverage map, a level's class map,
-the dataset card, the model's rounded validation figures, the report's baseline verdict and
-its link), and each is kept as a screenshot in tests/artifacts/ (README "What you will
-see")."""
+pages a person opens. Each page must show the readable metadata (the crawl run's places tag
+on the Runs page, a partition's place and bounds, the manifest's column schema, drop reasons
+and coverage map, a level's class map drawn, the dataset card, the model's rounded
+validation figures, the report's baseline verdict and its path), and each is kept as a
+screenshot in tests/artifacts/ (README "What you will see")."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from pipeline.assets.evaluate import evaluation_report
 from pipeline.assets.train import trained_model
 from pipeline.partitions import crawl_cells
 from pipeline.resources import build_resources
+from pipeline.sensors import PLACES_TAG, batch_run_request, places_tags
 from tests.pipeline.conftest import CRAWL_LEVEL, TINY_SEED
 
 from .cdp import Chromium
@@ -120,10 +121,9 @@ def _materialize(home, root: DataRoot, cells: list[str]) -> dict[str, dict]:
                   ds.shards, *ds.dataset_assets(LEVELS), trained_model, evaluation_report]
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.add_dynamic_partitions(crawl_cells.name, cells)
+        crawl = batch_run_request(cells, 0, places_tags([cells])[0])  # as the sensor asks
         assert dg.materialize(everything, instance=instance, resources=resources,
-                              selection=[ingest.mapillary_images],
-                              tags={"dagster/asset_partition_range_start": cells[0],
-                                    "dagster/asset_partition_range_end": cells[-1]}).success
+                              selection=[ingest.mapillary_images], tags=crawl.tags).success
         rest = [a for a in everything if a not in ingest.CELL_ASSETS]
         result = dg.materialize(everything, instance=instance, resources=resources,
                                 selection=rest)
@@ -143,6 +143,7 @@ def test_asset_pages_explain_themselves(browser, tmp_path, artifacts_dir):
     model, report = meta["trained_model"], meta["evaluation_report"]
     place = cell_places(cells[:1])[cells[0]]
     pages = [  # (screenshot, path, texts that must show)
+        ("ui_runs_places", "/runs", [f"{PLACES_TAG}: {places_tags([cells])[0][PLACES_TAG]}"]),
         ("ui_cell_partition", f"/assets/mapillary_images?view=partitions&partition={cells[0]}",
          ["place", place.split(",")[0], "bounds", "images_kept"]),
         ("ui_image_manifest", "/assets/image_manifest",
