@@ -23,10 +23,9 @@ def bounds_text(bounds) -> str:
     return f"lat {y0:.2f}..{y1:.2f}, lon {x0:.2f}..{x1:.2f}"
 
 
-def cell_places(cell_ids, countries=None) -> dict[str, str]:
-    """Each cell's overlapping countries, largest overlap first (``MAX_NAMES`` named, then
-    "and N more"), or ``NO_COUNTRY``. ``countries``: a frame with ``name`` and ``geometry``
-    (default: the embedded Natural Earth countries)."""
+def cell_countries(cell_ids, countries=None) -> dict[str, list[str]]:
+    """Every country each cell overlaps, largest overlap first (empty: none). ``countries``:
+    a frame with ``name`` and ``geometry`` (default: the embedded Natural Earth countries)."""
     ids = [str(c) for c in cell_ids]
     if not ids:
         return {}
@@ -42,11 +41,38 @@ def cell_places(cell_ids, countries=None) -> dict[str, str]:
     found: dict[int, list[tuple[float, str]]] = {}
     for c, k, a in zip(cell_idx.tolist(), country_idx.tolist(), areas.tolist()):
         found.setdefault(c, []).append((a, names[k]))
-    return {cell: _names(found.get(i, [])) for i, cell in enumerate(ids)}
+    return {cell: [n for _, n in sorted(found.get(i, []), key=lambda h: (-h[0], h[1]))]
+            for i, cell in enumerate(ids)}
 
 
-def _names(hits: list[tuple[float, str]]) -> str:
-    ordered = [n for _, n in sorted(hits, key=lambda h: (-h[0], h[1]))]
+def cell_places(cell_ids, countries=None) -> dict[str, str]:
+    """Each cell's overlapping countries, largest overlap first (``MAX_NAMES`` named, then
+    "and N more"), or ``NO_COUNTRY``."""
+    return {cell: _names(found) for cell, found in cell_countries(cell_ids, countries).items()}
+
+
+def places_summary(by_cell: dict[str, list[str]], cell_ids, max_chars: int = 120) -> str:
+    """The countries of several cells in one bounded line (a run tag): those overlapped by
+    the most cells first, ``", "``-joined while they fit in ``max_chars``, then "and N more";
+    ``NO_COUNTRY`` when none of the cells touches a country."""
+    counts: dict[str, int] = {}
+    for cell in cell_ids:
+        for name in by_cell.get(str(cell), []):
+            counts[name] = counts.get(name, 0) + 1
+    ordered = sorted(counts, key=lambda n: (-counts[n], n))
+    if not ordered:
+        return NO_COUNTRY
+    shown: list[str] = []
+    for i, name in enumerate(ordered):
+        rest = len(ordered) - i - 1
+        tail = f" and {rest} more" if rest else ""
+        if shown and len(", ".join([*shown, name])) + len(tail) > max_chars:
+            return ", ".join(shown) + f" and {len(ordered) - len(shown)} more"
+        shown.append(name)
+    return ", ".join(shown)
+
+
+def _names(ordered: list[str]) -> str:
     if not ordered:
         return NO_COUNTRY
     more = len(ordered) - MAX_NAMES

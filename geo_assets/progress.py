@@ -6,6 +6,11 @@ lines, so a non-TTY stream gets plain lines instead: one at most every ``GEOSCOU
 seconds (default 30) and one final line, each formatted by tqdm's own ``format_meter`` and
 never repeated. ``GEOSCOUT_PROGRESS=off`` silences both; ``=bar`` / ``=lines`` force one.
 
+While a bar is open, every logging handler that writes to the bar's terminal (the training
+rank handler, Dagster's console logger, the root logger's) writes through tqdm's
+``external_write_mode``: the bar is cleared, the record printed as a whole line, the bar
+redrawn below it, so a log line never lands inside a bar.
+
     for item in track(items, desc="shards", unit="img"):
         ...
     with progress(total=n, desc="download") as bar:
@@ -14,8 +19,10 @@ never repeated. ``GEOSCOUT_PROGRESS=off`` silences both; ``=bar`` / ``=lines`` f
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Self, TypeVar
@@ -90,6 +97,87 @@ def _printer(stream: IO[str]) -> Callable[[str], None]:
     return write
 
 
+class _Bar(tqdm):
+    """A tqdm bar that routes terminal log records around itself while open."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._routed = False
+        if not self.disable:
+            _route_logging(self.fp)
+            self._routed = True
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if getattr(self, "_routed", False):
+                self._routed = False
+                _unroute_logging()
+
+
+_ROUTE_LOCK = threading.Lock()
+_routed: set[logging.Handler] = set()  # handlers routed while any bar is open
+_open_bars = 0
+
+
+def _fileno(stream: object) -> int | None:
+    try:
+        return stream.fileno()  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _terminal_handlers(fp: IO[str]) -> list[logging.Handler]:
+    """Handlers of every registered logger (and ``logging.lastResort``) that write to the
+    same file as the bar. Loggers built outside ``logging.getLogger`` (Dagster's console
+    logger of an in-process run) are not registered, so are not found."""
+    target = getattr(fp, "_wrapped", fp)  # tqdm wraps the file in a DisableOnWriteError
+    fd = _fileno(target)
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    # lastResort prints warnings of loggers without handlers (library code run in process)
+    handlers = [h for lg in loggers for h in lg.handlers] + [logging.lastResort]
+    found = []
+    for handler in dict.fromkeys(h for h in handlers if h is not None):
+        stream = getattr(handler, "stream", None)
+        if stream is not None and (stream is target or
+                                   (fd is not None and _fileno(stream) == fd)):
+            found.append(handler)
+    return found
+
+
+def _route_logging(fp: IO[str]) -> None:
+    """Make terminal handlers emit in tqdm's external write mode (clear, write, redraw). The
+    handler is kept, not swapped as ``tqdm.contrib.logging.logging_redirect_tqdm`` does, so
+    its filters (the training rank filter) and formatter (Dagster's colours) stay."""
+    global _open_bars
+    with _ROUTE_LOCK:
+        _open_bars += 1
+        for handler in _terminal_handlers(fp):
+            if handler in _routed:
+                continue
+            emit = handler.emit
+
+            def routed_emit(record: logging.LogRecord, _emit=emit, _fp=fp) -> None:
+                with tqdm.external_write_mode(file=_fp):
+                    _emit(record)
+            handler.emit = routed_emit  # type: ignore[method-assign]
+            _routed.add(handler)
+
+
+def _unroute_logging() -> None:
+    """Once the last open bar closes, every routed handler emits directly again."""
+    global _open_bars
+    with _ROUTE_LOCK:
+        _open_bars -= 1
+        if _open_bars > 0:
+            return
+        for handler in list(_routed):
+            handler.__dict__.pop("emit", None)
+        _routed.clear()
+
+
 def progress(total: int | None = None, *, desc: str = "", unit: str = "it",
              stream: IO[str] | None = None, every_s: float | None = None,
              write: Callable[[str], object] | None = None, disable: bool = False):
@@ -102,7 +190,7 @@ def progress(total: int | None = None, *, desc: str = "", unit: str = "it",
         "off" if _mode(out) == "off" else "lines")
     if mode == "bar":
         sized = _columns(out) > 0  # a terminal that reports no size gets 100 columns
-        return tqdm(total=total, desc=desc, unit=unit, file=out, dynamic_ncols=sized,
+        return _Bar(total=total, desc=desc, unit=unit, file=out, dynamic_ncols=sized,
                     ncols=None if sized else 100, nrows=None if sized else 24, smoothing=0.1)
     every = every_s if every_s is not None else float(
         os.environ.get(ENV_EVERY, DEFAULT_EVERY_S))

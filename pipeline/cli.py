@@ -127,13 +127,13 @@ def cells_add(ctx: click.Context, cell_ids: tuple[str, ...], from_grid: bool) ->
 @cells.command("list")
 @click.pass_context
 def cells_list(ctx: click.Context) -> None:
-    """Registered crawl cells and whether every source crawled them."""
-    from pipeline.commands.runs import cell_status
+    """Registered crawl cells, whether every source crawled them, and where they are."""
+    from pipeline.commands.runs import cell_places_list
 
-    rows = cell_status(_session(ctx))
-    for cell, done in rows:
-        click.echo(f"{cell}\t{'crawled' if done else 'pending'}")
-    click.echo(f"{len(rows)} cells, {sum(d for _, d in rows)} crawled", err=True)
+    rows = cell_places_list(_session(ctx))
+    for cell, done, place in rows:
+        click.echo(f"{cell}\t{'crawled' if done else 'pending'}\t{place}")
+    click.echo(f"{len(rows)} cells, {sum(d for _, d, _ in rows)} crawled", err=True)
 
 
 @cli.group(cls=_Group)

@@ -225,7 +225,8 @@ def run_demo(seed: int, preset: str, data_root: str, fresh: bool,
             clock.say(f"ingest run {i}/{len(requests)}: crawl cells "
                       f"{tags['dagster/asset_partition_range_start']}.."
                       f"{tags['dagster/asset_partition_range_end']} "
-                      f"({tags.get('geoscout/cells', '?')} cells)")
+                      f"({tags.get('geoscout/cells', '?')} cells: "
+                      f"{tags.get('geoscout/places', '?')})")
             _execute(defs, "ingest_cells_job", instance, clock, level, tags=dict(tags))
         clock.stage("ingest", time.monotonic() - t0)
         stage("manifest + datasets", "dataset_job", constants.INGEST, constants.DATASET)

@@ -25,6 +25,14 @@ from pipeline.resources import GeoscoutSettings
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+# The countries of a crawl run's cells, for a person reading the Runs page. Dagster 1.13 has
+# no display name for a partition key: the GraphQL schema serves keys as bare strings
+# (dagster_graphql/schema/partition_keys.py: PartitionKeyConnection.results), the
+# ``Partition(value, name)`` label is deprecated for string keys, and a human-readable label
+# was declined for now (dagster-io/dagster#16999). So the place goes on the run as a tag, and
+# on each partition's materialization as metadata (pipeline/assets/ingest.py).
+PLACES_TAG = "geoscout/places"
+PLACES_TAG_MAX_CHARS = 120
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,17 @@ def _chunks(keys: list[str], size: int) -> list[list[str]]:
     return [keys[i:i + size] for i in range(0, len(keys), max(1, size))]
 
 
-def batch_run_request(batch: Sequence[str], since: int = 0) -> dg.RunRequest:
+def places_tags(batches: Sequence[Sequence[str]]) -> list[dict[str, str]]:
+    """Per batch of cells, the ``PLACES_TAG`` naming their countries (one country lookup for
+    all batches)."""
+    from geo_assets.cell_places import cell_countries, places_summary
+
+    by_cell = cell_countries(sorted({c for b in batches for c in b}))
+    return [{PLACES_TAG: places_summary(by_cell, b, PLACES_TAG_MAX_CHARS)} for b in batches]
+
+
+def batch_run_request(batch: Sequence[str], since: int = 0,
+                      extra_tags: dict[str, str] | None = None) -> dg.RunRequest:
     """One run over a contiguous range of crawl cells. The run key names its exact cells and
     the cursor it was planned from: a retried tick asks for the same keys (Dagster launches
     them once), while cells deleted and registered again get new keys."""
@@ -88,7 +106,7 @@ def batch_run_request(batch: Sequence[str], since: int = 0) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=f"crawl-cells-{since}-{batch[0]}-{batch[-1]}-{len(batch)}-{digest}",
         tags={RANGE_START_TAG: batch[0], RANGE_END_TAG: batch[-1],
-              "geoscout/cells": str(len(batch))},
+              "geoscout/cells": str(len(batch)), **(extra_tags or {})},
     )
 
 
@@ -135,14 +153,14 @@ def recovery_requests(root, settings: GeoscoutSettings, registered: Sequence[str
     in_batches = {c for b in batches for c in b}
     todo = [c for c in registered if c not in in_batches]
     out = []
-    for state in due_cells(root, list(settings.sources), todo, settings.recovery_settings(),
-                           now):
+    due = due_cells(root, list(settings.sources), todo, settings.recovery_settings(), now)
+    for state, places in zip(due, places_tags([[s.cell_id] for s in due])):
         stale = state.state == STALE
         key = f"recrawl-{state.cell_id}-{int(state.crawled_at or 0)}" if stale else \
             f"retry-{state.cell_id}-{state.attempts}"
-        tags = {"geoscout/retry": str(state.attempts), "geoscout/cells": "1"}
+        tags = {"geoscout/retry": str(state.attempts), "geoscout/cells": "1", **places}
         if stale:
-            tags = {FORCE_TAG: "true", "geoscout/cells": "1"}
+            tags = {FORCE_TAG: "true", "geoscout/cells": "1", **places}
         out.append(dg.RunRequest(run_key=key, partition_key=state.cell_id, tags=tags))
     return out
 
@@ -189,8 +207,8 @@ def make_crawl_cells_sensor(
         if plan.new_cells:
             requests.append(crawl_cells.build_add_request(plan.new_cells))
         return dg.SensorResult(
-            run_requests=[batch_run_request(b, cursor.requested) for b in plan.batches]
-            + again, dynamic_partitions_requests=requests, cursor=plan.cursor.dumps(),
+            run_requests=[batch_run_request(b, cursor.requested, places) for b, places
+                          in zip(plan.batches, places_tags(plan.batches))] + again, dynamic_partitions_requests=requests, cursor=plan.cursor.dumps(),
         )
 
     return _sensor

@@ -31,6 +31,12 @@ class Reporter:
         else:
             log.info(message)
 
+    def progress_write(self):
+        """Where progress lines go: under Pipes, the Dagster run log (the launcher prints to
+        the same terminal, so its lines would cut a bar this process redraws); else None (a
+        bar on a terminal, lines elsewhere: geo_assets.progress)."""
+        return self.pipes.log.info if self.pipes is not None else None
+
     def materialize(self, metadata: dict, data_version: str | None = None) -> None:
         if self.pipes is not None:
             self.pipes.report_asset_materialization(metadata=metadata, data_version=data_version)

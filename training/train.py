@@ -207,7 +207,7 @@ def train_one_epoch(rt: Runtime, make_loader, state: TrainState,
     stream = epoch_stream(rt, make_loader, state, pending_rng)
     start, data_time, seen = time.perf_counter(), 0.0, 0
     bar = progress(rt.steps_per_epoch, desc=f"epoch {state.epoch + 1}/{rt.cfg.epochs}",
-                   unit="step", disable=not rt.dist.is_main)
+                   unit="step", disable=not rt.dist.is_main, write=rt.reporter.progress_write())
     bar.update(state.step_in_epoch)
     while state.step_in_epoch < rt.steps_per_epoch:
         if rt.cfg.stop_after_steps is not None and state.global_step >= rt.cfg.stop_after_steps:
@@ -408,7 +408,8 @@ def build_runtime(cfg: TrainConfig, dist: DistInfo, info: data.DatasetDescriptor
 def fit(rt: Runtime, state: TrainState, make_train_loader, val_loader,
         pending_rng: dict | None) -> bool:
     """The epoch loop; False when interrupted by --stop-after-steps."""
-    overall = progress(rt.cfg.epochs, desc="training", unit="epoch", disable=not rt.dist.is_main)
+    overall = progress(rt.cfg.epochs, desc="training", unit="epoch", disable=not rt.dist.is_main,
+                       write=rt.reporter.progress_write())
     overall.update(state.epoch)
     while state.epoch < rt.cfg.epochs and not state.stopped_early:
         if not train_one_epoch(rt, make_train_loader, state, pending_rng):

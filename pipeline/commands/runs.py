@@ -17,7 +17,13 @@ import dagster as dg
 
 from geo_assets.errors import GeoscoutError, InputError
 from pipeline.partitions import crawl_cells
-from pipeline.sensors import RANGE_END_TAG, RANGE_START_TAG, CellsCursor, plan_cells
+from pipeline.sensors import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    CellsCursor,
+    places_tags,
+    plan_cells,
+)
 
 TRAINED_MODEL = dg.AssetKey("trained_model")
 EVALUATION_REPORT = dg.AssetKey("evaluation_report")
@@ -127,6 +133,19 @@ def add_cells(session: Session, cells: Sequence[str], from_grid: bool) -> list[s
     return new
 
 
+def cell_places_list(session: Session) -> list[tuple[str, bool, str]]:
+    """(cell, crawled, its countries and bounds) in registration order (``cells list``)."""
+    from geo_assets.cell_places import bounds_text, cell_places
+    from geo_assets.cells import cells_bounds
+
+    rows = cell_status(session)
+    cells = [cell for cell, _ in rows]
+    places = cell_places(cells)
+    bounds = cells_bounds(cells) if cells else []
+    return [(cell, done, f"{places[cell]} ({bounds_text(b)})")
+            for (cell, done), b in zip(rows, bounds)]
+
+
 def cell_status(session: Session) -> list[tuple[str, bool]]:
     """(cell, crawled by every source asset) in registration order."""
     registered = list(session.instance.get_dynamic_partitions(crawl_cells.name))
@@ -163,11 +182,11 @@ def run_crawl(session: Session, cells: Sequence[str] = (), again: bool = False) 
     if not plan.batches:
         session.say("crawl: every registered cell is crawled (--again to crawl them anew)")
         return 0
-    for i, batch in enumerate(plan.batches, 1):
+    for i, (batch, places) in enumerate(zip(plan.batches, places_tags(plan.batches)), 1):
         session.say(f"crawl run {i}/{len(plan.batches)}: cells {batch[0]}..{batch[-1]} "
-                    f"({len(batch)} cells)")
+                    f"({len(batch)} cells: {next(iter(places.values()))})")
         execute(session, "ingest_cells_job",
-                tags={RANGE_START_TAG: batch[0], RANGE_END_TAG: batch[-1]})
+                tags={RANGE_START_TAG: batch[0], RANGE_END_TAG: batch[-1], **places})
     session.say(f"crawl: {sum(map(len, plan.batches))} cells in {len(plan.batches)} runs")
     return len(plan.batches)
 

@@ -10,9 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
 import pytest
 
+from pipeline.sensors import PLACES_TAG, RANGE_START_TAG
 from tests.conftest import PROJECT_ROOT, shared_data_path
 
 GEOSCOUT = [sys.executable, "-m", "pipeline.cli"]
@@ -81,6 +83,11 @@ def test_cli_only_real_photos(tmp_path):
     assert "dataset_level_2:" in out and "dataset_job: run" in out
     listed = call([*GEOSCOUT, "cells", "list"], env)
     assert listed.count("\tcrawled") == 16
+    rows = [line.split("\t") for line in listed.splitlines()]
+    assert all(len(r) == 3 and "(lat " in r[2] for r in rows), rows  # each cell's place
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        crawls = [r for r in instance.get_runs() if RANGE_START_TAG in r.tags]
+        assert crawls and all(r.tags.get(PLACES_TAG) for r in crawls)  # runs name their places
     model = metadata_line(call([*GEOSCOUT, "run", "train"], env), "run_folder")
     assert model.startswith("e2e-")
     report = metadata_line(call([*GEOSCOUT, "run", "evaluate"], env), "report_path")

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from geo_assets.cell_places import NO_COUNTRY, bounds_text, cell_label, cell_places
+from geo_assets.cell_places import (
+    NO_COUNTRY,
+    bounds_text,
+    cell_countries,
+    cell_label,
+    cell_places,
+    places_summary,
+)
 from geo_assets.cells import cell_bounds, point_to_cell
 
 
@@ -30,3 +37,21 @@ def test_dataset_card_country_shares_count_images_per_cell():
                                                     point_to_cell(-30.0, -140.0, 6)]
     assert country_shares(cells) == [("Croatia", 0.6), ("France", 0.2), (NO_COUNTRY, 0.2)]
     assert country_shares([]) == []
+
+
+def test_places_of_several_cells_in_one_bounded_line():
+    zagreb = point_to_cell(45.81, 15.98, 8)
+    ljubljana = point_to_cell(46.05, 14.51, 8)
+    pacific = point_to_cell(-30.0, -140.0, 6)
+    by_cell = cell_countries([zagreb, ljubljana, pacific])
+    assert by_cell[pacific] == []
+    text = places_summary(by_cell, [zagreb, ljubljana])
+    assert {"Croatia", "Slovenia"} <= set(text.split(", "))  # each country once
+    assert places_summary(by_cell, [pacific]) == NO_COUNTRY
+    many = {str(i): [f"Country number {i:03d}"] for i in range(40)}
+    bounded = places_summary(many, list(many), max_chars=60)
+    assert len(bounded) <= 60 and bounded.startswith("Country number 000, ")
+    shown = bounded.split(" and ")[0].count("Country number")
+    assert bounded.endswith(f" and {40 - shown} more")
+    common = {"a": ["Rare"], "b": ["Common"], "c": ["Common"]}
+    assert places_summary(common, ["a", "b", "c"]) == "Common, Rare"  # most cells first

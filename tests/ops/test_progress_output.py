@@ -95,3 +95,94 @@ def test_progress_off_is_silent(tmp_path):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "shards:" not in proc.stderr and f"built {N_IMAGES}" in proc.stderr
+
+
+# --- log lines while a bar is open: real training (two epochs of the tiny CNN), one log line
+# per step (--print-freq 1), the validation line per epoch, an epoch bar inside the overall one.
+TRAIN_CHILD = """
+import sys
+from pathlib import Path
+sys.path.insert(0, str(Path(sys.argv[2]) / "tests" / "training"))
+from tiny_dataset import build_tiny_dataset
+from training.config import TrainConfig
+from training.train import main
+root = Path(sys.argv[1])
+build_tiny_dataset(root / "datasets")
+main(TrainConfig(dataset=str(root / "datasets" / "dataset.json"), output_dir=str(root / "model"),
+                 epochs=2, batch_size=8, workers=0, image_size=32, device="cpu", threads=1,
+                 backbone="tiny", pretrained=False, lr=3e-3, print_freq=1))
+"""
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # tqdm moves between its two bars with these
+LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d \[rank 0\] [^|\r\n]+$")  # training's log format
+BAR_FRAME = re.compile(r"^(epoch \d/2|training): +\d+%\|[^|]*\| \d+/\d+ "
+                       r"\[\d\d:\d\d<(\d\d:\d\d|\?), +[\d.?]+(step|epoch)/s\]$")
+STEP_LINE = re.compile(r"epoch (\d)/2 step (\d+)/(\d+) loss")
+
+
+def _train_child(tmp_path: Path, env: dict[str, str]):
+    cmd = [sys.executable, "-c", TRAIN_CHILD, str(tmp_path / "run"), str(PROJECT)]
+    return cmd, {**os.environ, "PYTHONPATH": str(PROJECT), **env}
+
+
+def _step_lines_once(lines: list[str]) -> None:
+    """Every step of both epochs logged exactly once and in order, and each epoch's
+    validation line once."""
+    steps = [STEP_LINE.search(ln).groups() for ln in lines if STEP_LINE.search(ln)]
+    per_epoch = int(steps[0][2])
+    assert [(e, int(s)) for e, s, _ in steps] == [
+        (e, s) for e in "12" for s in range(1, per_epoch + 1)], steps
+    for epoch in (1, 2):
+        assert sum(f"epoch {epoch}/2 validation top-1" in ln for ln in lines) == 1, lines
+
+
+def test_log_lines_never_break_a_training_bar(tmp_path):
+    cmd, env = _train_child(tmp_path, {"GEOSCOUT_PROGRESS": "auto"})
+    out = ANSI.sub("", _run_in_pty(cmd, env))
+    segments = [s for s in re.split(r"[\r\n]", out) if s.strip()]
+    logs = [s for s in segments if "[rank 0]" in s]
+    bars = [s for s in segments if "%|" in s]
+    assert logs and bars, out
+    broken = [s for s in logs if not LOG_LINE.match(s)] + \
+        [s for s in bars if not BAR_FRAME.match(s)]
+    assert not broken, broken  # a log line glued to a bar frame (or the reverse) shows here
+    _step_lines_once(logs)
+    epoch_frames = [s for s in bars if s.startswith("epoch 2/2")]
+    total = int(re.search(r"\d+/(\d+) \[", epoch_frames[0]).group(1))
+    assert any(f" {total}/{total} [" in f for f in epoch_frames)  # counts to the end
+    assert any(ETA.search(f) for f in epoch_frames)
+    assert any(s.startswith("training:") and " 2/2 [" in s for s in bars)
+
+
+def test_training_log_output_is_line_based_without_duplicates(tmp_path):
+    cmd, env = _train_child(tmp_path, {"GEOSCOUT_PROGRESS": "auto",
+                                       "GEOSCOUT_PROGRESS_EVERY": "0"})
+    proc = subprocess.run(cmd, cwd=PROJECT, env=env, capture_output=True, text=True,
+                          check=False, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr and "\x1b[" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    _step_lines_once([ln for ln in lines if LOG_LINE.match(ln)])
+    frames = [ln for ln in lines if ln.startswith("epoch 1/2:")]
+    counts = [int(re.search(r"(\d+)/\d+ \[", ln).group(1)) for ln in frames]
+    assert counts == sorted(set(counts)) and len(counts) > 1, frames  # each count once
+    dupes = sorted({ln for ln in lines if ln.strip() and lines.count(ln) > 1})
+    assert not dupes, dupes
+
+
+WARN_CHILD = """
+import logging, time
+from geo_assets.progress import track
+for i in track(range(12), desc="items", unit="it"):
+    time.sleep(0.02)
+    if i % 4 == 1:  # no handler configured: logging's last resort prints it to stderr
+        logging.getLogger("geoscout.somewhere").warning("item %d looked odd", i)
+"""
+
+
+def test_a_warning_from_unconfigured_logging_is_printed_above_the_bar():
+    env = {**os.environ, "PYTHONPATH": str(PROJECT), "GEOSCOUT_PROGRESS": "auto"}
+    out = ANSI.sub("", _run_in_pty([sys.executable, "-c", WARN_CHILD], env))
+    segments = [s for s in re.split(r"[\r\n]", out) if s.strip()]
+    warnings = [s for s in segments if "looked odd" in s]
+    assert warnings == [f"item {i} looked odd" for i in (1, 5, 9)], segments
+    assert any(s.startswith("items: 100%") and " 12/12 [" in s for s in segments), segments

@@ -13,6 +13,8 @@ from pipeline.assets.ingest import CELL_ASSETS
 from pipeline.partitions import crawl_cells
 from pipeline.resources import GeoscoutSettings
 from pipeline.sensors import (
+    PLACES_TAG,
+    PLACES_TAG_MAX_CHARS,
     RANGE_END_TAG,
     RANGE_START_TAG,
     CellsCursor,
@@ -121,6 +123,46 @@ def test_sensor_registers_cells_and_picks_up_cells_added_later(sensor, tmp_path)
         assert json.loads(later.cursor)["requested"] == 12
         _apply(instance, later)
         assert instance.get_dynamic_partitions(crawl_cells.name) == [*small, *new]
+
+
+def test_each_crawl_run_is_tagged_with_the_countries_of_its_cells(sensor, tmp_path):
+    from geo_assets.cell_places import cell_places
+    from geo_assets.cells import point_to_cell
+    from pipeline.commands.runs import Session, cell_places_list
+
+    root = str(tmp_path / "data")
+    settings = GeoscoutSettings(data_root=root, crawl_level=CRAWL_LEVEL, cells_per_run=3)
+    cells = write_grid(root, GROWN)
+    rome, berlin = (point_to_cell(lat, lon, CRAWL_LEVEL) for lat, lon in
+                    ((41.9, 12.5), (52.5, 13.4)))
+    with dg.instance_for_test() as instance:
+        result = _tick(sensor, instance, settings)
+        tags = {}
+        for request in result.run_requests:
+            for cell in _range(cells, request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]):
+                tags[cell] = request.tags[PLACES_TAG]
+        assert "Italy" in tags[rome] and "Germany" in tags[berlin]
+        for request in result.run_requests:  # every cell's first country is named, bounded
+            batch = _range(cells, request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG])
+            text = request.tags[PLACES_TAG]
+            assert len(text) <= PLACES_TAG_MAX_CHARS
+            firsts = {cell_places([c])[c].split(",")[0].split(" and ")[0] for c in batch}
+            assert all(f in text for f in firsts) or text.endswith("more"), (text, firsts)
+
+        # Dagster keeps the tag on the run (a run tag may hold spaces and commas)
+        @dg.asset
+        def probe() -> None:
+            return None
+
+        run = dg.materialize([probe], instance=instance, tags=dict(result.run_requests[0].tags))
+        assert instance.get_run_by_id(run.run_id).tags[PLACES_TAG] == \
+            result.run_requests[0].tags[PLACES_TAG]
+
+        _apply(instance, result)  # `geoscout cells list`: each registered cell with its place
+        listed = cell_places_list(Session(None, instance, 0.0))
+        assert [c for c, _, _ in listed] == cells and not any(d for _, d, _ in listed)
+        place = {c: p for c, _, p in listed}[rome]
+        assert place.startswith("Italy") and "(lat " in place
 
 
 def _range(keys: list[str], start: str, end: str) -> list[str]:
