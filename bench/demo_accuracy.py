@@ -95,12 +95,17 @@ def split_figures(bundle, desc, split: str, folds, ceilings: dict[int, float], i
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", required=True)
-    p.add_argument("--run", default="default", help="model run name (models/<run>)")
+    p.add_argument("--run", default="default", help="model run name (models/<run>; else the "
+                   "newest models/<run>-<dagster run id>, as geoscout demo names it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", default="demo")
     args = p.parse_args(argv)
     root = Path(args.data_root)
     run_dir = root / layout.model_dir(args.run)
+    if not run_dir.exists():  # geoscout demo: one folder per Dagster run
+        runs = sorted(run_dir.parent.glob(f"{args.run}-*/{layout.MODEL_FILE}"),
+                      key=lambda f: f.stat().st_mtime)
+        run_dir = runs[-1].parent if runs else run_dir
     bundle = load_bundle(run_dir / layout.MODEL_FILE)
     card = json.loads((run_dir / layout.MODEL_CARD_FILE).read_text())
     desc = load_dataset_descriptor(root / layout.DATASETS_DIR / layout.DESCRIPTOR)
@@ -116,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     splits = pl.read_parquet(root / layout.DATASETS_DIR / layout.SPLITS)
     for name, oracle in group_oracles(world, splits, val_fold, list(ceilings)).items():
         figures[name]["group_oracle"] = oracle
+        figures[name]["ratio_to_group_oracle"] = {lv: figures[name]["top1"][lv] / oracle[lv]
+                                                  for lv in oracle if oracle[lv] > 0}
     print(json.dumps({"ceilings": ceilings, "location": bundle.location, **figures}, indent=1))
     levels = [t.level for t in bundle.tables.levels]
     method = bundle.location_method  # the estimator training chose on validation
