@@ -166,3 +166,11 @@ def test_validation_chooses_density_and_its_radius_when_places_cluster():
     assert chosen["method"] == "density" and km["density"] < 20 and km["centroid"] > 300
     assert km["retrieval"] > 1000  # appearance alone led to the wrong town
     assert chosen["density_radius_km"] in {round(f * km["centroid"], 3) for f in DENSITY_RADII}
+
+
+def test_every_location_method_can_be_recorded_and_asked_for():
+    from training.provenance import LOCATIONS, recorded_location
+
+    assert set(LOCATION_METHODS) <= set(LOCATIONS)
+    for method in LOCATION_METHODS:  # the report and predict use what training chose
+        assert recorded_location({}, {"method": method}) == method
