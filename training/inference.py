@@ -9,7 +9,10 @@ Location (``estimate_locations``): ``centroid`` (the top class's centroid), ``we
 (probability-weighted spherical mean of the top classes' centroids; it lands between far-apart
 cells when the model hesitates between continents), ``regression`` (the top class's centroid
 moved by the location head's offset for that class, in cell sizes: OSV-5M's hybrid head),
-``retrieval`` (the location of the most similar training image in the top class).
+``retrieval`` (the location of the most similar training image in the top class), ``density``
+(the training-image location, among the top classes' images, with the most predicted
+probability within ``RetrievalIndex.radius_km`` of it: the point most likely to be within that
+radius of the truth, which stays inside one cluster of places instead of between them).
 Training picks the method with the lowest validation median km and records it in ``model.pt``
 (``ModelBundle.location_method``).
 """
@@ -20,27 +23,75 @@ from dataclasses import dataclass
 
 import torch
 
-from training.geo import spherical_mean_deg
+from training.geo import haversine_km, spherical_mean_deg
 from training.hierarchy import ClassTables, LevelTable
 
-LOCATION_METHODS = ("centroid", "weighted_mean", "regression", "retrieval")
+LOCATION_METHODS = ("centroid", "weighted_mean", "regression", "retrieval", "density")
+DENSITY_TOP_K = 5        # classes whose training images are candidates and probability mass
+DENSITY_PER_CLASS = 32   # training images kept per class for ``density`` (evenly spaced)
 
 
 @dataclass(frozen=True)
 class RetrievalIndex:
-    """Training images' L2-normalised embeddings (M, D), lat/lon (M, 2) and finest class (M,)."""
+    """Training images' L2-normalised embeddings (M, D), lat/lon (M, 2) and finest class (M,);
+    ``radius_km``: the ``density`` estimator's radius, chosen on the validation fold."""
 
     embeddings: torch.Tensor
     lat_lon_deg: torch.Tensor
     labels: torch.Tensor
+    radius_km: float | None = None
 
     def to_dict(self) -> dict:
         return {"embeddings": self.embeddings.half(), "lat_lon_deg": self.lat_lon_deg.float(),
-                "labels": self.labels.int()}
+                "labels": self.labels.int(), "radius_km": self.radius_km}
 
     @classmethod
     def from_dict(cls, data: dict) -> RetrievalIndex:
-        return cls(data["embeddings"], data["lat_lon_deg"], data["labels"].long())
+        return cls(data["embeddings"], data["lat_lon_deg"], data["labels"].long(),
+                   data.get("radius_km"))
+
+
+def class_points(index: RetrievalIndex, num_classes: int,
+                 per_class: int = DENSITY_PER_CLASS) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, S, 2) lat/lon of up to ``per_class`` training images per class (evenly spaced in
+    index order) and the (C, S) mask of real entries."""
+    points = torch.zeros(num_classes, per_class, 2, dtype=torch.float64)
+    valid = torch.zeros(num_classes, per_class, dtype=torch.bool)
+    order = torch.argsort(index.labels, stable=True)
+    counts = torch.bincount(index.labels, minlength=num_classes)
+    starts = torch.cumsum(counts, 0) - counts
+    for c in counts.nonzero().flatten().tolist():
+        n = int(counts[c])
+        picked = order[starts[c] + torch.linspace(0, n - 1, min(n, per_class)).round().long()]
+        points[c, :len(picked)] = index.lat_lon_deg[picked].to(torch.float64)
+        valid[c, :len(picked)] = True
+    return points, valid
+
+
+def densest_point(probs: torch.Tensor, index: RetrievalIndex, fallback_deg: torch.Tensor,
+                  top_k: int = DENSITY_TOP_K, chunk: int = 256) -> torch.Tensor:
+    """Per image, the candidate (a training image of one of its ``top_k`` classes) with the most
+    probability within ``index.radius_km``: sum over those classes of p(class) x the share of
+    the class's training images within the radius. ``fallback_deg`` rows where the top classes
+    have no training image in the index."""
+    if index.radius_km is None:
+        raise ValueError("location method 'density' needs a radius (chosen on validation)")
+    points, valid = class_points(index, probs.shape[-1])
+    top_p, top_i = probs.double().topk(min(top_k, probs.shape[-1]), dim=-1)
+    out = fallback_deg.to(torch.float64).clone()
+    for s in range(0, len(probs), chunk):
+        cand = points[top_i[s:s + chunk]].flatten(1, 2)                      # (B, K*S, 2)
+        ok = valid[top_i[s:s + chunk]]                                        # (B, K, S)
+        weight = (top_p[s:s + chunk, :, None] * ok / ok.sum(-1, keepdim=True).clamp(min=1))
+        d = haversine_km(cand[:, :, None, 0], cand[:, :, None, 1], cand[:, None, :, 0],
+                         cand[:, None, :, 1])                                # (B, K*S, K*S)
+        score = ((d <= index.radius_km) * weight.flatten(1)[:, None, :]).sum(-1)
+        score = score.masked_fill(~ok.flatten(1), -1.0)
+        best = score.argmax(-1)
+        found = ok.flatten(1).any(-1)
+        picked = cand[torch.arange(len(cand)), best]
+        out[s:s + chunk] = torch.where(found[:, None], picked, out[s:s + chunk])
+    return out
 
 
 def retrieve_in_top_cell(embeddings: torch.Tensor, top: torch.Tensor, index: RetrievalIndex,
@@ -137,6 +188,10 @@ def estimate_locations(probs: torch.Tensor, table: LevelTable, method: str = "ce
             raise ValueError("location method 'retrieval' needs the images' embeddings and the "
                              "model's retrieval index")
         return retrieve_in_top_cell(embeddings, top, index, centroids[top])
+    if method == "density":
+        if index is None:
+            raise ValueError("location method 'density' needs the model's retrieval index")
+        return densest_point(probs, index, centroids[top], top_k)
     raise ValueError(f"unknown location method {method!r}: use one of "
                      f"{', '.join(LOCATION_METHODS)}")
 
@@ -145,7 +200,9 @@ def usable_method(method: str, offsets, index) -> str:
     """``method`` in ``estimate_locations``' names (the older top1/weighted mapped), or the
     top cell's centroid when the model lacks what it needs (an offset head, a retrieval index)."""
     method = {"top1": "centroid", "weighted": "weighted_mean"}.get(method, method)
-    if (method == "regression" and offsets is None) or (method == "retrieval" and index is None):
+    if (method == "regression" and offsets is None) or \
+            (method in ("retrieval", "density") and index is None) or \
+            (method == "density" and index.radius_km is None):
         return "centroid"
     return method
 

@@ -9,7 +9,9 @@ from pathlib import Path
 
 DEMO_WORLD_MARKER = "demo_world.json"  # written at the data root by `geoscout demo`
 DEMO_INFO_KEYS = ("demo_world", "world", "profile")
-LOCATIONS = ("top1", "weighted", "centroid", "weighted_mean", "regression", "retrieval")
+# estimate_locations' methods (training/inference.py LOCATION_METHODS) and the older names
+LOCATIONS = ("top1", "weighted", "centroid", "weighted_mean", "regression", "retrieval",
+             "density")
 LOCATION_INFO_KEYS = ("location_estimator", "location")
 
 

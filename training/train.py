@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -455,8 +456,10 @@ def calibrate(rt: Runtime, val_loader) -> tuple[list[float], list[dict], dict]:
     temperatures, level_metrics, decisions = validation.decide(
         rt.bare, val_loader, rt.tables, rt.dist.device, lambda: autocast(rt),
         rt.cfg.calibration_min_samples if rt.cfg.calibrate else None, index)
-    decisions["retrieval"] = index.to_dict() if index is not None else None
     location = decisions["location"]
+    if index is not None:  # the density estimator's radius travels with the index
+        index = dataclasses.replace(index, radius_km=location.get("density_radius_km"))
+    decisions["retrieval"] = index.to_dict() if index is not None else None
     location["retrieval_index"] = why
     rt.reporter.info(f"location estimator {location['method']}: validation median km "
                      f"{location['validation_median_km']}")

@@ -1,12 +1,15 @@
 """What training decides on the validation fold after the epochs: the per-level temperatures
 (``training.calibration.calibrate_levels``) and the location estimator that ``model.pt``
 records for the report and ``predict`` (the method of ``estimate_locations`` with the lowest
-validation median error; ties go to the simpler method, listed first)."""
+validation median error; ties go to the simpler method, listed first). The ``density``
+estimator's radius is chosen here too, among ``DENSITY_RADII`` times the top-1 centroid's
+validation median: maximising the probability mass within a radius just below that median is
+what lowers the median."""
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -24,6 +27,8 @@ from training.inference import (
     level_log_probs,
 )
 from training.metrics import LevelMetrics
+
+DENSITY_RADII = (0.6, 0.8)  # density radius candidates, times the centroid's validation median
 
 
 @dataclass
@@ -100,20 +105,40 @@ def location_errors_km(outputs: ValOutputs, tables: ClassTables, temperatures: l
 
 def available_methods(outputs: ValOutputs, index: RetrievalIndex | None) -> list[str]:
     usable = {"regression": outputs.offsets is not None,
-              "retrieval": index is not None and outputs.embeddings is not None}
+              "retrieval": index is not None and outputs.embeddings is not None,
+              "density": index is not None}
     return [m for m in LOCATION_METHODS if usable.get(m, True)]
+
+
+def density_radius(outputs: ValOutputs, tables: ClassTables, temperatures: list[float],
+                   index: RetrievalIndex, centroid_km: float) -> tuple[float, float]:
+    """(radius km, validation median km) of the best ``density`` radius in ``DENSITY_RADII``."""
+    tried = {}
+    for factor in DENSITY_RADII:
+        radius = round(max(factor * centroid_km, 1.0), 3)
+        errors = location_errors_km(outputs, tables, temperatures, "density",
+                                    replace(index, radius_km=radius))
+        tried[radius] = round(float(errors.median()), 3)
+    best = min(tried, key=lambda r: tried[r])
+    return best, tried[best]
 
 
 def choose_location_method(outputs: ValOutputs, tables: ClassTables,
                            temperatures: list[float], index: RetrievalIndex | None = None) -> dict:
-    """``{"method", "validation_median_km": {method: km}, "n"}``; ``centroid`` without data."""
+    """``{"method", "validation_median_km": {method: km}, "n"}`` (plus ``density_radius_km``
+    with an index); ``centroid`` without data."""
     methods = available_methods(outputs, index)
     if len(outputs) == 0:
         return {"method": "centroid", "validation_median_km": {}, "n": 0}
     medians = {m: round(float(location_errors_km(outputs, tables, temperatures, m, index)
-                              .median()), 3) for m in methods}
+                              .median()), 3) for m in methods if m != "density"}
+    extra = {}
+    if "density" in methods:
+        radius, medians["density"] = density_radius(outputs, tables, temperatures, index,
+                                                    medians["centroid"])
+        extra["density_radius_km"] = radius
     best = min(methods, key=lambda m: medians[m])  # min keeps the first of equal ones
-    return {"method": best, "validation_median_km": medians, "n": len(outputs)}
+    return {"method": best, "validation_median_km": medians, "n": len(outputs), **extra}
 
 
 def level_metrics(outputs: ValOutputs, tables: ClassTables) -> list[dict]:

@@ -3,6 +3,8 @@ estimate that never averages across continents, and the choice made on the valid
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -18,7 +20,7 @@ from training.inference import (
     offset_targets,
 )
 from training.losses import OffsetLoss
-from training.validation import ValOutputs, choose_location_method
+from training.validation import DENSITY_RADII, ValOutputs, choose_location_method
 
 # level 2 cells: "21" (Europe: lat 0..45, lon -90..0) and "13" (lat -45..0, lon 90..180)
 EUROPE_AUS = LevelTable(2, ("21", "13"), ((30.0, -40.0), (-25.0, 135.0)), (-1, -1))
@@ -86,7 +88,7 @@ def test_validation_picks_the_estimator_with_the_lowest_median():
     assert good["validation_median_km"]["regression"] < good["validation_median_km"]["centroid"]
     flat = choose_location_method(outputs_near_centroids(False), TABLES, [1.0])
     assert flat["method"] == "centroid"  # a tie goes to the simpler estimator
-    assert set(flat["validation_median_km"]) == set(LOCATION_METHODS) - {"retrieval"}  # no index
+    assert set(flat["validation_median_km"]) == set(LOCATION_METHODS) - {"retrieval", "density"}
 
 
 def test_trained_model_records_its_location_estimator_and_calibration(tiny_model):
@@ -124,3 +126,51 @@ def test_trained_model_keeps_a_retrieval_index_of_its_training_images(tiny_model
     assert bundle.retrieval.embeddings.shape == (n, bundle.model.heads[0].in_features)
     assert "retrieval" in bundle.location["validation_median_km"]
     assert bundle.location["retrieval_index"] == f"{n} training images"
+
+
+def two_towns_index() -> RetrievalIndex:
+    """Class 0 (Europe) has a big town (12 images near 40N 10W) and a small one 1,100 km away
+    (6 images near 30N 0E): its centroid lies between them, in neither."""
+    g = torch.Generator().manual_seed(1)
+    big = torch.tensor([40.0, -10.0]) + 0.05 * torch.randn(12, 2, generator=g)
+    small = torch.tensor([30.0, 0.0]) + 0.05 * torch.randn(6, 2, generator=g)
+    where = torch.cat([big, small, torch.tensor([[-25.0, 135.0]])])
+    looks = torch.tensor([[1.0, 0.0]] * 12 + [[0.0, 1.0]] * 7)  # the small town looks different
+    return RetrievalIndex(looks, where, torch.tensor([0] * 18 + [1]))
+
+
+def test_density_picks_the_town_with_most_probability_not_the_point_between_towns():
+    index = replace(two_towns_index(), radius_km=50.0)
+    table = LevelTable(2, ("21", "13"), ((36.8, -6.5), (-25.0, 135.0)), (-1, -1))
+    probs = torch.tensor([[0.9, 0.1], [0.3, 0.7]])
+    where = estimate_locations(probs, table, "density", index=index)
+    assert float(haversine_km(where[0, 0], where[0, 1], 40.0, -10.0)) < 20  # the big town
+    assert where[1].tolist() == [-25.0, 135.0]  # the other class's only training image
+    with pytest.raises(ValueError, match="needs a radius"):
+        estimate_locations(probs, table, "density", index=two_towns_index())
+    with pytest.raises(ValueError, match="retrieval index"):
+        estimate_locations(probs, table, "density")
+
+
+def test_validation_chooses_density_and_its_radius_when_places_cluster():
+    index = two_towns_index()
+    table = LevelTable(2, ("21", "13"), ((36.8, -6.5), (-25.0, 135.0)), (-1, -1))
+    g = torch.Generator().manual_seed(2)
+    truth = torch.tensor([40.0, -10.0], dtype=torch.float64) + 0.05 * torch.randn(
+        40, 2, generator=g, dtype=torch.float64)  # validation images in the big town
+    outputs = ValOutputs([torch.tensor([[3.0, 0.0]]).repeat(40, 1)],
+                         torch.zeros(40, 1, dtype=torch.long), truth, None,
+                         torch.tensor([[0.0, 1.0]]).repeat(40, 1))  # look like the small one
+    chosen = choose_location_method(outputs, ClassTables((table,)), [1.0], index)
+    km = chosen["validation_median_km"]
+    assert chosen["method"] == "density" and km["density"] < 20 and km["centroid"] > 300
+    assert km["retrieval"] > 1000  # appearance alone led to the wrong town
+    assert chosen["density_radius_km"] in {round(f * km["centroid"], 3) for f in DENSITY_RADII}
+
+
+def test_every_location_method_can_be_recorded_and_asked_for():
+    from training.provenance import LOCATIONS, recorded_location
+
+    assert set(LOCATION_METHODS) <= set(LOCATIONS)
+    for method in LOCATION_METHODS:  # the report and predict use what training chose
+        assert recorded_location({}, {"method": method}) == method
