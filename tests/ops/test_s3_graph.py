@@ -221,3 +221,42 @@ def test_local_copy_of_a_missing_model_names_it(bucket_root):
         pass
     with local_copy(bucket_root.uri("other.txt")) as path:
         assert path.read_bytes() == b"o"
+
+
+# --- a training run folder in the bucket --------------------------------------------------------
+
+def _train_flags(dataset, out: str, *extra: str) -> list[str]:
+    return ["--dataset", str(dataset), "--output-dir", out, "--epochs", "2",
+            "--batch-size", "8", "--workers", "0", "--image-size", "32", "--device", "cpu",
+            "--threads", "1", "--deterministic", "--seed", "3", "--checkpoint-every", "5",
+            "--patience", "0", "--backbone", "tiny", "--no-pretrained", *extra]
+
+
+@pytest.mark.slow
+def test_a_run_folder_in_the_bucket_is_resumed_from_the_bucket(s3_env, tmp_path, monkeypatch):
+    """``--output-dir s3://...``: a run stopped mid-way leaves its checkpoint in the bucket
+    (and no model), and ``--resume auto`` continues from it to the uninterrupted run's end."""
+    import torch
+
+    from tests.training.tiny_dataset import build_tiny_dataset
+    from training import train
+
+    monkeypatch.setenv("GEOSCOUT_STAGE_DIR", str(tmp_path / "stage"))
+    dataset = build_tiny_dataset(tmp_path / "datasets", per_class=4, size=32)
+    run = DataRoot(f"s3://{s3_env.bucket}/{uuid.uuid4().hex[:8]}/data/models/run")
+    threads = torch.get_num_threads()
+    try:
+        assert train.cli(_train_flags(dataset, str(tmp_path / "full"))) == 0
+        assert train.cli(_train_flags(dataset, run.url, "--stop-after-steps", "7")) == 0
+        assert run.exists(layout.CHECKPOINT_FILE) and not run.exists(layout.MODEL_FILE)
+        assert train.cli(_train_flags(dataset, run.url, "--resume", "auto")) == 0
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.set_num_threads(threads)
+    full = json.loads((tmp_path / "full" / layout.MODEL_CARD_FILE).read_text())
+    resumed = json.loads(run.read_bytes(layout.MODEL_CARD_FILE))
+    for key in ("validation", "history", "temperatures", "n_train_images"):
+        assert resumed[key] == full[key], key
+    assert resumed["model_path"] == f"{run.url}/{layout.MODEL_FILE}"
+    assert run.exists(layout.MODEL_FILE) and run.exists(layout.TRAIN_IDS_FILE)
+    assert not list((tmp_path / "stage").iterdir())
