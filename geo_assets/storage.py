@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ CHUNK_BYTES = 1 << 20
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_ROOT_ENV = "GEOSCOUT_DATA_ROOT"
 STAGE_DIR_ENV = "GEOSCOUT_STAGE_DIR"
+TRANSFER_THREADS = 16  # object-store requests in flight while a stage is filled or published
 
 
 def default_data_root() -> str:
@@ -197,9 +199,9 @@ class DataRoot:
         A local root is its own folder (nothing is copied). For a remote root, the files and
         folders ``reads`` (relative paths; missing ones are skipped) are downloaded into a
         fresh folder under ``stage_dir()``; when the block finishes cleanly, the new or
-        changed files under ``writes`` are uploaded (one PUT each, in the order given; a file
-        named in ``writes`` is uploaded at its own place, not with its folder, so an index
-        can go last), and files under a folder that was both read and written but deleted
+        changed files under ``writes`` are uploaded entry by entry in the order given (one PUT
+        per file, a folder's files ``TRANSFER_THREADS`` at a time; a file named in ``writes``
+        is uploaded at its own place, not with its folder, so an index can go last), and files under a folder that was both read and written but deleted
         locally are deleted remotely. The folder is removed when the block ends; a failure
         uploads nothing."""
         if self.is_local:
@@ -225,36 +227,47 @@ class DataRoot:
         return [rel] if self.fs.exists(remote) else []
 
     def _download(self, reads, local: Path) -> dict[str, tuple[int, int]]:
-        """Copy ``reads`` into ``local``; (size, mtime) of each copy, to spot changes."""
-        fetched = {}
-        for rel in reads:
-            for file in self._files_under(rel):
-                target = local / file
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self.fs.get_file(self.path(file), str(target))
-                st = target.stat()
-                fetched[file] = (st.st_size, st.st_mtime_ns)
-        return fetched
+        """Copy ``reads`` into ``local`` (TRANSFER_THREADS files at a time); (size, mtime) of
+        each copy, to spot the files a step changed."""
+        files = sorted({f for rel in reads for f in self._files_under(rel)})
+        for file in files:
+            (local / file).parent.mkdir(parents=True, exist_ok=True)
+        _each(lambda f: self.fs.get_file(self.path(f), str(local / f)), files)
+        return {f: _stamp(local / f) for f in files}
 
     def _upload(self, writes, local: Path, fetched: dict, reads) -> None:
         explicit = {w for w in writes if (local / w).is_file()}
         done: set[str] = set()
-        for rel in writes:
+        for rel in writes:  # in order: a folder's files together, then the next entry
             path = local / rel
             files = [rel] if path.is_file() else [
                 f for f in (p.relative_to(local).as_posix() for p in sorted(path.rglob("*"))
                             if p.is_file() and ".tmp-" not in p.name)
                 if f not in explicit] if path.is_dir() else []
-            for file in files:
-                st = (local / file).stat()
-                if file not in done and fetched.get(file) != (st.st_size, st.st_mtime_ns):
-                    self.fs.put_file(str(local / file), self.path(file))
-                done.add(file)
+            changed = [f for f in files
+                       if f not in done and fetched.get(f) != _stamp(local / f)]
+            _each(lambda f: self.fs.put_file(str(local / f), self.path(f)), changed)
+            done.update(files)
         for rel in writes:  # a folder read whole and written: mirror its deletions, last
             if any(_within(rel, r) for r in reads):
-                for file in fetched:
-                    if _within(file, rel) and not (local / file).exists():
-                        self.fs.rm_file(self.path(file))
+                gone = [f for f in fetched if _within(f, rel) and not (local / f).exists()]
+                _each(lambda f: self.fs.rm_file(self.path(f)), gone)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _each(task, items: list) -> None:
+    """``task`` for every item, TRANSFER_THREADS at a time (object-store requests wait on
+    the network, not on the CPU); the first error is raised."""
+    if len(items) <= 1:
+        for item in items:
+            task(item)
+        return
+    with ThreadPoolExecutor(min(TRANSFER_THREADS, len(items))) as pool:
+        list(pool.map(task, items))
 
 
 def _within(path: str, folder: str) -> bool:
