@@ -12,8 +12,11 @@ import io
 import json
 import os
 import posixpath
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +30,19 @@ from geo_assets.errors import InputError
 CHUNK_BYTES = 1 << 20
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_ROOT_ENV = "GEOSCOUT_DATA_ROOT"
+STAGE_DIR_ENV = "GEOSCOUT_STAGE_DIR"
+TRANSFER_THREADS = 16  # object-store requests in flight while a stage is filled or published
 
 
 def default_data_root() -> str:
     """``$GEOSCOUT_DATA_ROOT``, else ``.geoscout/data`` in the project."""
     return os.environ.get(DATA_ROOT_ENV, str(PROJECT_ROOT / ".geoscout" / "data"))
+
+
+def stage_dir() -> Path:
+    """Where steps on a remote data root stage their files: ``$GEOSCOUT_STAGE_DIR``, else
+    ``geoscout-stage`` in the system temporary folder (docs/operations.md, "Local cache")."""
+    return Path(os.environ.get(STAGE_DIR_ENV) or Path(tempfile.gettempdir()) / "geoscout-stage")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -160,6 +171,7 @@ class DataRoot:
     def glob(self, pattern: str) -> list[str]:
         """Relative paths under the root matching ``pattern``, sorted."""
         base = self.base + "/"
+        self.fs.invalidate_cache(self.base)  # listings cached in this process may be stale
         return sorted(p.removeprefix(base)
                       for p in self.fs.glob(self.path(pattern)))
 
@@ -176,3 +188,111 @@ class DataRoot:
 
     def get_image(self, sha256: str, ext: str = "jpg") -> bytes:
         return self.read_bytes(layout.image(sha256, ext))
+
+    # --- staging: local files for libraries that need them --------------------------------
+
+    @contextmanager
+    def staged(self, reads: tuple[str, ...] | list[str] = (),
+               writes: tuple[str, ...] | list[str] = ()) -> Iterator[Path]:
+        """A local folder that stands for the root during one step.
+
+        A local root is its own folder (nothing is copied). For a remote root, the files and
+        folders ``reads`` (relative paths; missing ones are skipped) are downloaded into a
+        fresh folder under ``stage_dir()``; when the block finishes cleanly, the new or
+        changed files under ``writes`` are uploaded entry by entry in the order given (one PUT
+        per file, a folder's files ``TRANSFER_THREADS`` at a time; a file named in ``writes``
+        is uploaded at its own place, not with its folder, so an index can go last), and files under a folder that was both read and written but deleted
+        locally are deleted remotely. The folder is removed when the block ends; a failure
+        uploads nothing."""
+        if self.is_local:
+            yield Path(self.base)
+            return
+        base = stage_dir()
+        base.mkdir(parents=True, exist_ok=True)
+        local = Path(tempfile.mkdtemp(prefix="stage-", dir=base))
+        try:
+            fetched = self._download(reads, local)
+            yield local
+            self._upload(writes, local, fetched, reads)
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
+
+    def _files_under(self, rel: str) -> list[str]:
+        """Relative paths of the files at ``rel`` (a file or a folder), none if missing."""
+        remote = self.path(rel)
+        self.fs.invalidate_cache(remote)  # another process (a pod, torchrun) may have written
+        if self.fs.isdir(remote):
+            prefix = self.base + "/"
+            return sorted(p.removeprefix(prefix) for p in self.fs.find(remote))
+        return [rel] if self.fs.exists(remote) else []
+
+    def _download(self, reads, local: Path) -> dict[str, tuple[int, int]]:
+        """Copy ``reads`` into ``local`` (TRANSFER_THREADS files at a time); (size, mtime) of
+        each copy, to spot the files a step changed."""
+        files = sorted({f for rel in reads for f in self._files_under(rel)})
+        for file in files:
+            (local / file).parent.mkdir(parents=True, exist_ok=True)
+        _each(lambda f: self.fs.get_file(self.path(f), str(local / f)), files)
+        return {f: _stamp(local / f) for f in files}
+
+    def _upload(self, writes, local: Path, fetched: dict, reads) -> None:
+        explicit = {w for w in writes if (local / w).is_file()}
+        done: set[str] = set()
+        for rel in writes:  # in order: a folder's files together, then the next entry
+            path = local / rel
+            files = [rel] if path.is_file() else [
+                f for f in (p.relative_to(local).as_posix() for p in sorted(path.rglob("*"))
+                            if p.is_file() and ".tmp-" not in p.name)
+                if f not in explicit] if path.is_dir() else []
+            changed = [f for f in files
+                       if f not in done and fetched.get(f) != _stamp(local / f)]
+            _each(lambda f: self.fs.put_file(str(local / f), self.path(f)), changed)
+            done.update(files)
+        for rel in writes:  # a folder read whole and written: mirror its deletions, last
+            if any(_within(rel, r) for r in reads):
+                gone = [f for f in fetched if _within(f, rel) and not (local / f).exists()]
+                _each(lambda f: self.fs.rm_file(self.path(f)), gone)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _each(task, items: list) -> None:
+    """``task`` for every item, TRANSFER_THREADS at a time (object-store requests wait on
+    the network, not on the CPU); the first error is raised."""
+    if len(items) <= 1:
+        for item in items:
+            task(item)
+        return
+    with ThreadPoolExecutor(min(TRANSFER_THREADS, len(items))) as pool:
+        list(pool.map(task, items))
+
+
+def _within(path: str, folder: str) -> bool:
+    if folder in ("", "."):  # the whole root
+        return True
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def is_url(location: str | os.PathLike) -> bool:
+    """True for an fsspec URL of a remote store (``s3://...``), False for local paths."""
+    text = str(location)
+    return "://" in text and not text.startswith("file://")
+
+
+@contextmanager
+def local_copy(location: str | os.PathLike) -> Iterator[Path]:
+    """A local path of one file: the file itself when local, else a copy downloaded into
+    ``stage_dir()`` for the block (for libraries such as ``torch.load`` that want a path)."""
+    if not is_url(location):
+        yield Path(str(location).removeprefix("file://"))
+        return
+    folder, name = str(location).rstrip("/").rsplit("/", 1)
+    root = DataRoot(folder)
+    root.fs.invalidate_cache(root.base)
+    if not root.exists(name):
+        raise InputError(f"{location}: no such file")
+    with root.staged([name]) as local:
+        yield local / name

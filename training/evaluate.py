@@ -25,6 +25,7 @@ import torch
 from geo_assets.admin import AdminIndex, country_index, region_index
 from geo_assets.errors import DataUnavailableError, InputError
 from geo_assets.progress import track
+from geo_assets.storage import local_copy
 from training import data
 from training.baselines import (
     Reference,
@@ -297,12 +298,14 @@ def evaluate_run(model_path: str | Path, dataset: str | Path, output_dir: str | 
     report.html."""
     started = time.perf_counter()
     dev = pick_device(device)
-    bundle = load_bundle(model_path, dev)
+    with local_copy(model_path) as local_model:  # model.pt on object storage: one download
+        bundle = load_bundle(local_model, dev)
+        frozen, backbone = (frozen_backbone(local_model, bundle, dev) if nn_baseline
+                            else (None, ""))
     desc = data.load_dataset_descriptor(dataset)
     if desc.levels != tuple(bundle.tables.level_ids):
         raise ValueError(f"model levels {bundle.tables.level_ids} differ from the dataset's "
                          f"{list(desc.levels)}")
-    frozen, backbone = frozen_backbone(model_path, bundle, dev) if nn_baseline else (None, "")
     location = location or recorded_location(bundle.info, bundle.location)
 
     def loader(split: str):

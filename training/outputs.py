@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import posixpath
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,8 +22,62 @@ import pyarrow.parquet as pq
 
 from geo_assets import layout
 from geo_assets import model_card as mc
-from geo_assets.storage import DataRoot, atomic_path, sha256_file, write_json_atomic
+from geo_assets.storage import (
+    DataRoot,
+    atomic_path,
+    is_url,
+    sha256_file,
+    write_json_atomic,
+)
 from training.bundle import save_bundle
+
+# Run folders on object storage staged by ``staged_run_dir``: output_dir URL -> (its root,
+# the local folder this process writes in).
+_STAGED: dict[str, tuple[DataRoot, Path]] = {}
+
+
+@contextmanager
+def staged_run_dir(cfg) -> Iterator[None]:
+    """Let a run whose ``output_dir`` is an fsspec URL (``s3://.../models/<run>``) write in a
+    local folder: its files are fetched first (so ``--resume auto`` finds the checkpoint),
+    checkpoints are published as they are saved (``publish_checkpoint``), and rank 0 publishes
+    the whole folder when the run ends cleanly. A local ``output_dir`` is used as it is."""
+    if not is_url(cfg.output_dir):
+        yield
+        return
+    root = DataRoot(cfg.output_dir.rstrip("/"))
+    main = int(os.environ.get("RANK", "0")) == 0
+    with root.staged([""], [""] if main else []) as local:
+        _STAGED[cfg.output_dir] = (root, local)
+        try:
+            yield
+        finally:
+            _STAGED.pop(cfg.output_dir, None)
+
+
+def run_dir(cfg) -> Path:
+    """The local folder the run writes in: ``output_dir`` itself, or its stage."""
+    staged = _STAGED.get(cfg.output_dir)
+    return staged[1] if staged else Path(cfg.output_dir)
+
+
+def publish_checkpoint(cfg) -> None:
+    """Upload the run's checkpoints now when its folder is staged (a preempted pod then
+    resumes from the bucket); nothing for a local folder."""
+    staged = _STAGED.get(cfg.output_dir)
+    if staged is None:
+        return
+    root, local = staged
+    for name in (layout.PREVIOUS_CHECKPOINT_FILE, layout.CHECKPOINT_FILE):
+        if (local / name).exists():
+            root.fs.put_file(str(local / name), root.path(name))
+
+
+def final_location(cfg, name: str) -> str:
+    """Where a file of the run folder ends up (the URL when the folder is staged)."""
+    if cfg.output_dir in _STAGED:
+        return f"{cfg.output_dir.rstrip('/')}/{name}"
+    return str(Path(cfg.output_dir) / name)
 
 
 def write_image_ids(path: Path, ids) -> int:
@@ -100,7 +157,7 @@ def write_outputs(rt, state, temperatures: list[float], val_metrics: list[dict],
                   seconds: float, folds: list[int], decisions: dict | None = None) -> dict:
     """Rank 0 only: model.pt, the training image ids (of ``folds``) and the model card;
     returns the card."""
-    out = Path(rt.cfg.output_dir)
+    out = run_dir(rt.cfg)
     descriptor = rt.info.raw
     info = {mc.RUN_NAME: rt.cfg.run_name, mc.CONFIG_HASH: rt.cfg.hash(),
             mc.TABLES_VERSION: rt.tables.version(),
@@ -112,7 +169,7 @@ def write_outputs(rt, state, temperatures: list[float], val_metrics: list[dict],
     versions, versions_sha = cell_versions(rt.info.path)
     card = {
         **info, mc.CREATED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
-        mc.CONFIG: rt.cfg.to_dict(), mc.MODEL_PATH: str(model_path),
+        mc.CONFIG: rt.cfg.to_dict(), mc.MODEL_PATH: final_location(rt.cfg, layout.MODEL_FILE),
         mc.MODEL_SHA256: sha256_file(model_path), mc.DATASET: str(rt.info.path),
         mc.SHARDS: train_shards(rt.info), mc.SPLIT: descriptor.get("splits"),
         mc.LEVELS: list(rt.tables.level_ids), mc.CELL_VERSIONS: versions,

@@ -27,7 +27,7 @@ from geo_assets.admin import AdminIndex, country_index, country_probabilities
 from geo_assets.errors import InputError
 from geo_assets.images import ImageError, open_image
 from geo_assets.settings import ImageSettings
-from geo_assets.storage import default_data_root
+from geo_assets.storage import DataRoot, default_data_root, local_copy
 from training.bundle import ModelBundle, load_bundle
 from training.data import EVAL_CROP_RATIO
 from training.distributed import pick_device
@@ -44,15 +44,16 @@ DEMO_WARNING = ("warning: this model was trained on the synthetic demo world; it
                 "nothing about real photos")
 
 
-def default_model_path(data_root: str | None = None) -> Path:
+def default_model_path(data_root: str | None = None) -> str:
     """The newest model file under the data root's models folder (``--data-root``, else
-    GEOSCOUT_DATA_ROOT or the default)."""
-    models = Path(data_root or default_data_root()) / layout.MODELS_DIR
-    found = sorted(models.glob(f"*/{layout.MODEL_FILE}"), key=lambda p: p.stat().st_mtime)
+    GEOSCOUT_DATA_ROOT or the default; a folder or an fsspec URL such as ``s3://...``)."""
+    root = DataRoot(data_root or default_data_root())
+    found = root.glob(f"{layout.MODELS_DIR}/*/{layout.MODEL_FILE}")
     if not found:
-        raise InputError(f"no trained model under {models}: materialize trained_model "
-                         "(or run `geoscout demo`) first, or pass --model PATH/model.pt")
-    return found[-1]
+        raise InputError(f"no trained model under {root.uri(layout.MODELS_DIR)}: materialize "
+                         "trained_model (or run `geoscout demo`) first, or pass --model "
+                         "PATH/model.pt")
+    return root.uri(max(found, key=lambda rel: (root.fs.modified(root.path(rel)), rel)))
 
 
 # photos given to predict: any common format, no minimum size, the usual safety limits
@@ -168,10 +169,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                                 description="Predict where photos were taken.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("photos", nargs="+", type=Path, metavar="PHOTO", help="image files")
-    p.add_argument("--model", type=Path, default=None,
-                   help="model.pt (default: newest models/*/model.pt under the data root)")
+    p.add_argument("--model", default=None,
+                   help="model.pt, a path or an fsspec URL (default: newest "
+                   "models/*/model.pt under the data root)")
     p.add_argument("--data-root", default=None,
-                   help="data root folder to find the newest model in (default: "
+                   help="data root (folder or s3://... URL) to find the newest model in (default: "
                    "$GEOSCOUT_DATA_ROOT, else .geoscout/data)")
     p.add_argument("--natural-earth-dir", default=None,
                    help="folder with Natural Earth admin-0 countries (1:50m) for country "
@@ -193,7 +195,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def cli(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     model_path = args.model or default_model_path(args.data_root)
-    bundle = load_bundle(model_path, pick_device(args.device))
+    with local_copy(model_path) as local_model:  # one download when it is on object storage
+        bundle = load_bundle(local_model, pick_device(args.device))
     demo = trained_on_demo_world(model_path, bundle.info)
     if demo:
         print(f"geoscout predict: {DEMO_WARNING}", file=sys.stderr)

@@ -5,6 +5,7 @@ photos, and ``predict`` and the report say so), and which location estimator it 
 from __future__ import annotations
 
 import json
+import posixpath
 from pathlib import Path
 
 DEMO_WORLD_MARKER = "demo_world.json"  # written at the data root by `geoscout demo`
@@ -32,17 +33,38 @@ def recorded_location(info: dict, location: dict | None = None) -> str:
 
 def trained_on_demo_world(model_path: str | Path, info: dict) -> bool:
     """True when model.pt's info says so, or its data root (models/<run>/model.pt, two
-    folders up) or the dataset named in its model card holds the demo world's marker."""
+    folders up) or the dataset named in its model card holds the demo world's marker. Paths
+    and fsspec URLs (``s3://...``) alike."""
     if any("demo" in str(info.get(k, "")).lower() for k in DEMO_INFO_KEYS if info.get(k)):
         return True
-    model_path = Path(model_path).resolve()
-    roots = [model_path.parent.parent.parent]
-    card = model_path.parent / "model_card.json"
-    if card.is_file():
-        try:
-            dataset = json.loads(card.read_text()).get("dataset") or ""
-        except (OSError, ValueError):
-            dataset = ""
-        if dataset:
-            roots.append(Path(dataset).resolve().parent.parent)  # datasets/dataset.json
-    return any((root / DEMO_WORLD_MARKER).is_file() for root in roots)
+    folder = posixpath.dirname(_absolute(model_path))
+    roots = [posixpath.dirname(posixpath.dirname(folder))]
+    try:
+        dataset = json.loads(_read_text(f"{folder}/model_card.json")).get("dataset") or ""
+    except (OSError, ValueError):
+        dataset = ""
+    if dataset:  # <root>/datasets/dataset.json
+        roots.append(posixpath.dirname(posixpath.dirname(_absolute(dataset))))
+    return any(_is_file(f"{root}/{DEMO_WORLD_MARKER}") for root in roots)
+
+
+def _absolute(location: str | Path) -> str:
+    text = str(location)
+    return text if "://" in text else Path(text).resolve().as_posix()
+
+
+def _read_text(location: str) -> str:
+    import fsspec
+
+    with fsspec.open(location, "rt") as f:
+        return f.read()
+
+
+def _is_file(location: str) -> bool:
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(location)
+        return fs.isfile(path)
+    except (OSError, ValueError):
+        return False

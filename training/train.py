@@ -50,7 +50,7 @@ from training.inference import level_log_probs
 from training.losses import HierarchicalLoss, OffsetLoss
 from training.metrics import LevelMetrics
 from training.models import GeoModel, build_model, normalisation
-from training.outputs import write_outputs
+from training.outputs import publish_checkpoint, run_dir, staged_run_dir, write_outputs
 from training.pipes_hook import Reporter
 from training.schedule import build_scheduler
 
@@ -276,9 +276,10 @@ def save_checkpoint(rt: Runtime, state: TrainState) -> None:
         "config": rt.cfg.to_dict(), "config_hash": rt.cfg.hash(),
         "tables_version": rt.tables.version(), "world_size": rt.dist.world_size,
     }
-    out = Path(rt.cfg.output_dir)
+    out = run_dir(rt.cfg)
     ckpt.atomic_save(payload, out / layout.CHECKPOINT_FILE,
                      previous=out / layout.PREVIOUS_CHECKPOINT_FILE)
+    publish_checkpoint(rt.cfg)
     log.info("checkpoint saved at step %d (epoch %d)", state.global_step, state.epoch)
 
 
@@ -286,7 +287,7 @@ def resume_path(cfg: TrainConfig) -> Path | None:
     if cfg.resume is None:
         return None
     if cfg.resume == "auto":
-        out = Path(cfg.output_dir)
+        out = run_dir(cfg)
         path = out / layout.CHECKPOINT_FILE
         return path if path.exists() or (out / layout.PREVIOUS_CHECKPOINT_FILE).exists() else None
     return Path(cfg.resume)
@@ -297,7 +298,7 @@ def resume(rt: Runtime, state: TrainState) -> dict | None:
     path = resume_path(rt.cfg)
     if path is None:
         return None
-    out = Path(rt.cfg.output_dir)
+    out = run_dir(rt.cfg)
     saved, path, full = ckpt.load_resumable(path, out / layout.PREVIOUS_CHECKPOINT_FILE,
                                             out / layout.BEST_FILE)
     if not full:  # only best.pth was usable: its weights, everything else afresh
@@ -335,7 +336,7 @@ def update_early_stopping(rt: Runtime, state: TrainState, level_metrics: list[di
     if score > state.best_score + rt.cfg.min_delta:
         state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch, 0
         if rt.dist.is_main:
-            ckpt.atomic_save(rt.bare.state_dict(), Path(rt.cfg.output_dir) / layout.BEST_FILE)
+            ckpt.atomic_save(rt.bare.state_dict(), run_dir(rt.cfg) / layout.BEST_FILE)
     else:
         state.bad_epochs += 1
         state.stopped_early = rt.cfg.patience > 0 and state.bad_epochs >= rt.cfg.patience
@@ -449,7 +450,7 @@ def retrieval_index(rt: Runtime):
 def calibrate(rt: Runtime, val_loader) -> tuple[list[float], list[dict], dict]:
     """Best weights -> the validation decisions (training/validation.py): temperatures,
     validation metrics and what model.pt records (``calibration``, ``location``)."""
-    best = Path(rt.cfg.output_dir) / layout.BEST_FILE
+    best = run_dir(rt.cfg) / layout.BEST_FILE
     if best.exists():
         rt.bare.load_state_dict(torch.load(best, map_location=rt.dist.device, weights_only=True))
     index, why = retrieval_index(rt)
@@ -514,7 +515,9 @@ def finish(rt: Runtime, state: TrainState, temperatures: list[float], val_metric
 
 def cli(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    main(from_namespace(args))
+    cfg = from_namespace(args)
+    with staged_run_dir(cfg):  # an s3:// --output-dir: write locally, publish to the bucket
+        main(cfg)
     return 0
 
 

@@ -8,6 +8,9 @@ The ``dataset`` resource (``DatasetSettings``) holds every setting.
 """
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,19 +43,46 @@ DEFAULT_LEVELS = tuple(DatasetSettings.model_fields["levels"].default)
 
 # --- settings and inputs -----------------------------------------------------------------------
 
-def dataset_dirs(settings: GeoscoutSettings) -> tuple[DataRoot, Path]:
-    """The data root and its datasets folder."""
+@dataclass(frozen=True)
+class Stage:
+    """The data root, and the local folder that stands for it during a step (the root
+    itself when local; a staged copy for object storage: ``DataRoot.staged``)."""
+
+    root: DataRoot
+    local: Path
+
+    @property
+    def out(self) -> Path:
+        """The local datasets folder."""
+        return self.local / layout.DATASETS_DIR
+
+    def uri(self, path: Path) -> str:
+        """Where a local file of the stage lives in the data root (for metadata links)."""
+        return self.root.uri(Path(path).relative_to(self.local).as_posix())
+
+
+def in_datasets(*names: str) -> list[str]:
+    return [layout.in_datasets(n) for n in names]
+
+
+@contextmanager
+def staged(settings: GeoscoutSettings, reads: list[str],
+           writes: list[str] = ()) -> Iterator[Stage]:
+    """The step's ``Stage``: ``reads`` fetched first, ``writes`` published on success
+    (root-relative paths)."""
     root = settings.root()
-    return root, root.local_path(layout.DATASETS_DIR)
+    with root.staged(reads, writes) as local:
+        yield Stage(root, local)
 
 
-def kept_manifest(root: DataRoot, columns: list[str] | None = None) -> pl.DataFrame:
+def kept_manifest(stage: Stage, columns: list[str] | None = None) -> pl.DataFrame:
     """The kept rows of the merged manifest (only ``columns`` when given, read lazily); a
     clear error when it is missing or empty."""
-    if not root.exists(layout.IMAGE_MANIFEST):
+    root = stage.root
+    if not (stage.local / layout.IMAGE_MANIFEST).exists():
         raise InputError(f"image manifest {root.uri(layout.IMAGE_MANIFEST)} not found: "
                          "materialize image_manifest first")
-    scan = pl.scan_parquet(root.local_path(layout.IMAGE_MANIFEST)).filter(pl.col("kept"))
+    scan = pl.scan_parquet(stage.local / layout.IMAGE_MANIFEST).filter(pl.col("kept"))
     kept = (scan.select(columns) if columns else scan).collect()
     if kept.height == 0:
         raise InputError(f"image manifest {root.uri(layout.IMAGE_MANIFEST)} has no kept images")
@@ -93,13 +123,17 @@ def splits(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
            dataset: DatasetSettings) -> dg.MaterializeResult:
     from geo_assets.splits import build_splits
 
-    root, out = dataset_dirs(settings)
     sset = dataset.split_settings()
-    result, report, figures = build_splits(kept_manifest(root, SPLIT_COLUMNS), sset, out,
-                                           dataset.incremental)
-    per_split = figures["per_split"]
-    png = plots.leakage_png(figures["test_to_train_km"], per_split, sset.min_distance_km)
-    write_report(out, layout.LEAKAGE_FIGURE_FILE, png)
+    with staged(settings, [layout.IMAGE_MANIFEST, *in_datasets(
+            layout.SPLITS, layout.SPLITS_META, layout.SPLITS_EXCLUDED)],
+                [layout.DATASETS_DIR]) as stage:
+        out = stage.out
+        result, report, figures = build_splits(kept_manifest(stage, SPLIT_COLUMNS), sset, out,
+                                               dataset.incremental)
+        per_split = figures["per_split"]
+        png = plots.leakage_png(figures["test_to_train_km"], per_split, sset.min_distance_km)
+        write_report(out, layout.LEAKAGE_FIGURE_FILE, png)
+        version = sha256_file(out / layout.SPLITS)
     shares = report["proportions"]
     context.log.info(f"splits: {result.splits.height} images, {report['excluded']} excluded")
     for warning in shares["warnings"]:
@@ -119,8 +153,8 @@ def splits(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
             "image_share": dg.MetadataValue.json({"target": shares["target_share"],
                                                   "actual": shares["image_share"]}),
             "leakage": dg.MetadataValue.md(plots.png_markdown(png, "leakage")),
-            "path": dg.MetadataValue.path(str(out / layout.SPLITS))},
-        data_version=dg.DataVersion(sha256_file(out / layout.SPLITS)))
+            "path": dg.MetadataValue.path(stage.uri(out / layout.SPLITS))},
+        data_version=dg.DataVersion(version))
 
 
 def split_report(out: Path) -> dict:
@@ -138,8 +172,8 @@ def split_report(out: Path) -> dict:
                 "splits or folds (nearest-other-split KD-tree queries, computed once when the "
                 "splits are built).")
 def splits_no_leakage(settings: GeoscoutSettings) -> dg.AssetCheckResult:
-    _, out = dataset_dirs(settings)
-    leaks = split_report(out)
+    with staged(settings, in_datasets(layout.SPLITS, layout.SPLITS_META)) as stage:
+        leaks = split_report(stage.out)
     ok = leaks["groups_crossing"] == 0 and leaks["images_near_other_split"] == 0
     return dg.AssetCheckResult(passed=ok, metadata={
         "groups_crossing": leaks["groups_crossing"],
@@ -151,8 +185,8 @@ def splits_no_leakage(settings: GeoscoutSettings) -> dg.AssetCheckResult:
 @dg.asset_check(asset=splits, description="Each split's share of the images and of the capture "
                 "groups is within size_tolerance of its target (warns otherwise).")
 def splits_proportions(settings: GeoscoutSettings) -> dg.AssetCheckResult:
-    _, out = dataset_dirs(settings)
-    shares = split_report(out)["proportions"]
+    with staged(settings, in_datasets(layout.SPLITS, layout.SPLITS_META)) as stage:
+        shares = split_report(stage.out)["proportions"]
     return dg.AssetCheckResult(
         passed=shares["within_tolerance"], severity=dg.AssetCheckSeverity.WARN,
         metadata={"warnings": dg.MetadataValue.json(shares["warnings"]),
@@ -170,36 +204,39 @@ def splits_proportions(settings: GeoscoutSettings) -> dg.AssetCheckResult:
 def hierarchy(settings: GeoscoutSettings, dataset: DatasetSettings) -> dg.MaterializeResult:
     from geo_assets.hierarchy import fit_hierarchy, write_hierarchy
 
-    root, out = dataset_dirs(settings)
-    table = with_split(kept_manifest(root, ["image_id", "lat_deg", "lon_deg"]), out)
     hset = dataset.hierarchy_settings()
-    lat, lon = table["lat_deg"].to_numpy(), table["lon_deg"].to_numpy()
-    fitted = fit_hierarchy(lat, lon, (table["split"] == "train").to_numpy(), hset)
-    write_hierarchy(fitted, hset, table["image_id"], lat, lon, out / layout.HIERARCHY_DIR)
-    png = plots.class_histogram_png({lv: t["n_train"] for lv, t in fitted.tables.items()})
-    write_report(out, layout.CLASS_HISTOGRAM_FILE, png)
-    maps = {lv: write_report(out, layout.classes_map_file(lv), mapviz.classes_map_html(t, lv))
-            for lv, t in fitted.tables.items()}
-    views = class_map_views(out, fitted.tables)
+    with staged(settings, [layout.IMAGE_MANIFEST, *in_datasets(layout.SPLITS)],
+                [layout.DATASETS_DIR]) as stage:
+        out = stage.out
+        table = with_split(kept_manifest(stage, ["image_id", "lat_deg", "lon_deg"]), out)
+        lat, lon = table["lat_deg"].to_numpy(), table["lon_deg"].to_numpy()
+        fitted = fit_hierarchy(lat, lon, (table["split"] == "train").to_numpy(), hset)
+        write_hierarchy(fitted, hset, table["image_id"], lat, lon, out / layout.HIERARCHY_DIR)
+        png = plots.class_histogram_png({lv: t["n_train"] for lv, t in fitted.tables.items()})
+        write_report(out, layout.CLASS_HISTOGRAM_FILE, png)
+        maps = {lv: stage.uri(write_report(out, layout.classes_map_file(lv),
+                                           mapviz.classes_map_html(t, lv)))
+                for lv, t in fitted.tables.items()}
+        views = class_map_views(stage, fitted.tables)
+        version = sha256_file(out / layout.LABELS)[:16] + sha256_file(out / layout.LEVELS_META)[:16]
     return dg.MaterializeResult(
         metadata={"classes": dg.MetadataValue.json({str(k): t.height
                                                     for k, t in fitted.tables.items()}),
                   "mode": "fixed" if hset.max_images is None else "adaptive",
                   "histogram": dg.MetadataValue.md(plots.png_markdown(png, "classes")),
-                  **{f"map_level_{k}": dg.MetadataValue.path(str(p)) for k, p in maps.items()},
+                  **{f"map_level_{k}": dg.MetadataValue.path(p) for k, p in maps.items()},
                   **views},
-        data_version=dg.DataVersion(sha256_file(out / layout.LABELS)[:16]
-                                    + sha256_file(out / layout.LEVELS_META)[:16]))
+        data_version=dg.DataVersion(version))
 
 
 @dg.asset_check(asset=hierarchy, description="Each class has at least min_images training images.")
 def classes_have_min_train_images(settings: GeoscoutSettings,
                                   dataset: DatasetSettings) -> dg.AssetCheckResult:
-    _, out = dataset_dirs(settings)
     short = {}
-    for level in dataset.levels:
-        t = pl.read_parquet(out / layout.level_table(level))
-        short[str(level)] = t.filter(pl.col("n_train") < dataset.min_images).height
+    with staged(settings, in_datasets(*map(layout.level_table, dataset.levels))) as stage:
+        for level in dataset.levels:
+            t = pl.read_parquet(stage.out / layout.level_table(level))
+            short[str(level)] = t.filter(pl.col("n_train") < dataset.min_images).height
     return dg.AssetCheckResult(passed=not any(short.values()),
                                metadata={"classes_below_min": dg.MetadataValue.json(short)})
 
@@ -212,21 +249,27 @@ def classes_have_min_train_images(settings: GeoscoutSettings,
           f"{layout.in_datasets(layout.DESCRIPTOR)}, the descriptor training reads.")
 def shards(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
            dataset: DatasetSettings) -> dg.MaterializeResult:
-    root, out = dataset_dirs(settings)
-    levels = list(dataset.levels)
-    table = shard_table(kept_manifest(root, SHARD_COLUMNS), pl.read_parquet(out / layout.SPLITS),
-                        pl.read_parquet(out / layout.LABELS),
-                        lambda sha: str(root.local_path(layout.image(sha))))
-    sset = dataset.shard_settings()
-    build = build_shards(table, levels, out / layout.SHARDS_DIR, sset, dataset.incremental)
-    meta = json.loads((out / layout.LEVELS_META).read_text())
-    descriptor = write_descriptor(
-        out, levels=levels, num_classes=meta["num_classes"],
-        manifest_sha256=sha256_file(root.local_path(layout.IMAGE_MANIFEST)),
-        split_settings=json.loads((out / layout.SPLITS_META).read_text())["settings"],
-        hierarchy_settings={k: meta[k] for k in ("min_images", "max_images", "mode")},
-        image_size=sset.image_size, created_at=datetime.now(UTC).isoformat())
-    card = dataset_card_metadata(out, table, build, descriptor)
+    levels, sset = list(dataset.levels), dataset.shard_settings()
+    # The shards folder is fetched whole (an incremental build keeps or relabels old shards);
+    # the index and the descriptor are published last. Images are read from the root.
+    with staged(settings, [layout.IMAGE_MANIFEST, *in_datasets(
+            layout.SPLITS, layout.SPLITS_META, layout.HIERARCHY_DIR, layout.SHARDS_DIR)],
+                [*in_datasets(layout.SHARDS_DIR), layout.DATASETS_DIR,
+                 *in_datasets(layout.SHARD_INDEX, layout.DESCRIPTOR)]) as stage:
+        root, out = stage.root, stage.out
+        table = shard_table(kept_manifest(stage, SHARD_COLUMNS),
+                            pl.read_parquet(out / layout.SPLITS),
+                            pl.read_parquet(out / layout.LABELS),
+                            lambda sha: root.uri(layout.image(sha)))
+        build = build_shards(table, levels, out / layout.SHARDS_DIR, sset, dataset.incremental)
+        meta = json.loads((out / layout.LEVELS_META).read_text())
+        descriptor = write_descriptor(
+            out, levels=levels, num_classes=meta["num_classes"],
+            manifest_sha256=sha256_file(stage.local / layout.IMAGE_MANIFEST),
+            split_settings=json.loads((out / layout.SPLITS_META).read_text())["settings"],
+            hierarchy_settings={k: meta[k] for k in ("min_images", "max_images", "mode")},
+            image_size=sset.image_size, created_at=datetime.now(UTC).isoformat())
+        card = dataset_card_metadata(stage, table, build, descriptor)
     context.log.info(f"shards: {len(build.written)} written, {len(build.kept)} kept, "
                      f"{len(build.failed_image_ids)} images failed, {build.seconds} s")
     return dg.MaterializeResult(
@@ -237,7 +280,7 @@ def shards(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
                   "images_per_s": round(sum(s["count"] for s in build.written)
                                         / max(build.seconds, 1e-9), 1),
                   "num_classes": dg.MetadataValue.json(descriptor["num_classes"]),
-                  "descriptor": dg.MetadataValue.path(str(out / layout.DESCRIPTOR)),
+                  "descriptor": dg.MetadataValue.path(stage.uri(out / layout.DESCRIPTOR)),
                   **card},
         data_version=dg.DataVersion(json_version(build.index["shards"])))
 
@@ -246,10 +289,11 @@ def shards(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
                 description="Every kept manifest image (not excluded by the splits) is in "
                 "exactly one shard.")
 def every_image_in_one_shard(settings: GeoscoutSettings) -> dg.AssetCheckResult:
-    root, out = dataset_dirs(settings)
-    contents = pl.read_parquet(out / layout.SHARD_CONTENTS)
-    excluded = pl.read_parquet(out / layout.SPLITS_EXCLUDED)
-    wanted = kept_manifest(root, ["image_id"]).join(excluded, on="image_id", how="anti")
+    with staged(settings, [layout.IMAGE_MANIFEST, *in_datasets(
+            layout.SHARD_CONTENTS, layout.SPLITS_EXCLUDED)]) as stage:
+        contents = pl.read_parquet(stage.out / layout.SHARD_CONTENTS)
+        excluded = pl.read_parquet(stage.out / layout.SPLITS_EXCLUDED)
+        wanted = kept_manifest(stage, ["image_id"]).join(excluded, on="image_id", how="anti")
     counts = contents.group_by("image_id").len()
     missing = wanted.join(counts, on="image_id", how="anti")
     doubled = counts.filter(pl.col("len") > 1)
@@ -264,10 +308,10 @@ def every_image_in_one_shard(settings: GeoscoutSettings) -> dg.AssetCheckResult:
 @dg.asset_check(asset=shards, description="Shards read back with webdataset: sample counts, "
                 "sha256 and records match the index, and every listed image is there.")
 def shards_read_back(settings: GeoscoutSettings) -> dg.AssetCheckResult:
-    _, out = dataset_dirs(settings)
-    shard_dir = out / layout.SHARDS_DIR
-    result = verify_shards(shard_dir, read_index(shard_dir))
-    listed = set(pl.read_parquet(out / layout.SHARD_CONTENTS)["image_id"].to_list())
+    with staged(settings, in_datasets(layout.SHARDS_DIR)) as stage:
+        shard_dir = stage.out / layout.SHARDS_DIR
+        result = verify_shards(shard_dir, read_index(shard_dir))
+        listed = set(pl.read_parquet(stage.out / layout.SHARD_CONTENTS)["image_id"].to_list())
     same = listed == set(result["image_ids"]) and len(result["image_ids"]) == len(listed)
     return dg.AssetCheckResult(passed=not result["problems"] and same, metadata={
         "samples_read": len(result["image_ids"]), "problems": len(result["problems"]),
@@ -283,18 +327,24 @@ def dataset_level_asset(level: int) -> dg.AssetsDefinition:
               description=f"The level-{level} dataset: label map, class counts per split and "
               f"the shards it reads ({layout.in_datasets(layout.dataset_level(level))}).")
     def _asset(settings: GeoscoutSettings) -> dg.MaterializeResult:
-        _, out = dataset_dirs(settings)
-        summary = level_summary(out, level)
-        path = out / layout.dataset_level(level)
-        write_json_atomic(path, summary)
+        reads = in_datasets(layout.DESCRIPTOR, layout.HIERARCHY_DIR, layout.SPLITS,
+                            layout.SHARD_INDEX, f"{layout.DATASET_REPORTS_DIR}/"
+                            f"{layout.classes_png_file(level)}")
+        with staged(settings, reads, in_datasets(layout.dataset_level(level),
+                                                 layout.DATASET_REPORTS_DIR)) as stage:
+            out = stage.out
+            summary = level_summary(out, level)
+            path = out / layout.dataset_level(level)
+            write_json_atomic(path, summary)
+            views = level_views(stage, level, summary)
         return dg.MaterializeResult(
             metadata={"classes": summary["num_classes"],
                       "train_images": summary["images"]["train"],
                       "test_images": summary["images"]["test"],
                       "shards": len(summary["shards"]),
-                      "label_map": dg.MetadataValue.path(str(out / summary["label_map"])),
-                      "path": dg.MetadataValue.path(str(path)),
-                      **level_views(out, level, summary)},
+                      "label_map": dg.MetadataValue.path(stage.uri(out / summary["label_map"])),
+                      "path": dg.MetadataValue.path(stage.uri(path)),
+                      **views},
             data_version=dg.DataVersion(json_version(summary)))
     return _asset
 
@@ -328,42 +378,42 @@ def _counts(counts: pl.DataFrame, split: str, level: int, n: int) -> list[int]:
 
 # --- figures and cards for people (readable metadata) ------------------------------------------
 
-def class_map_views(out: Path, tables: dict) -> dict:
+def class_map_views(stage: Stage, tables: dict) -> dict:
     """Each level's classes as a static map (PNG beside the HTML map), inline in the UI."""
     views = {}
     for level, table in tables.items():
         png = mapviz.classes_png(table, level)
-        path = write_report(out, layout.classes_png_file(level), png)
+        path = write_report(stage.out, layout.classes_png_file(level), png)
         views[f"class_map_level_{level}"] = readable_metadata.image(png, f"level {level}")
-        views[f"class_map_level_{level}_file"] = readable_metadata.file_link(path)
+        views[f"class_map_level_{level}_file"] = readable_metadata.file_link(stage.uri(path))
     return views
 
 
-def level_views(out: Path, level: int, summary: dict) -> dict:
+def level_views(stage: Stage, level: int, summary: dict) -> dict:
     """A level's class map (drawn by ``hierarchy``) and its training images per class."""
     png = plots.class_histogram_png({level: summary["class_counts"]["train"]})
-    write_report(out, layout.level_histogram_file(level), png)
+    write_report(stage.out, layout.level_histogram_file(level), png)
     views = {"class_histogram": readable_metadata.image(png, f"level {level} classes")}
-    map_png = out / layout.DATASET_REPORTS_DIR / layout.classes_png_file(level)
+    map_png = stage.out / layout.DATASET_REPORTS_DIR / layout.classes_png_file(level)
     if map_png.exists():
         views["class_map"] = readable_metadata.image(map_png.read_bytes(), f"level {level}")
-        views["class_map_file"] = readable_metadata.file_link(map_png)
+        views["class_map_file"] = readable_metadata.file_link(stage.uri(map_png))
     return views
 
 
-def dataset_card_metadata(out: Path, table: pl.DataFrame, build, descriptor: dict) -> dict:
+def dataset_card_metadata(stage: Stage, table: pl.DataFrame, build, descriptor: dict) -> dict:
     """Write the dataset card and attribution list beside the shards; the card in the UI."""
     from geo_assets.cards import write_dataset_card
 
     finest = f"cell_{max(descriptor['levels'])}"  # the image's own cell at the finest level
     images = table.join(build.contents.select("image_id"), on="image_id").with_columns(
         cell_id=pl.col(finest))
-    card = write_dataset_card(out, images, images, descriptor, build.index)
+    card = write_dataset_card(stage.out, images, images, descriptor, build.index)
     text = card["card"].read_text(encoding="utf-8")
     body = text.split("---\n", 2)[-1] if text.startswith("---\n") else text  # no YAML header
     return {"dataset_card": dg.MetadataValue.md(body),
-            "dataset_card_file": readable_metadata.file_link(card["card"]),
-            "attribution_file": readable_metadata.file_link(card["attribution"]),
+            "dataset_card_file": readable_metadata.file_link(stage.uri(card["card"])),
+            "attribution_file": readable_metadata.file_link(stage.uri(card["attribution"])),
             "credit_lines": card["credit_lines"],
             "top_cells_share": card["skew"]["top_cells_share"]}
 

@@ -59,13 +59,17 @@ def evaluation_report(context: dg.AssetExecutionContext, settings: GeoscoutSetti
 
     root = settings.root()
     folder = model_folder(context, training.run_name)
-    metrics = evaluate_run(root.local_path(layout.model_dir(folder), layout.MODEL_FILE),
-                           root.local_path(layout.DATASETS_DIR, layout.DESCRIPTOR),
-                           root.local_path(layout.report_dir(folder)),
-                           batch_size=training.eval_batch_size,
-                           workers=loader_workers(training.workers),
-                           device=training.device,
-                           natural_earth_dir=settings.natural_earth_dir)
+    report = layout.report_dir(folder)
+    # Model and shards are read from the root; the report is written locally and published.
+    with root.staged(writes=[report]) as local:
+        metrics = evaluate_run(root.uri(layout.model_dir(folder), layout.MODEL_FILE),
+                               root.uri(layout.DATASETS_DIR, layout.DESCRIPTOR),
+                               local / report,
+                               batch_size=training.eval_batch_size,
+                               workers=loader_workers(training.workers),
+                               device=training.device,
+                               natural_earth_dir=settings.natural_earth_dir)
+    metrics["report_path"] = root.uri(report, layout.REPORT_HTML_FILE)
     context.log.info(f"report: {metrics['report_path']}")
     return dg.MaterializeResult(metadata={**headline_metadata(metrics), "model": folder})
 

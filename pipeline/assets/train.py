@@ -83,10 +83,11 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainRunConfig,
                   settings: GeoscoutSettings, training: TrainingSettings,
                   pipes_client: dg.ResourceParam[dg.PipesClient]) -> dg.MaterializeResult:
     root = settings.root()
-    dataset = root.local_path(layout.DATASETS_DIR, layout.DESCRIPTOR)
+    # Paths or URLs alike: training streams the shards and stages its run folder itself.
+    dataset = root.uri(layout.DATASETS_DIR, layout.DESCRIPTOR)
     folder = run_folder(config, training.run_name, context.run_id)
-    out = root.local_path(layout.model_dir(folder))
-    args = (training.train_args(str(dataset), str(out), context.run_id)
+    out = root.uri(layout.model_dir(folder))
+    args = (training.train_args(dataset, out, context.run_id)
             + ["--run-name", folder] + list(config.extra_args))
     if config.resume:
         args += ["--resume", "auto"]

@@ -27,12 +27,16 @@ def hyperparameter_study(context: dg.AssetExecutionContext, config: StudyConfig,
     from training.hpo import run_study
 
     root = settings.root()
-    out = root.local_path(layout.model_dir(training.run_name), layout.HPO_DIR)
-    base = TrainConfig(**{**training.train_values(), "run_name": training.run_name,
-                          "dataset": str(root.local_path(layout.DATASETS_DIR,
-                                                         layout.DESCRIPTOR)),
-                          "output_dir": str(out)})
-    summary = run_study(base, out, config.trials, objective=config.objective, seed=config.seed)
+    hpo = f"{layout.model_dir(training.run_name)}/{layout.HPO_DIR}"
+    # Optuna's study.db is SQLite, a local file: the study folder is staged (fetched so a
+    # stored study resumes, published when the step succeeds); shards stream from the root.
+    with root.staged([hpo], [hpo]) as local:
+        out = local / hpo
+        base = TrainConfig(**{**training.train_values(), "run_name": training.run_name,
+                              "dataset": root.uri(layout.DATASETS_DIR, layout.DESCRIPTOR),
+                              "output_dir": str(out)})
+        summary = run_study(base, out, config.trials, objective=config.objective,
+                            seed=config.seed)
     context.log.info(f"best {config.objective} {summary['best_value']}: {summary['best_params']}")
     rows = "\n".join(f"| {t['number']} | {t['state']} | "
                      f"{'-' if t['value'] is None else round(t['value'], 4)} | "
@@ -44,4 +48,4 @@ def hyperparameter_study(context: dg.AssetExecutionContext, config: StudyConfig,
         "objective": f"{config.objective} on {summary['split']}",
         "trials": dg.MetadataValue.md("| trial | state | value | parameters |\n|---|---|---|---|\n"
                                       + rows),
-        "study_path": dg.MetadataValue.path(str(out))})
+        "study_path": dg.MetadataValue.path(root.uri(hpo))})
