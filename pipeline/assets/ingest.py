@@ -286,7 +286,8 @@ def image_manifest(context: dg.AssetExecutionContext,
     from geo_assets.merge import merge_manifests
 
     merged = merge_manifests(settings.root())
-    context.log.info(f"merged {merged.n_rows} rows from {merged.n_cells} cell manifests")
+    context.log.info(f"merged {merged.n_rows} rows from {merged.n_cells} cell manifests "
+                     f"({merged.n_cells_merged} merged again, {merged.n_cells_reused} reused)")
     return dg.MaterializeResult(
         metadata={**merged.metadata(), **_manifest_views(settings)},
         data_version=dg.DataVersion(merged.sha256))
