@@ -16,6 +16,8 @@ work folder (``bench/out/scale/<N>/``):
 - ``splits``: ``geo_assets.splits.make_splits`` on the kept images;
 - ``leakage``: ``geo_assets.split_checks.find_leaks`` on the splits;
 - ``hierarchy``: ``fit_hierarchy`` at levels 1/3/5/8 + ``write_hierarchy`` (labels);
+- ``remerge``: every 100th cell file crawled again (its last row gone), then the incremental
+  merge (``merge`` itself is the merge from scratch: ``incremental=False``);
 - ``shards``: shard bookkeeping: ``shard_table`` (from lazy scans), ``plan_build`` (checks,
   build order, plan) and every shard's JSON records and fingerprint, one shard at a time, as
   the writer makes them (no tar written).
@@ -46,7 +48,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "scale"
 COORDS = ROOT.parent / "shared" / "data" / "coords" / "geoclip_mp16_coordinates_100K.csv"
-STAGES = ("merge", "checks", "splits", "leakage", "hierarchy", "shards")
+STAGES = ("merge", "checks", "splits", "leakage", "hierarchy", "shards", "remerge")
+RECRAWLED_SHARE = 100  # remerge: every 100th cell file re-crawled
 LEVELS = [1, 3, 5, 8]
 KEPT_SHARE = 0.85
 CELL_LEVEL = 8
@@ -151,7 +154,7 @@ def run_stage(stage: str, work: Path) -> None:
     if stage == "merge":
         from geo_assets.merge import merge_manifests
 
-        merge_manifests(DataRoot(str(work / "root")))
+        merge_manifests(DataRoot(str(work / "root")), incremental=False)
     elif stage == "checks":
         path = work / "root" / layout.IMAGE_MANIFEST  # as the asset checks read it
         manifest_checks.duplicate_image_ids(pl.read_parquet(path, columns=["image_id"]))
@@ -192,8 +195,27 @@ def run_stage(stage: str, work: Path) -> None:
         plan = plan_build(table, LEVELS, work / "shards", settings)
         for shard in plan.plans:  # every record and fingerprint, as the writer makes them
             plan_fingerprint(shard, settings)
+    elif stage == "remerge":
+        _recrawl(work)
     else:
         raise SystemExit(f"unknown stage {stage!r}: use one of {STAGES}")
+
+
+def _recrawl(work: Path) -> None:
+    """1% of the cells crawled again (each loses its last row), then an incremental merge."""
+    import pyarrow.parquet as pq
+
+    from geo_assets.merge import done_cell_manifests, merge_manifests
+    from geo_assets.storage import DataRoot
+
+    root = DataRoot(str(work / "root"))
+    for path in done_cell_manifests(root)[::RECRAWLED_SHARE]:
+        table = pq.read_table(root.local_path(path))
+        if table.num_rows > 1:
+            pq.write_table(table.slice(0, table.num_rows - 1), root.local_path(path))
+    result = merge_manifests(root)
+    print(json.dumps({"cells_merged": result.n_cells_merged,
+                      "cells_reused": result.n_cells_reused}))  # before the stage line
 
 
 # --- the driver ------------------------------------------------------------------------------

@@ -167,17 +167,17 @@ def _decisions(root: DataRoot, paths: list[str], min_distance_m: float):
         return ((0, empty, empty.with_columns(_win=pl.col("_path"))),
                 pl.DataFrame(schema={"image_id": pl.String, "_err": pl.String,
                                      "_path": pl.String}))
-    slim = _scan(root, paths).select(*DEDUP_COLUMNS, "_path")
-    ranked = slim.sort(["image_id", "kept", "cell_id", "_path"],
-                       descending=[False, True, False, False]).with_columns(
+    slim = _scan(root, paths).select(*DEDUP_COLUMNS, "_path").collect()
+    repeats = pl.col("image_id").is_duplicated()  # only these need ranking
+    ranked = slim.filter(repeats).sort(["image_id", "kept", "cell_id", "_path"],
+                                       descending=[False, True, False, False]).with_columns(
         _rank=pl.int_range(pl.len()).over("image_id"))
-    n_losers = ranked.filter(pl.col("_rank") > 0).select(pl.len()).collect().item()
-    several = ranked.filter(pl.len().over("image_id") > 1)
-    winners = several.filter(pl.col("_rank") == 0).select("image_id", "_path").collect()
-    repeated = several.select("image_id", "_path").unique().collect().join(
+    n_losers = ranked.filter(pl.col("_rank") > 0).height
+    winners = ranked.filter(pl.col("_rank") == 0).select("image_id", "_path")
+    repeated = ranked.select("image_id", "_path").unique().join(
         winners.rename({"_path": "_win"}), on="image_id")  # every file of a repeated id
-    edge = ranked.filter((pl.col("_rank") == 0) & pl.col("kept")) \
-        .filter(near_partition_edge(min_distance_m)).drop("_rank").collect()
+    edge = pl.concat([slim.filter(~repeats), ranked.filter(pl.col("_rank") == 0).drop("_rank")]) \
+        .filter(pl.col("kept")).filter(near_partition_edge(min_distance_m))
     return (n_losers, winners, repeated), _cross_updates(edge, min_distance_m)
 
 
