@@ -71,39 +71,44 @@ def merge_manifests(root: DataRoot, *, min_distance_m: float | None = None,
     """Merge every done cell manifest, dedup across cells, write the merged manifest, the
     per-cell version table and the merge state; same cell files in, same bytes out.
 
-    Streams: the duplicate-id and cross-cell decisions are made on a lazy scan of a few
-    columns (the dedup only on rows near cell edges), then the cells are written one after
+    Streams: the duplicate-id and cross-cell decisions are made on one scan of a few columns
+    (the dedup only on rows near cell edges), then the cells are written one after
     the other, in cell order, through one Parquet writer: memory holds the decisions and one
     row group, not the whole manifest. Incremental (``geo_assets.merge_state``): a cell file
     whose bytes and decisions are those of the last merge has its rows copied from the last
-    merged manifest; when every cell is so, nothing is written again."""
+    merged manifest; when every cell file is the last merge's, nothing is decided or written
+    again."""
     if min_distance_m is None:
         min_distance_m = FilterSettings().min_distance_m
     paths = sorted(done_cell_manifests(root))
     shas = {p: root.sha256(p) for p in track(paths, desc="merge: cell versions", unit="file")}
-    (n_repeated, winners, repeated), updates = _decisions(root, paths, min_distance_m)
-    digests = decision_digests(paths, repeated, updates)
     state = read_state(root, min_distance_m) if incremental else None
     old = state.cells if state else {}
-    reuse = {p: old[p] for p in paths
-             if p in old and (old[p].version, old[p].decisions) == (shas[p], digests[p])}
-    if state and len(reuse) == len(paths) == len(old):  # nothing changed: nothing to write
-        new_state, n_rows = state, sum(c.n_rows for c in old.values())
+    if state and list(old) == paths and all(old[p].version == shas[p] for p in paths):
+        new_state, reuse = state, old  # the last merge's cell files: nothing to decide or write
     else:
+        (n_repeated, winners, repeated), updates = _decisions(root, paths, min_distance_m)
+        digests = decision_digests(paths, repeated, updates)
+        reuse = {p: old[p] for p in paths
+                 if p in old and (old[p].version, old[p].decisions) == (shas[p], digests[p])}
         new_state = _write(root, paths, (winners, updates.drop("_path"), reuse),
-                           shas, digests, min_distance_m)
-        n_rows = sum(c.n_rows for c in new_state.cells.values())
+                           (shas, digests), (min_distance_m, updates.height, n_repeated))
     versions = _versions(paths, shas, new_state.counts)
     root.write_bytes(layout.CELL_VERSIONS, table_to_parquet_bytes(versions, CELL_VERSIONS_SCHEMA))
     root.write_bytes(layout.MERGE_STATE, new_state.to_json())  # after the manifest it describes
     return MergeResult(root.uri(layout.IMAGE_MANIFEST), new_state.manifest_sha256,
-                       root.uri(layout.CELL_VERSIONS), n_rows, new_state.n_kept, len(paths),
-                       updates.height, n_repeated, len(reuse), len(paths) - len(reuse))
+                       root.uri(layout.CELL_VERSIONS),
+                       sum(c.n_rows for c in new_state.cells.values()), new_state.n_kept,
+                       len(paths), new_state.n_cross_cell_dropped, new_state.n_duplicate_ids,
+                       len(reuse), len(paths) - len(reuse))
 
 
-def _write(root: DataRoot, paths: list[str], decided, shas: dict, digests: dict,
-           min_distance_m: float) -> MergeState:
-    """Write the merged manifest cell file by cell file; its new state."""
+def _write(root: DataRoot, paths: list[str], decided, versions: tuple[dict, dict],
+           totals: tuple) -> MergeState:
+    """Write the merged manifest cell file by cell file; its new state. ``decided``: winners,
+    updates, reuse; ``versions``: shas and decision digests by path; ``totals``: the dedup
+    radius, cross-cell drops and repeated-id rows."""
+    shas, digests = versions
     counts: dict[tuple[str, str], tuple[int, int]] = {}
     cells: dict[str, CellState] = {}
     n_rows = n_kept = 0
@@ -125,7 +130,8 @@ def _write(root: DataRoot, paths: list[str], decided, shas: dict, digests: dict,
         if pending or n_rows == 0:
             writer.write_table(_arrow(pending) if pending else empty_manifest())
         writer.close()
-    return MergeState(min_distance_m, root.sha256(layout.IMAGE_MANIFEST), n_kept, cells, counts)
+    return MergeState(totals[0], root.sha256(layout.IMAGE_MANIFEST), n_kept, cells, counts,
+                      *totals[1:])
 
 
 def _concat(parts):

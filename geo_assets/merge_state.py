@@ -6,7 +6,9 @@ and on the decisions about its rows made across files (which of its image ids an
 wins, which of its kept rows the cross-cell dedup displaces, with the message): ``decisions``
 is a digest of those. When both are unchanged since the last merge, and the merged manifest is
 still the file that merge wrote, the cell's rows are copied from it (``start``, ``n_rows``)
-instead of being read, sorted and decided again; the result is byte for byte the same.
+instead of being read, sorted and decided again; the result is byte for byte the same. When
+every cell file is the last merge's, the decisions are too: nothing is read but the files'
+hashes.
 """
 
 from __future__ import annotations
@@ -39,11 +41,15 @@ class MergeState:
     n_kept: int
     cells: dict[str, CellState]          # by cell file path, in merge order
     counts: dict[tuple[str, str], tuple[int, int]]  # (cell, source) -> rows, kept rows
+    n_cross_cell_dropped: int
+    n_duplicate_ids: int
 
     def to_json(self) -> bytes:
         return json.dumps({
             "format": FORMAT, "min_distance_m": self.min_distance_m,
             "manifest_sha256": self.manifest_sha256, "n_kept": self.n_kept,
+            "n_cross_cell_dropped": self.n_cross_cell_dropped,
+            "n_duplicate_ids": self.n_duplicate_ids,
             "cells": {p: c.row() for p, c in self.cells.items()},
             "counts": [[c, s, n, k] for (c, s), (n, k) in sorted(self.counts.items())]},
             separators=(",", ":")).encode()
@@ -60,7 +66,8 @@ def read_state(root: DataRoot, min_distance_m: float) -> MergeState | None:
             float(raw["min_distance_m"]), str(raw["manifest_sha256"]), int(raw["n_kept"]),
             {p: CellState(str(v), str(d), int(s), int(n)) for p, (v, d, s, n)
              in raw["cells"].items()},
-            {(str(c), str(s)): (int(n), int(k)) for c, s, n, k in raw["counts"]})
+            {(str(c), str(s)): (int(n), int(k)) for c, s, n, k in raw["counts"]},
+            int(raw["n_cross_cell_dropped"]), int(raw["n_duplicate_ids"]))
         if raw["format"] != FORMAT:
             return None
     except (ValueError, KeyError, TypeError):  # unreadable: a full merge rewrites it

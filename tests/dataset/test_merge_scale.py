@@ -112,6 +112,7 @@ def test_incremental_merge_equals_a_full_merge(tmp_path, monkeypatch):
     """New cells next to old ones and re-crawled cells: the incremental merge re-merges those
     (and the cells whose decisions they change), copies the rest from the last merge, and
     writes the bytes a merge from scratch writes. An unchanged re-run re-merges nothing."""
+    from geo_assets import layout
     from geo_assets.merge import merge_manifests
     from geo_assets.storage import DataRoot
 
@@ -130,6 +131,8 @@ def test_incremental_merge_equals_a_full_merge(tmp_path, monkeypatch):
     again = merge_manifests(root, min_distance_m=20.0)
     assert (again.n_cells_merged, again.n_cells_reused) == (0, first.n_cells)
     assert again.sha256 == first.sha256
+    assert (again.n_rows, again.n_kept, again.n_cross_cell_dropped, again.n_duplicate_ids) \
+        == (first.n_rows, first.n_kept, first.n_cross_cell_dropped, first.n_duplicate_ids)
 
     recrawled = old_cells[::5]  # re-crawled: other kept flags, some images gone
     redo = frame.filter(pl.col("cell_id").is_in(recrawled)).filter(
@@ -151,3 +154,5 @@ def test_incremental_merge_equals_a_full_merge(tmp_path, monkeypatch):
     assert (full.n_rows, full.n_kept) == (grown.n_rows, grown.n_kept)
     assert merge_manifests(root, min_distance_m=20.0).n_cells_merged == 0
     assert merge_manifests(root, min_distance_m=30.0).n_cells_reused == 0  # other distance
+    root.write_bytes(layout.MERGE_STATE, b"{not json")  # unreadable state: merge from scratch
+    assert merge_manifests(root, min_distance_m=20.0).n_cells_reused == 0
