@@ -176,14 +176,16 @@ def _slim(table: pl.DataFrame, order: pl.Series) -> pl.DataFrame:
 
 
 def _with_hashes(table: pl.DataFrame, order: pl.Series, levels: list[int]) -> pl.DataFrame:
-    """image_id, split, fold, key, record_sha256 and ``_i`` of every sample in build order,
-    the records made a chunk at a time."""
+    """image_id, split, fold, key, record_sha256, ``_i`` (row in ``table``) and ``_rank``
+    (place in the build order) of every sample in build order, the records made a chunk at
+    a time."""
     hashes = pl.concat([sample_records(part, levels)["record_sha256"]
                         for part in table.iter_slices(HASH_CHUNK)])
     return table.select("image_id", pl.col("split").cast(pl.String), "fold",
                         key=pl.col("sha256").str.slice(0, KEY_HEX_DIGITS)).with_columns(
         record_sha256=hashes, _i=pl.int_range(pl.len(), dtype=pl.UInt32)) \
-        .select(pl.all().gather(order))
+        .select(pl.all().gather(order)).with_columns(
+        _rank=pl.int_range(pl.len(), dtype=pl.UInt32))
 
 
 def plan_shards(table: pl.DataFrame, order: pl.Series, previous: pl.DataFrame | None,
@@ -200,8 +202,8 @@ def plan_shards(table: pl.DataFrame, order: pl.Series, previous: pl.DataFrame | 
         return _new_plans(table, _slim(table, order), {}, settings, lv), [], []
     records = _with_hashes(table, order, levels)
     old = previous.select(CONTENT_COLUMNS)
-    cur = old.join(records, on=["image_id", "split", "fold"], how="inner",
-                   suffix="_new").filter(pl.col("key") == pl.col("key_new"))  # same bytes
+    cur = old.join(records, on=["image_id", "split", "fold", "key"], how="inner",
+                   suffix="_new")  # the same images (same key: same bytes) in the same split
     per_shard = old.group_by("shard").agg(n_old=pl.len()).join(
         cur.group_by("shard").agg(
             n_cur=pl.len(), same=(pl.col("record_sha256") == pl.col("record_sha256_new")).all()),
@@ -211,10 +213,10 @@ def plan_shards(table: pl.DataFrame, order: pl.Series, previous: pl.DataFrame | 
     kept = sorted(keep["shard"].to_list())
     rewrite_names = set(per_shard["shard"]) - set(kept) - set(drop["shard"])
     rewrite_rows = cur.filter(pl.col("shard").is_in(list(rewrite_names)))
-    plans = [ShardPlan(name, part["split"][0], int(part["fold"][0]), table,
-                       records.join(part.select("image_id"), on="image_id", how="semi")["_i"],
-                       lv, rewrite=True)
-             for (name,), part in rewrite_rows.group_by(["shard"], maintain_order=True)]
+    plans = [ShardPlan(name, part["split"][0], int(part["fold"][0]), table, part["_i"], lv,
+                       rewrite=True)  # in build order (_rank), as in ``records``
+             for (name,), part in rewrite_rows.sort("_rank").group_by(["shard"],
+                                                                      maintain_order=True)]
     placed = cur.filter(pl.col("shard").is_in(kept + sorted(rewrite_names)))
     new_rows = records.join(placed.select("image_id"), on="image_id", how="anti")
     numbers = old.select(

@@ -306,17 +306,27 @@ def write_plans(out_dir: Path, plans: list[ShardPlan], settings: ShardSettings) 
             for plan in plans]
 
 
+def _contents(plan: BuildPlan, written: list[dict]) -> pl.DataFrame:
+    """CONTENT_COLUMNS of every sample in a shard, sorted by shard and key: each shard's rows
+    sorted on their own and put in name order, so the whole table is never sorted (one copy
+    at the end instead of two: at 5M samples about 0.6 GiB each)."""
+    parts = [(p.name, p.rows.filter(~pl.col("image_id").is_in(st["failed_image_ids"]))
+              .with_columns(shard=pl.lit(p.name)).select(CONTENT_COLUMNS).sort("key"))
+             for p, st in zip(plan.plans, written)]
+    if plan.previous is not None:
+        kept = plan.previous.filter(pl.col("shard").is_in(plan.kept)).select(CONTENT_COLUMNS)
+        parts += [(name, part.sort("key")) for (name,), part in kept.group_by(["shard"])]
+    parts.sort(key=lambda part: part[0])
+    frames = [frame for _, frame in parts]
+    parts.clear()
+    return pl.concat(frames, rechunk=True) if frames else pl.DataFrame()
+
+
 def finish_build(out_dir: Path, plan: BuildPlan, written: list[dict], levels: list[int],
             settings: ShardSettings, start: float) -> ShardBuild:
     """contents.parquet and index.json (last) from the shards' stats; stale shards removed."""
     failed = [i for stats in written for i in stats["failed_image_ids"]]
-    parts = [p.rows.filter(~pl.col("image_id").is_in(st["failed_image_ids"]))
-             .with_columns(shard=pl.lit(p.name)).select(CONTENT_COLUMNS)
-             for p, st in zip(plan.plans, written)]
-    if plan.previous is not None:
-        parts.append(plan.previous.filter(pl.col("shard").is_in(plan.kept))
-                     .select(CONTENT_COLUMNS))
-    contents = pl.concat(parts).sort("shard", "key").rechunk() if parts else pl.DataFrame()
+    contents = _contents(plan, written)
     old_entries = {s["name"]: s for s in (plan.old_index or {}).get("shards", [])}
     entries = [old_entries[n] for n in plan.kept] + [
         {k: s[k] for k in ("name", "split", "fold", "count", "sha256", "bytes")} for s in written]
