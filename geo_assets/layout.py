@@ -61,6 +61,7 @@ MANIFESTS_DIR = "manifests"
 CELLS_DIR = f"{MANIFESTS_DIR}/cells"
 IMAGE_MANIFEST = f"{MANIFESTS_DIR}/image_manifest.parquet"
 CELL_VERSIONS = f"{MANIFESTS_DIR}/cell_versions.parquet"
+MERGE_STATE = f"{MANIFESTS_DIR}/merge_state.json"  # per cell file: what the last merge decided
 CELL_MANIFEST_SUFFIX = ".parquet"
 CELL_STATS_SUFFIX = ".stats.json"
 CELL_JOURNAL_SUFFIX = ".journal.jsonl"

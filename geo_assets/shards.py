@@ -1,8 +1,7 @@
 """WebDataset shards: resized JPEGs with one JSON record each, written atomically.
 
-Over the ~450-line guide: planning, writing and assembling share the record and index
-formats defined here (the parallel parts in ``geo_assets.shard_parts`` reuse them); the
-planning half is the candidate to move out.
+The bookkeeping (sample table, build order, which shard holds which sample, the JSON
+records) is ``geo_assets.shard_plan``; its names are re-exported here.
 
 Layout under a shard folder (names in ``geo_assets.layout``)::
 
@@ -33,11 +32,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -47,21 +47,25 @@ import polars as pl
 from PIL import Image, ImageOps
 
 from geo_assets import layout
-from geo_assets.errors import InputError
 from geo_assets.images import check_header, to_8bit
 from geo_assets.progress import track
 from geo_assets.settings import ImageSettings, ShardSettings
+from geo_assets.shard_plan import (  # noqa: F401 - the bookkeeping, re-exported
+    CONTENT_COLUMNS,
+    KEY_HEX_DIGITS,
+    RECORD_COLUMNS,
+    ShardPlan,
+    build_order,
+    check_table,
+    plan_shards,
+    sample_records,
+    shard_name,
+    shard_table,
+)
 from geo_assets.storage import atomic_path, sha256_file, write_json_atomic
 
-KEY_HEX_DIGITS = 20
 FIXED_MTIME = 1_600_000_000  # any integer constant: byte-reproducible tars; an integer
 # also keeps tarfile from adding a pax header (a float mtime) before every member
-RECORD_COLUMNS = ("image_id", "sha256", "source_path", "lat_deg", "lon_deg", "source",
-                  "group_id", "license", "attribution", "split", "fold")
-
-
-def shard_name(split: str, fold: int, number: int) -> str:
-    return f"{split}-{'t' if fold < 0 else fold}-{number:06d}"
 
 
 # --- resizing (runs in worker processes) ---------------------------------------------------
@@ -130,127 +134,34 @@ def _resize_chunk(args: tuple[list[str], int, int, int]) -> list[tuple[bytes | N
     return list(pool.map(_resize_one, paths, [size] * len(paths), [quality] * len(paths)))
 
 
-def resize_many(paths: list[str], settings: ShardSettings) -> Iterator[tuple[bytes | None,
-                                                                           str | None]]:
+def _batched(items: Iterator[str], n: int) -> Iterator[list[str]]:
+    while batch := list(itertools.islice(items, n)):  # itertools.batched from Python 3.12
+        yield batch
+
+
+def resize_many(paths: Iterable[str], settings: ShardSettings) -> Iterator[tuple[bytes | None,
+                                                                               str | None]]:
     """Resized bytes (or an error) for each path, in input order, from a process pool.
 
-    At most ``4 * workers`` chunks are in flight, so memory stays bounded however many images
-    there are.
+    ``paths`` is read a chunk at a time and at most ``4 * workers`` chunks are in flight, so
+    memory stays bounded however many images there are.
     """
-    chunks = [(paths[i:i + settings.chunk_size], settings.image_size, settings.jpeg_quality,
-               settings.threads) for i in range(0, len(paths), settings.chunk_size)]
-    if settings.workers == 1 or len(chunks) <= 1:  # in this process: no thread pool left over
-        for paths_, size, quality, _ in chunks:
+    chunks = ((list(b), settings.image_size, settings.jpeg_quality, settings.threads)
+              for b in _batched(iter(paths), settings.chunk_size))
+    first = list(itertools.islice(chunks, 2))
+    if settings.workers == 1 or len(first) <= 1:  # in this process: no thread pool left over
+        for paths_, size, quality, _ in itertools.chain(first, chunks):
             yield from _resize_chunk((paths_, size, quality, 1))
         return
     window = 4 * settings.workers
+    chunks = itertools.chain(first, chunks)
     with ProcessPoolExecutor(settings.workers, mp_context=get_context("fork")) as pool:
-        pending = deque(pool.submit(_resize_chunk, c) for c in chunks[:window])
-        for chunk in chunks[window:]:
+        pending = deque(pool.submit(_resize_chunk, c) for c in itertools.islice(chunks, window))
+        for chunk in chunks:
             yield from pending.popleft().result()
             pending.append(pool.submit(_resize_chunk, chunk))
         while pending:
             yield from pending.popleft().result()
-
-
-# --- records --------------------------------------------------------------------------------
-
-def sample_records(table: pl.DataFrame, levels: list[int]) -> pl.DataFrame:
-    """Add ``key`` and ``record`` (the sample's JSON text) to a table of images.
-
-    ``table`` needs RECORD_COLUMNS plus ``cell_<L>`` and ``label_<L>`` for every level.
-    """
-    needed = [*RECORD_COLUMNS, *(f"cell_{lv}" for lv in levels), *(f"label_{lv}" for lv in levels)]
-    missing = [c for c in needed if c not in table.columns]
-    if missing:
-        raise InputError(f"shard input table lacks columns {missing}")
-    if table.height == 0:
-        raise InputError("shard input table is empty: no kept images to write")
-    if table["sha256"].null_count():
-        raise InputError("shard input: some images have no sha256; store them first")
-    keys = table["sha256"].str.slice(0, KEY_HEX_DIGITS)
-    if keys.n_unique() != table.height:
-        raise InputError("shard input: two images share a SHA-256 prefix (duplicate content)")
-    cells = pl.struct([pl.col(f"cell_{lv}").alias(str(lv)) for lv in levels])
-    labels = pl.struct([pl.col(f"label_{lv}").cast(pl.Int64).alias(str(lv)) for lv in levels])
-    record = pl.struct(
-        pl.col("image_id"), pl.col("lat_deg"), pl.col("lon_deg"), pl.col("source"),
-        pl.col("group_id"), pl.col("license"), pl.col("attribution"), pl.col("split"),
-        pl.col("fold").cast(pl.Int64), cells.alias("cells"), labels.alias("labels"),
-    ).struct.json_encode()
-    return table.with_columns(key=keys, record=record).with_columns(
-        record_sha256=pl.col("record").map_batches(
-            lambda s: pl.Series([hashlib.sha256(r.encode()).hexdigest() for r in s]),
-            return_dtype=pl.String))
-
-
-def build_order(table: pl.DataFrame, seed: int) -> pl.DataFrame:
-    """Deterministic shuffle: order by a seeded hash of the image id (input order is moot)."""
-    digest = table["image_id"].map_elements(
-        lambda s: hashlib.blake2b(f"{seed}:{s}".encode(), digest_size=8).hexdigest(),
-        return_dtype=pl.String)
-    return table.with_columns(_order=digest).sort("_order").drop("_order")
-
-
-# --- planning --------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ShardPlan:
-    name: str
-    split: str
-    fold: int
-    rows: pl.DataFrame      # key, image_id, record, record_sha256, source_path, split, fold
-    rewrite: bool = False   # True: rebuild from the old tar's JPEG bytes (no resizing)
-
-
-CONTENT_COLUMNS = ["image_id", "key", "shard", "record_sha256", "split", "fold"]
-
-
-def _new_plans(rows: pl.DataFrame, next_number: dict[tuple[str, int], int],
-               shard_size: int) -> list[ShardPlan]:
-    plans = []
-    for (split, fold), part in rows.group_by(["split", "fold"], maintain_order=True):
-        start = next_number.get((split, fold), 0)
-        for i, offset in enumerate(range(0, part.height, shard_size)):
-            plans.append(ShardPlan(shard_name(split, fold, start + i), split, int(fold),
-                                   part.slice(offset, shard_size)))
-    return sorted(plans, key=lambda p: p.name)
-
-
-def plan_shards(records: pl.DataFrame, previous: pl.DataFrame | None,
-                settings: ShardSettings) -> tuple[list[ShardPlan], list[str], list[str]]:
-    """Decide which shards to write, keep and delete.
-
-    ``records``: output of ``sample_records`` in build order. ``previous``: the last build's
-    ``contents.parquet`` (or None). Returns (plans to write, names kept as they are, names to
-    delete).
-    """
-    if previous is None or previous.height == 0:
-        return _new_plans(records, {}, settings.shard_size), [], []
-    old = previous.select(CONTENT_COLUMNS)
-    cur = old.join(records, on=["image_id", "split", "fold"], how="inner",
-                   suffix="_new").filter(pl.col("key") == pl.col("key_new"))  # same bytes
-    per_shard = old.group_by("shard").agg(n_old=pl.len()).join(
-        cur.group_by("shard").agg(
-            n_cur=pl.len(), same=(pl.col("record_sha256") == pl.col("record_sha256_new")).all()),
-        on="shard", how="left").with_columns(pl.col("n_cur").fill_null(0))
-    keep = per_shard.filter((pl.col("n_cur") == pl.col("n_old")) & pl.col("same"))
-    drop = per_shard.filter(pl.col("n_cur") == 0)
-    kept = sorted(keep["shard"].to_list())
-    rewrite_names = set(per_shard["shard"]) - set(kept) - set(drop["shard"])
-    rewrite_rows = cur.filter(pl.col("shard").is_in(list(rewrite_names)))
-    plans = [ShardPlan(name, part["split"][0], int(part["fold"][0]),
-                       records.join(part.select("image_id"), on="image_id", how="semi"),
-                       rewrite=True)
-             for (name,), part in rewrite_rows.group_by(["shard"], maintain_order=True)]
-    placed = cur.filter(pl.col("shard").is_in(kept + sorted(rewrite_names)))
-    new_rows = records.join(placed.select("image_id"), on="image_id", how="anti")
-    numbers = old.select(
-        "split", "fold", n=pl.col("shard").str.slice(-6).cast(pl.Int64)
-    ).group_by("split", "fold").agg(pl.col("n").max() + 1)
-    next_number = {(s, f): n for s, f, n in numbers.iter_rows()}
-    plans += _new_plans(new_rows, next_number, settings.shard_size)
-    return sorted(plans, key=lambda p: p.name), kept, sorted(drop["shard"].to_list())
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -280,11 +191,14 @@ def read_tar_images(path: Path) -> dict[str, bytes]:
     return out
 
 
-def plan_fingerprint(plan: ShardPlan, settings: ShardSettings) -> str:
+def plan_fingerprint(plan: ShardPlan, settings: ShardSettings,
+                     rows: pl.DataFrame | None = None) -> str:
     """What a shard's bytes depend on: its samples' keys and records, image size and quality.
-    Stored in the shard's stats, so the index assembly knows the tar is this build's."""
+    Stored in the shard's stats, so the index assembly knows the tar is this build's.
+    ``rows``: ``plan.rows`` when the caller has them already."""
     h = hashlib.sha256(f"{settings.image_size}:{settings.jpeg_quality}\n".encode())
-    for key, record_sha in plan.rows.select("key", "record_sha256").iter_rows():
+    rows = plan.rows if rows is None else rows
+    for key, record_sha in rows.select("key", "record_sha256").iter_rows():
         h.update(f"{key}:{record_sha}\n".encode())
     return h.hexdigest()
 
@@ -294,10 +208,11 @@ def _write_plan(out_dir: Path, plan: ShardPlan, images: Iterator[tuple[bytes | N
     start = time.perf_counter()
     errors: dict[str, int] = {}
     failed: list[str] = []
+    rows = plan.rows
 
     def samples():
         for (key, image_id, record), (jpg, err) in zip(
-                plan.rows.select("key", "image_id", "record").iter_rows(), images):
+                rows.select("key", "image_id", "record").iter_rows(), images):
             if jpg is None:
                 failed.append(image_id)
                 errors[err] = errors.get(err, 0) + 1
@@ -310,7 +225,7 @@ def _write_plan(out_dir: Path, plan: ShardPlan, images: Iterator[tuple[bytes | N
              "failed": len(failed), "failed_image_ids": failed, "errors": errors,
              "rewritten": plan.rewrite, "seconds": round(time.perf_counter() - start, 3),
              "bytes": tar.stat().st_size, "sha256": sha256_file(tar),
-             "plan_sha256": plan_fingerprint(plan, settings)}
+             "plan_sha256": plan_fingerprint(plan, settings, rows)}
     # written last: the shard is done
     write_json_atomic(out_dir / layout.shard_stats_file(plan.name), stats)
     return stats, failed
@@ -352,7 +267,7 @@ def _plan_images(out_dir: Path, plan: ShardPlan,
         return fresh
     old = read_tar_images(out_dir / layout.shard_file(plan.name))
     return ((old.get(k), None if k in old else "missing from the old shard")
-            for k in plan.rows["key"])
+            for k in plan.table["sha256"].gather(plan.index).str.slice(0, KEY_HEX_DIGITS))
 
 
 @dataclass(frozen=True)
@@ -369,10 +284,13 @@ class BuildPlan:
 
 def plan_build(table: pl.DataFrame, levels: list[int], out_dir: Path,
                settings: ShardSettings, incremental: bool = True) -> BuildPlan:
+    """Check ``table`` (``shard_table``'s columns), order it and plan the build against the
+    previous one in ``out_dir``; no record is made here (see ``ShardPlan.rows``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = build_order(sample_records(table, levels), settings.seed)
+    check_table(table, levels)
+    order = build_order(table, settings.seed)
     previous, old_index = _previous_contents(out_dir, settings, incremental)
-    plans, kept, drop = plan_shards(records, previous, settings)
+    plans, kept, drop = plan_shards(table, order, previous, settings, levels)
     if previous is None and old_index is not None:  # a full rebuild: drop the rest
         drop = sorted({s["name"] for s in old_index["shards"]} - {p.name for p in plans})
     return BuildPlan(plans, kept, drop, previous, old_index)
@@ -380,23 +298,35 @@ def plan_build(table: pl.DataFrame, levels: list[int], out_dir: Path,
 
 def write_plans(out_dir: Path, plans: list[ShardPlan], settings: ShardSettings) -> list[dict]:
     """Write the tars and stats of ``plans`` (resizing in one pool); their stats."""
-    paths = [p for plan in plans if not plan.rewrite for p in plan.rows["source_path"].to_list()]
-    fresh = track(resize_many(paths, settings), total=len(paths), desc="shards", unit="img")
+    fresh_plans = [plan for plan in plans if not plan.rewrite]
+    paths = itertools.chain.from_iterable(plan.source_paths for plan in fresh_plans)
+    fresh = track(resize_many(paths, settings), total=sum(p.index.len() for p in fresh_plans),
+                  desc="shards", unit="img")
     return [_write_plan(out_dir, plan, _plan_images(out_dir, plan, fresh), settings)[0]
             for plan in plans]
+
+
+def _contents(plan: BuildPlan, written: list[dict]) -> pl.DataFrame:
+    """CONTENT_COLUMNS of every sample in a shard, sorted by shard and key: each shard's rows
+    sorted on their own and put in name order, so the whole table is never sorted (one copy
+    at the end instead of two: at 5M samples about 0.6 GiB each)."""
+    parts = [(p.name, p.rows.filter(~pl.col("image_id").is_in(st["failed_image_ids"]))
+              .with_columns(shard=pl.lit(p.name)).select(CONTENT_COLUMNS).sort("key"))
+             for p, st in zip(plan.plans, written)]
+    if plan.previous is not None:
+        kept = plan.previous.filter(pl.col("shard").is_in(plan.kept)).select(CONTENT_COLUMNS)
+        parts += [(name, part.sort("key")) for (name,), part in kept.group_by(["shard"])]
+    parts.sort(key=lambda part: part[0])
+    frames = [frame for _, frame in parts]
+    parts.clear()
+    return pl.concat(frames, rechunk=True) if frames else pl.DataFrame()
 
 
 def finish_build(out_dir: Path, plan: BuildPlan, written: list[dict], levels: list[int],
             settings: ShardSettings, start: float) -> ShardBuild:
     """contents.parquet and index.json (last) from the shards' stats; stale shards removed."""
     failed = [i for stats in written for i in stats["failed_image_ids"]]
-    parts = [p.rows.filter(~pl.col("image_id").is_in(st["failed_image_ids"]))
-             .with_columns(shard=pl.lit(p.name)).select(CONTENT_COLUMNS)
-             for p, st in zip(plan.plans, written)]
-    if plan.previous is not None:
-        parts.append(plan.previous.filter(pl.col("shard").is_in(plan.kept))
-                     .select(CONTENT_COLUMNS))
-    contents = pl.concat(parts).sort("shard", "key").rechunk() if parts else pl.DataFrame()
+    contents = _contents(plan, written)
     old_entries = {s["name"]: s for s in (plan.old_index or {}).get("shards", [])}
     entries = [old_entries[n] for n in plan.kept] + [
         {k: s[k] for k in ("name", "split", "fold", "count", "sha256", "bytes")} for s in written]
@@ -415,7 +345,8 @@ def finish_build(out_dir: Path, plan: BuildPlan, written: list[dict], levels: li
 
 def build_shards(table: pl.DataFrame, levels: list[int], out_dir: Path,
                  settings: ShardSettings, incremental: bool = True) -> ShardBuild:
-    """Write (or update) the shards for ``table`` (see ``sample_records`` for its columns).
+    """Write (or update) the shards for ``table`` (``shard_table``'s columns; see
+    ``sample_records``).
 
     ``incremental=False`` (or changed image size / quality) rewrites every shard."""
     start = time.perf_counter()
@@ -424,26 +355,7 @@ def build_shards(table: pl.DataFrame, levels: list[int], out_dir: Path,
                    settings, start)
 
 
-# --- inputs and the dataset descriptor -------------------------------------------------------
-
-def shard_table(manifest: pl.DataFrame, splits: pl.DataFrame, labels: pl.DataFrame,
-                image_path) -> pl.DataFrame:
-    """Join kept manifest rows, their split and their labels into ``sample_records`` input.
-
-    ``image_path(sha256) -> str``: where the stored image is (a local path or fsspec URL).
-    Images with no split (excluded as bridges between splits) are left out.
-    """
-    base = manifest.select("image_id", "sha256", "lat_deg", "lon_deg", "source", "group_id",
-                           "license", "attribution")
-    table = base.join(splits.select("image_id", "split", "fold"), on="image_id", how="inner") \
-        .join(labels, on="image_id", how="left")
-    label_cols = [c for c in labels.columns if c.startswith("label_")]
-    if table.select(pl.any_horizontal(pl.col(label_cols).is_null())).to_series().any():
-        raise InputError("some split images have no hierarchy labels: rematerialize the "
-                         "'hierarchy' asset after 'splits'")
-    paths = [image_path(s) for s in table["sha256"].to_list()]
-    return table.with_columns(source_path=pl.Series(paths, dtype=pl.String))
-
+# --- the dataset descriptor ------------------------------------------------------------------
 
 def write_descriptor(datasets_dir: Path, *, levels, num_classes: dict, manifest_sha256: str,
                      split_settings: dict, hierarchy_settings: dict, image_size: int,

@@ -295,7 +295,8 @@ def image_manifest(context: dg.AssetExecutionContext, settings: GeoscoutSettings
     folder = _folder_part(settings, local_folder)
     ingest = settings.ingest_settings()
     merged = merge_manifests(settings.root(), min_distance_m=ingest.filters.min_distance_m)
-    context.log.info(f"merged {merged.n_rows} rows from {merged.n_cells} cell manifests")
+    context.log.info(f"merged {merged.n_rows} rows from {merged.n_cells} cell manifests "
+                     f"({merged.n_cells_merged} merged again, {merged.n_cells_reused} reused)")
     return dg.MaterializeResult(
         metadata={**merged.metadata(), **folder, **_manifest_views(settings),
                   "filter_settings": dg.MetadataValue.json(_filters_used(settings))},

@@ -83,3 +83,76 @@ def test_streamed_merge_equals_the_eager_merge(tmp_path, monkeypatch):
     assert merge_manifests(root, min_distance_m=20.0).sha256 == result.sha256
     monkeypatch.setattr("geo_assets.merge.FILES_PER_READ", 3)  # many reads, same rows
     assert merge_manifests(root, min_distance_m=20.0).sha256 == result.sha256
+
+
+def _write_cells(root, frame: pl.DataFrame) -> None:
+    """One cell manifest (and its stats file: the cell is done) per cell and source."""
+    from geo_assets import layout
+    from geo_assets.manifest import MANIFEST_SCHEMA, table_to_parquet_bytes
+
+    frame = frame.with_columns(source_id=pl.col("image_id"), sha256=pl.col("image_id"),
+                               captured_at=pl.col("captured_at").cast(pl.Datetime("ms", "UTC")))
+    cols = MANIFEST_SCHEMA.names
+    for (cell, source), part in frame.group_by(["cell_id", "source"]):
+        table = part.with_columns(*[pl.lit(None).alias(c) for c in cols
+                                    if c not in part.columns]).select(cols)
+        root.write_bytes(layout.cell_manifest(source, cell),
+                         table_to_parquet_bytes(table.sort("image_id").to_arrow()
+                                                .cast(MANIFEST_SCHEMA)))
+        root.write_bytes(layout.cell_stats(source, cell), b"{}")
+
+
+def _merged_files(root) -> dict[str, bytes]:
+    from geo_assets import layout
+
+    return {p: root.read_bytes(p) for p in (layout.IMAGE_MANIFEST, layout.CELL_VERSIONS)}
+
+
+def test_incremental_merge_equals_a_full_merge(tmp_path, monkeypatch):
+    """New cells next to old ones and re-crawled cells: the incremental merge re-merges those
+    (and the cells whose decisions they change), copies the rest from the last merge, and
+    writes the bytes a merge from scratch writes. An unchanged re-run re-merges nothing."""
+    from geo_assets import layout
+    from geo_assets.merge import merge_manifests
+    from geo_assets.storage import DataRoot
+
+    monkeypatch.setattr("geo_assets.merge.FILES_PER_READ", 4)  # reuse and re-merge mixed
+    frame = _frame(2, n=4000)
+    repeats = frame.head(150).with_columns(  # the same images listed again in another cell
+        cell_id=pl.col("cell_id").str.slice(0, 8) + "0", kept=~pl.col("kept"))
+    cells = sorted(frame["cell_id"].unique())
+    old_cells, new_cells = cells[: len(cells) * 2 // 3], cells[len(cells) * 2 // 3:]
+    root = DataRoot(str(tmp_path))
+    _write_cells(root, pl.concat([frame.filter(pl.col("cell_id").is_in(old_cells)), repeats],
+                                 how="vertical_relaxed"))
+    first = merge_manifests(root, min_distance_m=20.0)
+    assert first.n_cells_merged == first.n_cells and first.n_cells_reused == 0
+
+    again = merge_manifests(root, min_distance_m=20.0)
+    assert (again.n_cells_merged, again.n_cells_reused) == (0, first.n_cells)
+    assert again.sha256 == first.sha256
+    assert (again.n_rows, again.n_kept, again.n_cross_cell_dropped, again.n_duplicate_ids) \
+        == (first.n_rows, first.n_kept, first.n_cross_cell_dropped, first.n_duplicate_ids)
+
+    recrawled = old_cells[::5]  # re-crawled: other kept flags, some images gone
+    redo = frame.filter(pl.col("cell_id").is_in(recrawled)).filter(
+        pl.int_range(pl.len()) % 7 != 0).with_columns(
+        kept=pl.when(pl.int_range(pl.len()) % 3 == 0).then(~pl.col("kept")).otherwise("kept"))
+    for cell in recrawled:
+        for file in tmp_path.glob(f"manifests/cells/*/{cell}.parquet"):
+            file.unlink()
+    _write_cells(root, pl.concat([redo, frame.filter(pl.col("cell_id").is_in(new_cells))]))
+    grown = merge_manifests(root, min_distance_m=20.0)
+    incremental = _merged_files(root)
+    assert 0 < grown.n_cells_reused and 0 < grown.n_cells_merged < grown.n_cells
+    assert grown.n_cells_merged >= len(recrawled) + len(new_cells)
+    assert grown.n_cross_cell_dropped > 0 and grown.n_duplicate_ids > 0
+
+    full = merge_manifests(root, min_distance_m=20.0, incremental=False)
+    assert full.n_cells_reused == 0
+    assert _merged_files(root) == incremental and full.sha256 == grown.sha256
+    assert (full.n_rows, full.n_kept) == (grown.n_rows, grown.n_kept)
+    assert merge_manifests(root, min_distance_m=20.0).n_cells_merged == 0
+    assert merge_manifests(root, min_distance_m=30.0).n_cells_reused == 0  # other distance
+    root.write_bytes(layout.MERGE_STATE, b"{not json")  # unreadable state: merge from scratch
+    assert merge_manifests(root, min_distance_m=20.0).n_cells_reused == 0
