@@ -5,6 +5,7 @@ metadata, the HTML report and metrics.json under reports/<run_name>/ in the data
 import dagster as dg
 
 from geo_assets import layout
+from pipeline.readable_metadata import file_link
 from pipeline.resources import GeoscoutSettings, TrainingSettings
 
 
@@ -17,6 +18,7 @@ def headline_metadata(metrics: dict) -> dict:
         out[f"top1_level_{lv}"] = round(float(variants["hierarchical"]["top1"]), 4)
         out[f"top5_level_{lv}"] = round(float(variants["hierarchical"]["top5"]), 4)
     out["report_path"] = dg.MetadataValue.path(metrics["report_path"])
+    out["report_link"] = file_link(metrics["report_path"])
     out["eval_seconds"] = float(metrics["eval_seconds"])
     rows = "\n".join(f"| {lv} | {v['flat']['top1']:.3f} | {v['hierarchical']['top1']:.3f} |"
                      for lv, v in metrics["per_level"].items())

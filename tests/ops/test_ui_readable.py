@@ -154,7 +154,8 @@ def test_asset_pages_explain_themselves(browser, tmp_path, artifacts_dir):
         ("ui_trained_model", "/assets/trained_model",
          ["lineage/manifest_hash", model["run_folder"], "train_seconds"]),
         ("ui_evaluation_report", "/assets/evaluation_report",
-         ["verdict", report["verdict"], "baselines", "report_path", "report.html"]),
+         ["verdict", report["verdict"], "baselines", "report_path", "report.html",
+          "report_link", "file://"]),
     ]
     rows = {  # metadata rows whose value the page must show as the asset recorded it
         "ui_trained_model": {k: v for k, v in model.items() if k.startswith("val_top1_")},
