@@ -28,6 +28,7 @@ pytestmark = pytest.mark.slow
 
 LEVELS = [1, 3]
 SETTINGS = ShardSettings(shard_size=5, workers=1)
+FORKED = ShardSettings(shard_size=5, workers=2, chunk_size=2)  # the same bytes, in 2 processes
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -128,8 +129,8 @@ def test_incremental_builds_on_a_bucket_keep_rewrite_and_drop_as_the_single_buil
     steps = [table.head(24), table, changed(table)]
     for step in steps:
         single = build_shards(step, LEVELS, tmp_path / "single", SETTINGS)
-        for part in range(4):  # in-process parts this time: the bucket path is the same
-            build_shard_part(step, LEVELS, root.uri(shards_rel), SETTINGS, part, 4)
+        for part in range(4):  # in-process parts, resizing in 2 forked workers after s3fs use
+            build_shard_part(step, LEVELS, root.uri(shards_rel), FORKED, part, 4)
         again = assemble_shards(step, LEVELS, root.uri(shards_rel), SETTINGS)
         assert (again.kept, again.deleted) == (single.kept, single.deleted)
         assert again.index == single.index
