@@ -171,7 +171,9 @@ class DataRoot:
     def glob(self, pattern: str) -> list[str]:
         """Relative paths under the root matching ``pattern``, sorted."""
         base = self.base + "/"
-        self.fs.invalidate_cache(self.base)  # listings cached in this process may be stale
+        # Listings cached in this process may be stale (another process, a pod, wrote): drop
+        # them all, as s3fs drops a path and its parents only, not the folders below it.
+        self.fs.invalidate_cache()
         return sorted(p.removeprefix(base)
                       for p in self.fs.glob(self.path(pattern)))
 
@@ -216,6 +218,27 @@ class DataRoot:
             self._upload(writes, local, fetched, reads)
         finally:
             shutil.rmtree(local, ignore_errors=True)
+
+    def fetch(self, relpaths: list[str], local: Path) -> None:
+        """Download the files ``relpaths`` (relative, existing) into the stage folder ``local``,
+        TRANSFER_THREADS at a time; nothing to do for a local root (its own stage)."""
+        if self.is_local:
+            return
+        for rel in relpaths:
+            (local / rel).parent.mkdir(parents=True, exist_ok=True)
+        _each(lambda f: self.fs.get_file(self.path(f), str(local / f)), list(relpaths))
+
+    def publish(self, local: Path, relpaths: list[str]) -> None:
+        """Upload the stage files ``local/<rel>`` to ``rel`` (one PUT each, TRANSFER_THREADS
+        at a time); nothing to do for a local root (its own stage)."""
+        if not self.is_local:
+            _each(lambda f: self.fs.put_file(str(local / f), self.path(f)), list(relpaths))
+
+    def remove(self, relpaths: list[str]) -> None:
+        """Delete files under the root; missing ones are skipped."""
+        for rel in relpaths:
+            if self.exists(rel):
+                self.fs.rm_file(self.path(rel))
 
     def _files_under(self, rel: str) -> list[str]:
         """Relative paths of the files at ``rel`` (a file or a folder), none if missing."""
