@@ -197,20 +197,28 @@ def _hash_halves() -> list[pl.Expr]:
             hexa.str.slice(16, 16).str.to_integer(base=16, dtype=pl.UInt64).alias("_h1")]
 
 
-def plan_shards(table: pl.DataFrame, order: pl.Series, previous: pl.DataFrame | None,
-                settings: ShardSettings, levels: list[int]
-                ) -> tuple[list[ShardPlan], list[str], list[str]]:
+def previous_keys(previous: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """What planning needs of the last build's contents (a scan reads only these columns):
+    image_id, split, fold, key, shard and the record hash as ``_h0``, ``_h1`` (5M samples:
+    no 0.4 GiB of hex digests)."""
+    return previous.lazy().select("image_id", "split", "fold", "key", "shard",
+                                  *_hash_halves()).collect()
+
+
+def plan_shards(table: pl.DataFrame, order: pl.Series,
+                previous: pl.DataFrame | pl.LazyFrame | None, settings: ShardSettings,
+                levels: list[int]) -> tuple[list[ShardPlan], list[str], list[str]]:
     """Decide which shards to write, keep and delete.
 
     ``table``: the sample table (``check_table``); ``order``: its build order
-    (``build_order``). ``previous``: the last build's ``contents.parquet`` (or None). Returns
-    (plans to write, names kept as they are, names to delete).
+    (``build_order``). ``previous``: the last build's ``contents.parquet``, read or scanned
+    (or None). Returns (plans to write, names kept as they are, names to delete).
     """
     lv = tuple(levels)
-    if previous is None or previous.height == 0:
+    old = None if previous is None else previous_keys(previous)
+    if old is None or old.height == 0:
         return _new_plans(table, _slim(table, order), {}, settings, lv), [], []
     records = _with_hashes(table, order, levels)
-    old = previous.select("image_id", "split", "fold", "key", "shard", *_hash_halves())
     cur = old.join(records, on=["image_id", "split", "fold", "key"], how="inner",
                    suffix="_new")  # the same images (same key: same bytes) in the same split
     same_record = (pl.col("_h0") == pl.col("_h0_new")) & (pl.col("_h1") == pl.col("_h1_new"))
