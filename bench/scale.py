@@ -23,8 +23,9 @@ work folder (``bench/out/scale/<N>/``):
   the writer makes them (no tar written);
 - ``reshards``: an incremental re-plan: a previous build's ``contents.parquet`` and
   ``index.json`` (made first, in a process of their own, not measured, as ``shards`` plans
-  them: no pixels), then the table grown by 1% new images (new ids and content in a run of
-  crawl cells) with 0.5% of the old ones gone, planned against it (``plan_build``), every
+  them: no pixels) and grown inputs (1% new images, new ids and content in a run of crawl
+  cells, and 0.5% of the old ones gone), then the grown ``shard_table`` (from lazy scans)
+  planned against the previous build (``plan_build``), every
   written shard's records and fingerprint, and the new contents and index
   (``finish_build``; no tar written or read).
 
@@ -202,43 +203,63 @@ def run_stage(stage: str, work: Path) -> None:
     elif stage == "reshards_prev":
         shutil.rmtree(work / "reshards", ignore_errors=True)
         _replan(_shard_input(work), work / "reshards")
+        _grow_inputs(work)
     elif stage == "reshards":
-        print(json.dumps(_replan(_grown(_shard_input(work)), work / "reshards")))
+        print(json.dumps(_replan(_shard_input(work, grown=True), work / "reshards")))
     elif stage == "remerge":
         _recrawl(work)
     else:
         raise SystemExit(f"unknown stage {stage!r}: use one of {STAGES}")
 
 
-def _shard_input(work: Path):
-    """``shard_table`` from lazy scans, as the ``shards`` asset makes it."""
+def _shard_input(work: Path, grown: bool = False):
+    """``shard_table`` from lazy scans, as the ``shards`` asset makes it (``grown``: of the
+    inputs ``_grow_inputs`` wrote)."""
     import polars as pl
 
     from geo_assets import layout
     from geo_assets.shards import shard_table
 
-    manifest = pl.scan_parquet(work / "root" / layout.IMAGE_MANIFEST).filter(pl.col("kept"))
-    return shard_table(manifest, pl.scan_parquet(work / "splits.parquet"),
-                       pl.scan_parquet(work / "hierarchy" / layout.LABELS_FILE), lambda s: s)
+    paths = [work / "root" / layout.IMAGE_MANIFEST, work / "splits.parquet",
+             work / "hierarchy" / layout.LABELS_FILE]
+    if grown:
+        paths = [work / "grown" / path.name for path in paths]
+    manifest = pl.scan_parquet(paths[0]).filter(pl.col("kept"))
+    return shard_table(manifest, pl.scan_parquet(paths[1]), pl.scan_parquet(paths[2]),
+                       lambda s: s)
 
 
-def _grown(table):
-    """``table`` with NEW_SHARE new images (copies of a run of rows, which are a run of crawl
-    cells in the merged manifest's order, with new ids, content and jittered locations) and
-    GONE_SHARE of its images removed at random."""
+def _grow_inputs(work: Path) -> None:
+    """Manifest, splits and labels with NEW_SHARE new images (copies of a run of kept rows,
+    which are a run of crawl cells in the merged manifest's order, with new ids, content and
+    jittered locations) and GONE_SHARE of the kept images removed at random."""
     import polars as pl
 
+    from geo_assets import layout
+
+    dest = work / "grown"
+    dest.mkdir(exist_ok=True)
+    manifest = pl.scan_parquet(work / "root" / layout.IMAGE_MANIFEST).filter(pl.col("kept")) \
+        .select("image_id", "sha256", "lat_deg", "lon_deg", "source", "group_id", "license",
+                "attribution", "kept").collect()
     rng = np.random.default_rng(2)
-    n_new, n_gone = int(table.height * NEW_SHARE), int(table.height * GONE_SHARE)
-    start = int(rng.integers(0, table.height - n_new))
-    new = table.slice(start, n_new).with_columns(
-        image_id=pl.col("image_id") + ":new",
+    n_new, n_gone = int(manifest.height * NEW_SHARE), int(manifest.height * GONE_SHARE)
+    new_ids = manifest["image_id"].slice(int(rng.integers(0, manifest.height - n_new)), n_new)
+
+    def renamed(frame):
+        return frame.filter(pl.col("image_id").is_in(new_ids.implode())).with_columns(
+            image_id=pl.col("image_id") + ":new")
+
+    new = renamed(manifest).with_columns(
         sha256=pl.lit("f") + pl.col("sha256").str.slice(1),  # the synthetic digests are digits
         lat_deg=pl.col("lat_deg") + 1e-5, lon_deg=pl.col("lon_deg") - 1e-5)
-    new = new.with_columns(source_path=pl.col("sha256"))
-    gone = np.zeros(table.height, bool)
-    gone[rng.choice(table.height, n_gone, replace=False)] = True
-    return pl.concat([table.filter(~pl.Series(gone)), new.select(table.columns)])
+    gone = np.zeros(manifest.height, bool)
+    gone[rng.choice(manifest.height, n_gone, replace=False)] = True
+    pl.concat([manifest.filter(~pl.Series(gone)), new]).write_parquet(
+        dest / Path(layout.IMAGE_MANIFEST).name)
+    for path in (work / "splits.parquet", work / "hierarchy" / layout.LABELS_FILE):
+        frame = pl.read_parquet(path)
+        pl.concat([frame, renamed(frame)]).write_parquet(dest / path.name)
 
 
 def _replan(table, out_dir: Path) -> dict:

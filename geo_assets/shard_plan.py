@@ -189,6 +189,19 @@ def _with_hashes(table: pl.DataFrame, order: pl.Series, levels: list[int]) -> pl
         halves, _i=pl.int_range(pl.len(), dtype=pl.UInt32), _rank=pl.Series(rank))
 
 
+def _matched(old: pl.DataFrame, records: pl.DataFrame) -> pl.DataFrame:
+    """The samples of ``old`` (``previous_keys``) that are in ``records`` (``_with_hashes``):
+    the same image (same key: same bytes) in the same split and fold. Their shard, split,
+    fold, ``_i``, ``_rank`` and ``_same`` (the record is unchanged); joined on the image id
+    alone, the rest compared after (no row encoding of four key columns)."""
+    same = [pl.col(c) == pl.col(f"{c}_new") for c in ("split", "fold", "key")]
+    return old.lazy().join(records.lazy(), on="image_id", how="inner", suffix="_new") \
+        .filter(*same).select(
+            "shard", "split", "fold", "_i", "_rank",
+            _same=(pl.col("_h0") == pl.col("_h0_new")) & (pl.col("_h1") == pl.col("_h1_new"))
+        ).collect()
+
+
 def _hash_halves() -> list[pl.Expr]:
     """The first 128 bits of ``record_sha256`` (hex) as two UInt64 columns: records compare
     equal when these do (a SHA-256 collision in 128 bits is not a practical concern)."""
@@ -199,10 +212,10 @@ def _hash_halves() -> list[pl.Expr]:
 
 def previous_keys(previous: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """What planning needs of the last build's contents (a scan reads only these columns):
-    image_id, split, fold, key, shard and the record hash as ``_h0``, ``_h1`` (5M samples:
-    no 0.4 GiB of hex digests)."""
-    return previous.lazy().select("image_id", "split", "fold", "key", "shard",
-                                  *_hash_halves()).collect()
+    image_id, split, fold, key, shard (categorical) and the record hash as ``_h0``, ``_h1``
+    (5M samples: no 0.4 GiB of hex digests)."""
+    return previous.lazy().select("image_id", "split", "fold", "key",
+                                  pl.col("shard").cast(pl.Categorical), *_hash_halves()).collect()
 
 
 def plan_shards(table: pl.DataFrame, order: pl.Series,
@@ -219,27 +232,26 @@ def plan_shards(table: pl.DataFrame, order: pl.Series,
     if old is None or old.height == 0:
         return _new_plans(table, _slim(table, order), {}, settings, lv), [], []
     records = _with_hashes(table, order, levels)
-    cur = old.join(records, on=["image_id", "split", "fold", "key"], how="inner",
-                   suffix="_new")  # the same images (same key: same bytes) in the same split
-    same_record = (pl.col("_h0") == pl.col("_h0_new")) & (pl.col("_h1") == pl.col("_h1_new"))
+    cur = _matched(old, records)
     per_shard = old.group_by("shard").agg(n_old=pl.len()).join(
-        cur.group_by("shard").agg(n_cur=pl.len(), same=same_record.all()),
+        cur.group_by("shard").agg(n_cur=pl.len(), same=pl.col("_same").all()),
         on="shard", how="left").with_columns(pl.col("n_cur").fill_null(0))
     keep = per_shard.filter((pl.col("n_cur") == pl.col("n_old")) & pl.col("same"))
     drop = per_shard.filter(pl.col("n_cur") == 0)
     kept = sorted(keep["shard"].to_list())
     rewrite_names = set(per_shard["shard"]) - set(kept) - set(drop["shard"])
-    rewrite_rows = cur.filter(pl.col("shard").is_in(list(rewrite_names)))
+    rewrite_rows = cur.filter(pl.col("shard").is_in(list(rewrite_names))).sort("_rank")
     plans = [ShardPlan(name, part["split"][0], int(part["fold"][0]), table, part["_i"], lv,
                        rewrite=True)  # in build order (_rank), as in ``records``
-             for (name,), part in rewrite_rows.sort("_rank").group_by(["shard"],
-                                                                      maintain_order=True)]
-    placed = cur.select("image_id", "shard").filter(  # narrow first: no copy of ``cur``
-        pl.col("shard").is_in(kept + sorted(rewrite_names))).select("image_id")
+             for (name,), part in rewrite_rows.group_by(["shard"], maintain_order=True)]
+    del rewrite_rows
+    new = np.ones(records.height, dtype=bool)  # every sample in ``cur`` is placed (a shard
+    new[cur["_i"].to_numpy()] = False         # with a sample in ``cur`` is kept or rewritten)
     del cur
-    new_rows = records.join(placed, on="image_id", how="anti").sort("_rank")  # build order
+    new_rows = records.select("_i", "split", "fold", "_rank").filter(pl.Series(new)) \
+        .sort("_rank")  # build order
     numbers = old.select(
-        "split", "fold", n=pl.col("shard").str.slice(-6).cast(pl.Int64)
+        "split", "fold", n=pl.col("shard").cast(pl.String).str.slice(-6).cast(pl.Int64)
     ).group_by("split", "fold").agg(pl.col("n").max() + 1)
     next_number = {(s, f): n for s, f, n in numbers.iter_rows()}
     plans += _new_plans(table, new_rows, next_number, settings, lv)
