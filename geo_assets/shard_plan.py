@@ -176,8 +176,8 @@ def _slim(table: pl.DataFrame, order: pl.Series) -> pl.DataFrame:
 
 
 def _with_hashes(table: pl.DataFrame, order: pl.Series, levels: list[int]) -> pl.DataFrame:
-    """image_id, split, fold, key, the record's SHA-256 as two UInt64 (``_h0``, ``_h1``:
-    ``_hash_halves``), ``_i`` (row in ``table``) and ``_rank`` (place in the build order) of
+    """image_id, split, fold, the key (``_k0``, ``_k1``), the record's SHA-256 as two UInt64
+    (``_h0``, ``_h1``: ``_hash_halves``), ``_i`` (row in ``table``) and ``_rank`` (place in the build order) of
     every sample, in table order (no reordered copy), the records made a chunk at a time
     (5M hex digests would take 0.3 GiB, their halves 0.08)."""
     halves = pl.concat([sample_records(part, levels).select(_hash_halves())
@@ -185,21 +185,36 @@ def _with_hashes(table: pl.DataFrame, order: pl.Series, levels: list[int]) -> pl
     rank = np.empty(table.height, dtype=np.uint32)
     rank[order.to_numpy()] = np.arange(table.height, dtype=np.uint32)
     return table.select("image_id", pl.col("split").cast(pl.String), "fold",
-                        key=pl.col("sha256").str.slice(0, KEY_HEX_DIGITS)).with_columns(
+                        *_key_ints("sha256")).with_columns(
         halves, _i=pl.int_range(pl.len(), dtype=pl.UInt32), _rank=pl.Series(rank))
 
 
 def _matched(old: pl.DataFrame, records: pl.DataFrame) -> pl.DataFrame:
     """The samples of ``old`` (``previous_keys``) that are in ``records`` (``_with_hashes``):
     the same image (same key: same bytes) in the same split and fold. Their shard, split,
-    fold, ``_i``, ``_rank`` and ``_same`` (the record is unchanged); joined on the image id
-    alone, the rest compared after (no row encoding of four key columns)."""
-    same = [pl.col(c) == pl.col(f"{c}_new") for c in ("split", "fold", "key")]
-    return old.lazy().join(records.lazy(), on="image_id", how="inner", suffix="_new") \
+    fold, ``_i``, ``_rank`` and ``_same`` (the record is unchanged). Joined on integers
+    (64-bit hash of the image id; the key's 80 bits as two integers), no string hash table:
+    a false match needs a 64-bit collision between two ids of the same content, and would
+    only move that image to a rewritten shard (its record is made from ``records``)."""
+    def ints(frame: pl.DataFrame) -> pl.LazyFrame:
+        return frame.lazy().with_columns(
+            _id=pl.col("image_id").hash(seed=0)).drop("image_id")
+
+    same = [pl.col(c) == pl.col(f"{c}_new") for c in ("split", "fold", "_k0", "_k1")]
+    return ints(old).join(ints(records), on="_id", how="inner", suffix="_new") \
         .filter(*same).select(
             "shard", "split", "fold", "_i", "_rank",
             _same=(pl.col("_h0") == pl.col("_h0_new")) & (pl.col("_h1") == pl.col("_h1_new"))
         ).collect()
+
+
+def _key_ints(column: str) -> list[pl.Expr]:
+    """A sample's key (the first KEY_HEX_DIGITS hex digits of ``column``) as two integers,
+    ``_k0`` (16 digits) and ``_k1`` (the other 4): equal when the keys are."""
+    hexa = pl.col(column)
+    return [hexa.str.slice(0, 16).str.to_integer(base=16, dtype=pl.UInt64).alias("_k0"),
+            hexa.str.slice(16, KEY_HEX_DIGITS - 16).str.to_integer(base=16, dtype=pl.UInt32)
+            .alias("_k1")]
 
 
 def _hash_halves() -> list[pl.Expr]:
@@ -212,9 +227,10 @@ def _hash_halves() -> list[pl.Expr]:
 
 def previous_keys(previous: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """What planning needs of the last build's contents (a scan reads only these columns):
-    image_id, split, fold, key, shard (categorical) and the record hash as ``_h0``, ``_h1``
+    image_id, split, fold, the key as ``_k0``, ``_k1`` (``_key_ints``), shard (categorical)
+    and the record hash as ``_h0``, ``_h1``
     (5M samples: no 0.4 GiB of hex digests)."""
-    return previous.lazy().select("image_id", "split", "fold", "key",
+    return previous.lazy().select("image_id", "split", "fold", *_key_ints("key"),
                                   pl.col("shard").cast(pl.Categorical), *_hash_halves()).collect()
 
 
