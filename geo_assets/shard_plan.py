@@ -180,12 +180,13 @@ def _with_hashes(table: pl.DataFrame, order: pl.Series, levels: list[int]) -> pl
     (``_h0``, ``_h1``: ``_hash_halves``), ``_i`` (row in ``table``) and ``_rank`` (place in the build order) of
     every sample, in table order (no reordered copy), the records made a chunk at a time
     (5M hex digests would take 0.3 GiB, their halves 0.08)."""
-    halves = pl.concat([sample_records(part, levels).select(_hash_halves())
-                        for part in table.iter_slices(HASH_CHUNK)])
+    halves = pl.concat([  # keys too a chunk at a time: whole, the slices take 0.7 GiB at 5M
+        pl.concat([sample_records(part, levels).select(_hash_halves()),
+                   part.select(_key_ints("sha256"))], how="horizontal")
+        for part in table.iter_slices(HASH_CHUNK)])
     rank = np.empty(table.height, dtype=np.uint32)
     rank[order.to_numpy()] = np.arange(table.height, dtype=np.uint32)
-    return table.select("image_id", pl.col("split").cast(pl.String), "fold",
-                        *_key_ints("sha256")).with_columns(
+    return table.select("image_id", pl.col("split").cast(pl.String), "fold").with_columns(
         halves, _i=pl.int_range(pl.len(), dtype=pl.UInt32), _rank=pl.Series(rank))
 
 
@@ -231,7 +232,8 @@ def previous_keys(previous: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     and the record hash as ``_h0``, ``_h1``
     (5M samples: no 0.4 GiB of hex digests)."""
     return previous.lazy().select("image_id", "split", "fold", *_key_ints("key"),
-                                  pl.col("shard").cast(pl.Categorical), *_hash_halves()).collect()
+                                  pl.col("shard").cast(pl.Categorical), *_hash_halves()
+                                  ).collect(engine="streaming")  # in morsels: no whole slices
 
 
 def plan_shards(table: pl.DataFrame, order: pl.Series,
