@@ -20,7 +20,14 @@ work folder (``bench/out/scale/<N>/``):
   merge (``merge`` itself is the merge from scratch: ``incremental=False``);
 - ``shards``: shard bookkeeping: ``shard_table`` (from lazy scans), ``plan_build`` (checks,
   build order, plan) and every shard's JSON records and fingerprint, one shard at a time, as
-  the writer makes them (no tar written).
+  the writer makes them (no tar written);
+- ``reshards``: an incremental re-plan: a previous build's ``contents.parquet`` and
+  ``index.json`` (made first, in a process of their own, not measured, as ``shards`` plans
+  them: no pixels) and grown inputs (1% new images, new ids and content in a run of crawl
+  cells, and 0.5% of the old ones gone), then the grown ``shard_table`` (from lazy scans)
+  planned against the previous build (``plan_build``), every
+  written shard's records and fingerprint, and the new contents and index
+  (``finish_build``; no tar written or read).
 
 Run: ``.venv/bin/python -m bench.scale --sizes 100000 1000000 5000000``. Prints one line per
 stage and size, the growth exponent of wall time between consecutive sizes
@@ -48,7 +55,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "scale"
 COORDS = ROOT.parent / "shared" / "data" / "coords" / "geoclip_mp16_coordinates_100K.csv"
-STAGES = ("merge", "checks", "splits", "leakage", "hierarchy", "shards", "remerge")
+STAGES = ("merge", "checks", "splits", "leakage", "hierarchy", "shards", "reshards", "remerge")
+PREPARE = {"reshards": "reshards_prev"}  # run first, in its own process, not measured
+NEW_SHARE, GONE_SHARE = 0.01, 0.005  # reshards: images added and removed
 RECRAWLED_SHARE = 100  # remerge: every 100th cell file re-crawled
 LEVELS = [1, 3, 5, 8]
 KEPT_SHARE = 0.85
@@ -184,21 +193,89 @@ def run_stage(stage: str, work: Path) -> None:
         fitted = fit_hierarchy(lat, lon, (table["split"] == "train").to_numpy(), settings)
         write_hierarchy(fitted, settings, table["image_id"], lat, lon, work / "hierarchy")
     elif stage == "shards":
-        from geo_assets.shards import plan_build, plan_fingerprint, shard_table
+        from geo_assets.shards import plan_build, plan_fingerprint
 
-        manifest = pl.scan_parquet(work / "root" / layout.IMAGE_MANIFEST).filter(pl.col("kept"))
-        table = shard_table(manifest, pl.scan_parquet(work / "splits.parquet"),
-                            pl.scan_parquet(work / "hierarchy" / layout.LABELS_FILE),
-                            lambda s: s)
         settings = ShardSettings()
         shutil.rmtree(work / "shards", ignore_errors=True)
-        plan = plan_build(table, LEVELS, work / "shards", settings)
+        plan = plan_build(_shard_input(work), LEVELS, work / "shards", settings)
         for shard in plan.plans:  # every record and fingerprint, as the writer makes them
             plan_fingerprint(shard, settings)
+    elif stage == "reshards_prev":
+        shutil.rmtree(work / "reshards", ignore_errors=True)
+        _replan(_shard_input(work), work / "reshards")
+        _grow_inputs(work)
+    elif stage == "reshards":
+        print(json.dumps(_replan(_shard_input(work, grown=True), work / "reshards")))
     elif stage == "remerge":
         _recrawl(work)
     else:
         raise SystemExit(f"unknown stage {stage!r}: use one of {STAGES}")
+
+
+def _shard_input(work: Path, grown: bool = False):
+    """``shard_table`` from lazy scans, as the ``shards`` asset makes it (``grown``: of the
+    inputs ``_grow_inputs`` wrote)."""
+    import polars as pl
+
+    from geo_assets import layout
+    from geo_assets.shards import shard_table
+
+    paths = [work / "root" / layout.IMAGE_MANIFEST, work / "splits.parquet",
+             work / "hierarchy" / layout.LABELS_FILE]
+    if grown:
+        paths = [work / "grown" / path.name for path in paths]
+    manifest = pl.scan_parquet(paths[0]).filter(pl.col("kept"))
+    return shard_table(manifest, pl.scan_parquet(paths[1]), pl.scan_parquet(paths[2]),
+                       lambda s: s)
+
+
+def _grow_inputs(work: Path) -> None:
+    """Manifest, splits and labels with NEW_SHARE new images (copies of a run of kept rows,
+    which are a run of crawl cells in the merged manifest's order, with new ids, content and
+    jittered locations) and GONE_SHARE of the kept images removed at random."""
+    import polars as pl
+
+    from geo_assets import layout
+
+    dest = work / "grown"
+    dest.mkdir(exist_ok=True)
+    manifest = pl.scan_parquet(work / "root" / layout.IMAGE_MANIFEST).filter(pl.col("kept")) \
+        .select("image_id", "sha256", "lat_deg", "lon_deg", "source", "group_id", "license",
+                "attribution", "kept").collect()
+    rng = np.random.default_rng(2)
+    n_new, n_gone = int(manifest.height * NEW_SHARE), int(manifest.height * GONE_SHARE)
+    new_ids = manifest["image_id"].slice(int(rng.integers(0, manifest.height - n_new)), n_new)
+
+    def renamed(frame):
+        return frame.filter(pl.col("image_id").is_in(new_ids.implode())).with_columns(
+            image_id=pl.col("image_id") + ":new")
+
+    new = renamed(manifest).with_columns(
+        sha256=pl.lit("f") + pl.col("sha256").str.slice(1),  # the synthetic digests are digits
+        lat_deg=pl.col("lat_deg") + 1e-5, lon_deg=pl.col("lon_deg") - 1e-5)
+    gone = np.zeros(manifest.height, bool)
+    gone[rng.choice(manifest.height, n_gone, replace=False)] = True
+    pl.concat([manifest.filter(~pl.Series(gone)), new]).write_parquet(
+        dest / Path(layout.IMAGE_MANIFEST).name)
+    for path in (work / "splits.parquet", work / "hierarchy" / layout.LABELS_FILE):
+        frame = pl.read_parquet(path)
+        pl.concat([frame, renamed(frame)]).write_parquet(dest / path.name)
+
+
+def _replan(table, out_dir: Path) -> dict:
+    """Plan a build of ``table`` against ``out_dir``, make every written shard's records and
+    fingerprint and write contents and index as the writer would (stats without tars)."""
+    from geo_assets.settings import ShardSettings
+    from geo_assets.shards import finish_build, plan_build, plan_fingerprint
+
+    settings, start = ShardSettings(), time.perf_counter()
+    plan = plan_build(table, LEVELS, out_dir, settings)
+    written = [{"name": p.name, "split": p.split, "fold": p.fold, "count": p.index.len(),
+                "bytes": 0, "sha256": plan_fingerprint(p, settings), "failed_image_ids": []}
+               for p in plan.plans]
+    finish_build(out_dir, plan, written, LEVELS, settings, start)
+    return {"written": len(plan.plans), "rewritten": sum(p.rewrite for p in plan.plans),
+            "kept": len(plan.kept), "deleted": len(plan.drop)}
 
 
 def _recrawl(work: Path) -> None:
@@ -244,6 +321,10 @@ def child(stage: str, size: int) -> None:
 
 
 def _fresh(stage: str, size: int) -> dict:
+    if stage in PREPARE:
+        prep = _fresh(PREPARE[stage], size)
+        if "error" in prep:
+            return {**prep, "stage": stage}
     out = subprocess.run([sys.executable, "-m", "bench.scale", "--stage", stage, "--size",
                           str(size)], cwd=ROOT, capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -291,7 +372,8 @@ if __name__ == "__main__":
                         help="the stages to run (default: all); a stage reads the outputs of "
                         "the earlier ones (merge -> splits -> hierarchy -> shards), so run "
                         "those once first")
-    parser.add_argument("--stage", choices=STAGES, help="(internal) run one stage")
+    parser.add_argument("--stage", choices=[*STAGES, *PREPARE.values()],
+                        help="(internal) run one stage")
     parser.add_argument("--size", type=int, help="(internal) the size of that stage")
     args = parser.parse_args()
     if args.stage:

@@ -176,17 +176,46 @@ def _slim(table: pl.DataFrame, order: pl.Series) -> pl.DataFrame:
 
 
 def _with_hashes(table: pl.DataFrame, order: pl.Series, levels: list[int]) -> pl.DataFrame:
-    """image_id, split, fold, key, the record's SHA-256 as two UInt64 (``_h0``, ``_h1``:
-    ``_hash_halves``), ``_i`` (row in ``table``) and ``_rank`` (place in the build order) of
+    """image_id, split, fold, the key (``_k0``, ``_k1``), the record's SHA-256 as two UInt64
+    (``_h0``, ``_h1``: ``_hash_halves``), ``_i`` (row in ``table``) and ``_rank`` (place in the build order) of
     every sample, in table order (no reordered copy), the records made a chunk at a time
     (5M hex digests would take 0.3 GiB, their halves 0.08)."""
-    halves = pl.concat([sample_records(part, levels).select(_hash_halves())
-                        for part in table.iter_slices(HASH_CHUNK)])
+    halves = pl.concat([  # keys too a chunk at a time: whole, the slices take 0.7 GiB at 5M
+        pl.concat([sample_records(part, levels).select(_hash_halves()),
+                   part.select(_key_ints("sha256"))], how="horizontal")
+        for part in table.iter_slices(HASH_CHUNK)])
     rank = np.empty(table.height, dtype=np.uint32)
     rank[order.to_numpy()] = np.arange(table.height, dtype=np.uint32)
-    return table.select("image_id", pl.col("split").cast(pl.String), "fold",
-                        key=pl.col("sha256").str.slice(0, KEY_HEX_DIGITS)).with_columns(
+    return table.select("image_id", pl.col("split").cast(pl.String), "fold").with_columns(
         halves, _i=pl.int_range(pl.len(), dtype=pl.UInt32), _rank=pl.Series(rank))
+
+
+def _matched(old: pl.DataFrame, records: pl.DataFrame) -> pl.DataFrame:
+    """The samples of ``old`` (``previous_keys``) that are in ``records`` (``_with_hashes``):
+    the same image (same key: same bytes) in the same split and fold. Their shard, split,
+    fold, ``_i``, ``_rank`` and ``_same`` (the record is unchanged). Joined on integers
+    (64-bit hash of the image id; the key's 80 bits as two integers), no string hash table:
+    a false match needs a 64-bit collision between two ids of the same content, and would
+    only move that image to a rewritten shard (its record is made from ``records``)."""
+    def ints(frame: pl.DataFrame) -> pl.LazyFrame:
+        return frame.lazy().with_columns(
+            _id=pl.col("image_id").hash(seed=0)).drop("image_id")
+
+    same = [pl.col(c) == pl.col(f"{c}_new") for c in ("split", "fold", "_k0", "_k1")]
+    return ints(old).join(ints(records), on="_id", how="inner", suffix="_new") \
+        .filter(*same).select(
+            "shard", "split", "fold", "_i", "_rank",
+            _same=(pl.col("_h0") == pl.col("_h0_new")) & (pl.col("_h1") == pl.col("_h1_new"))
+        ).collect()
+
+
+def _key_ints(column: str) -> list[pl.Expr]:
+    """A sample's key (the first KEY_HEX_DIGITS hex digits of ``column``) as two integers,
+    ``_k0`` (16 digits) and ``_k1`` (the other 4): equal when the keys are."""
+    hexa = pl.col(column)
+    return [hexa.str.slice(0, 16).str.to_integer(base=16, dtype=pl.UInt64).alias("_k0"),
+            hexa.str.slice(16, KEY_HEX_DIGITS - 16).str.to_integer(base=16, dtype=pl.UInt32)
+            .alias("_k1")]
 
 
 def _hash_halves() -> list[pl.Expr]:
@@ -197,41 +226,50 @@ def _hash_halves() -> list[pl.Expr]:
             hexa.str.slice(16, 16).str.to_integer(base=16, dtype=pl.UInt64).alias("_h1")]
 
 
-def plan_shards(table: pl.DataFrame, order: pl.Series, previous: pl.DataFrame | None,
-                settings: ShardSettings, levels: list[int]
-                ) -> tuple[list[ShardPlan], list[str], list[str]]:
+def previous_keys(previous: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """What planning needs of the last build's contents (a scan reads only these columns):
+    image_id, split, fold, the key as ``_k0``, ``_k1`` (``_key_ints``), shard (categorical)
+    and the record hash as ``_h0``, ``_h1``
+    (5M samples: no 0.4 GiB of hex digests)."""
+    return previous.lazy().select("image_id", "split", "fold", *_key_ints("key"),
+                                  pl.col("shard").cast(pl.Categorical), *_hash_halves()
+                                  ).collect(engine="streaming")  # in morsels: no whole slices
+
+
+def plan_shards(table: pl.DataFrame, order: pl.Series,
+                previous: pl.DataFrame | pl.LazyFrame | None, settings: ShardSettings,
+                levels: list[int]) -> tuple[list[ShardPlan], list[str], list[str]]:
     """Decide which shards to write, keep and delete.
 
     ``table``: the sample table (``check_table``); ``order``: its build order
-    (``build_order``). ``previous``: the last build's ``contents.parquet`` (or None). Returns
-    (plans to write, names kept as they are, names to delete).
+    (``build_order``). ``previous``: the last build's ``contents.parquet``, read or scanned
+    (or None). Returns (plans to write, names kept as they are, names to delete).
     """
     lv = tuple(levels)
-    if previous is None or previous.height == 0:
+    old = None if previous is None else previous_keys(previous)
+    if old is None or old.height == 0:
         return _new_plans(table, _slim(table, order), {}, settings, lv), [], []
     records = _with_hashes(table, order, levels)
-    old = previous.select("image_id", "split", "fold", "key", "shard", *_hash_halves())
-    cur = old.join(records, on=["image_id", "split", "fold", "key"], how="inner",
-                   suffix="_new")  # the same images (same key: same bytes) in the same split
-    same_record = (pl.col("_h0") == pl.col("_h0_new")) & (pl.col("_h1") == pl.col("_h1_new"))
+    cur = _matched(old, records)
     per_shard = old.group_by("shard").agg(n_old=pl.len()).join(
-        cur.group_by("shard").agg(n_cur=pl.len(), same=same_record.all()),
+        cur.group_by("shard").agg(n_cur=pl.len(), same=pl.col("_same").all()),
         on="shard", how="left").with_columns(pl.col("n_cur").fill_null(0))
     keep = per_shard.filter((pl.col("n_cur") == pl.col("n_old")) & pl.col("same"))
     drop = per_shard.filter(pl.col("n_cur") == 0)
     kept = sorted(keep["shard"].to_list())
     rewrite_names = set(per_shard["shard"]) - set(kept) - set(drop["shard"])
-    rewrite_rows = cur.filter(pl.col("shard").is_in(list(rewrite_names)))
+    rewrite_rows = cur.filter(pl.col("shard").is_in(list(rewrite_names))).sort("_rank")
     plans = [ShardPlan(name, part["split"][0], int(part["fold"][0]), table, part["_i"], lv,
                        rewrite=True)  # in build order (_rank), as in ``records``
-             for (name,), part in rewrite_rows.sort("_rank").group_by(["shard"],
-                                                                      maintain_order=True)]
-    placed = cur.select("image_id", "shard").filter(  # narrow first: no copy of ``cur``
-        pl.col("shard").is_in(kept + sorted(rewrite_names))).select("image_id")
+             for (name,), part in rewrite_rows.group_by(["shard"], maintain_order=True)]
+    del rewrite_rows
+    new = np.ones(records.height, dtype=bool)  # every sample in ``cur`` is placed (a shard
+    new[cur["_i"].to_numpy()] = False         # with a sample in ``cur`` is kept or rewritten)
     del cur
-    new_rows = records.join(placed, on="image_id", how="anti").sort("_rank")  # build order
+    new_rows = records.select("_i", "split", "fold", "_rank").filter(pl.Series(new)) \
+        .sort("_rank")  # build order
     numbers = old.select(
-        "split", "fold", n=pl.col("shard").str.slice(-6).cast(pl.Int64)
+        "split", "fold", n=pl.col("shard").cast(pl.String).str.slice(-6).cast(pl.Int64)
     ).group_by("split", "fold").agg(pl.col("n").max() + 1)
     next_number = {(s, f): n for s, f, n in numbers.iter_rows()}
     plans += _new_plans(table, new_rows, next_number, settings, lv)

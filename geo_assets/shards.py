@@ -250,15 +250,16 @@ def read_index(out_dir: Path) -> dict | None:
 
 
 def _previous_contents(out_dir: Path, settings: ShardSettings,
-                       incremental: bool) -> tuple[pl.DataFrame | None, dict | None]:
-    """The last build's contents, when it can be reused, and its index (None if none)."""
+                       incremental: bool) -> tuple[pl.LazyFrame | None, dict | None]:
+    """A scan of the last build's contents, when it can be reused (read in parts: the
+    planning's columns, then the kept shards' rows), and its index (None if none)."""
     index = read_index(out_dir)
     contents = out_dir / layout.SHARD_CONTENTS_FILE
     if index is None or not contents.exists():
         return None, index
     same = (index.get("image_size") == settings.image_size
             and index.get("jpeg_quality") == settings.jpeg_quality)
-    return (pl.read_parquet(contents) if same and incremental else None), index
+    return (pl.scan_parquet(contents) if same and incremental else None), index
 
 
 def _plan_images(out_dir: Path, plan: ShardPlan,
@@ -278,7 +279,7 @@ class BuildPlan:
     plans: list[ShardPlan]
     kept: list[str]
     drop: list[str]
-    previous: pl.DataFrame | None
+    previous: pl.LazyFrame | None  # a scan of the last build's contents.parquet
     old_index: dict | None
 
 
@@ -314,7 +315,8 @@ def _contents(plan: BuildPlan, written: list[dict]) -> pl.DataFrame:
               .with_columns(shard=pl.lit(p.name)).select(CONTENT_COLUMNS).sort("key"))
              for p, st in zip(plan.plans, written)]
     if plan.previous is not None:
-        kept = plan.previous.filter(pl.col("shard").is_in(plan.kept)).select(CONTENT_COLUMNS)
+        kept = plan.previous.filter(pl.col("shard").is_in(plan.kept)).select(CONTENT_COLUMNS) \
+            .collect()  # before finish_build replaces the file
         parts += [(name, part.sort("key")) for (name,), part in kept.group_by(["shard"])]
     parts.sort(key=lambda part: part[0])
     frames = [frame for _, frame in parts]

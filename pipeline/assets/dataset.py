@@ -257,9 +257,9 @@ def shards(context: dg.AssetExecutionContext, settings: GeoscoutSettings,
                 [*in_datasets(layout.SHARDS_DIR), layout.DATASETS_DIR,
                  *in_datasets(layout.SHARD_INDEX, layout.DESCRIPTOR)]) as stage:
         root, out = stage.root, stage.out
-        table = shard_table(kept_manifest(stage, SHARD_COLUMNS),
-                            pl.read_parquet(out / layout.SPLITS),
-                            pl.read_parquet(out / layout.LABELS),
+        table = shard_table(kept_manifest(stage, SHARD_COLUMNS),  # scans: needed columns only
+                            pl.scan_parquet(out / layout.SPLITS),
+                            pl.scan_parquet(out / layout.LABELS),
                             lambda sha: root.uri(layout.image(sha)))
         build = build_shards(table, levels, out / layout.SHARDS_DIR, sset, dataset.incremental)
         meta = json.loads((out / layout.LEVELS_META).read_text())

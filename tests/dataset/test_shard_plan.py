@@ -143,9 +143,11 @@ def test_fresh_plan_equals_the_previous_algorithm(lazy):
     compare(new, legacy)
 
 
-def test_incremental_plan_equals_the_previous_algorithm():
+@pytest.mark.parametrize("scanned", [False, True])
+def test_incremental_plan_equals_the_previous_algorithm(scanned, tmp_path):
     """Images removed, relabelled and added after a first build: the same shards kept,
-    rewritten, deleted and added as before."""
+    rewritten, deleted and added as before (the previous contents read, or scanned from
+    parquet as ``plan_build`` does)."""
     manifest, splits, labels = inputs(3000)
     settings = ShardSettings(shard_size=41)
     table = new_table(manifest, splits, labels)
@@ -161,7 +163,10 @@ def test_incremental_plan_equals_the_previous_algorithm():
     dropped = pl.concat([first[3].rows["image_id"], first[10].rows["image_id"]])
     manifest2 = manifest2.filter(~pl.col("image_id").is_in(dropped.implode()))
     table2 = new_table(manifest2, splits2, labels2)
-    new = plan_shards(table2, build_order(table2, 0), previous, settings, LEVELS)
+    if scanned:
+        previous.write_parquet(tmp_path / "contents.parquet")
+    given = pl.scan_parquet(tmp_path / "contents.parquet") if scanned else previous
+    new = plan_shards(table2, build_order(table2, 0), given, settings, LEVELS)
     legacy = legacy_plan(legacy_records(legacy_table(manifest2, splits2, labels2), LEVELS, 0),
                          previous, 41)
     assert new[1] and new[2] and any(p.rewrite for p in new[0])  # kept, dropped, rewritten
