@@ -11,6 +11,7 @@ from geo_assets.clients.records import (
     epoch_ms,
     optional_bool,
     optional_float,
+    optional_link,
     optional_text,
     record_digest,
     rejected,
@@ -40,7 +41,7 @@ def _fields(entity: dict, thumb_field: str) -> dict:
     username = optional_text((creator or {}).get("username"), "creator.username")
     heading = optional_float(entity.get("computed_compass_angle",
                                         entity.get("compass_angle")), "compass_angle")
-    thumb = optional_text(entity.get(thumb_field), thumb_field)
+    thumb = optional_link(entity.get(thumb_field), thumb_field)
     return {"group_id": optional_text(entity.get("sequence"), "sequence"), "creator": username,
             "captured_at_ms": epoch_ms(entity.get("captured_at"), "captured_at"),
             "heading_deg": heading % 360.0 if heading is not None else None,

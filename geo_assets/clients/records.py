@@ -21,6 +21,7 @@ from geo_assets.manifest import DropReason
 SOURCE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 MIN_EPOCH_MS, MAX_EPOCH_MS = 0, 4_102_444_800_000  # 1970 .. 2100
 MAX_TEXT = 500
+MAX_LINK = 4096  # signed CDN links run to several hundred characters
 
 
 def show(value: object) -> str:
@@ -77,6 +78,20 @@ def optional_text(value: object, name: str) -> str | None:
     from geo_assets.clients.redact import PROCESS_REDACTOR
 
     return PROCESS_REDACTOR(str(value))[:MAX_TEXT]  # a server may echo a secret into data
+
+
+def optional_link(value: object, name: str) -> str | None:
+    """A signed http(s) link to fetch, kept whole: unlike text fields it is neither redacted
+    (its signature is what makes it work) nor cut. It stays in memory only (``fetch_ref`` is
+    left out of reprs and manifests); the host is checked against the allow-list on fetch."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RecordError(f"{name} is {type(value).__name__}, not a link")
+    if len(value) > MAX_LINK or not value.startswith(("https://", "http://")):
+        raise RecordError(f"{name} {show(value)} refused: not an http(s) link of at most "
+                          f"{MAX_LINK} characters")
+    return value
 
 
 def optional_bool(value: object, name: str) -> bool | None:

@@ -29,12 +29,15 @@ def graph_entities() -> list[dict]:
 def test_real_image_entities_parse():
     entities = graph_entities()
     assert len(entities) == 8
-    for e in entities:
-        c = parse_image(e, "thumb_1024_url")
+    link = ("https://scontent.xx.fbcdn.net/m1/v/t6/An8" + "x" * 300
+            + "?stp=s1024x768&ccb=10-5&oh=00_AYC&oe=6761&_nc_sid=201bca")
+    for e in entities:  # the recordings replace the signed link with a filler
+        assert parse_image(e, "thumb_1024_url").drop_reason == "invalid_record"
+        c = parse_image(dict(e, thumb_1024_url=link), "thumb_1024_url")
         assert c.image_id == f"mapillary:{e['id']}" and c.group_id == e["sequence"]
         assert (c.lon_deg, c.lat_deg) == tuple(e["computed_geometry"]["coordinates"])
         assert c.captured_at_ms == e["captured_at"] and c.license == LICENSE
-        assert c.fetch_ref == "thumb_1024_filler_url"
+        assert c.fetch_ref == link  # kept whole: neither redacted nor cut
         assert 0 <= c.heading_deg < 360
         assert "fetch_ref" not in repr(c)  # the signed link never shows in a repr
 
