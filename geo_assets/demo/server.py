@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import signal
 import socket
 import threading
 import time
@@ -352,7 +353,7 @@ def _banner(server: DemoServer, seed: int) -> str:
 
 
 def cli(argv: list[str]) -> int:
-    """``geoscout demo-server``: serve until Ctrl-C."""
+    """``geoscout demo-server``: serve until Ctrl-C or SIGTERM."""
     args = _parser().parse_args(argv)
     try:
         faults = FaultConfig.from_spec(args.faults) if args.faults else None
@@ -362,12 +363,13 @@ def cli(argv: list[str]) -> int:
     server = DemoServer(world, host=args.host, port=args.port, faults=faults,
                         mapillary_token=args.token, google_key=args.key,
                         signing_secret=args.signing_secret, latency_s=args.latency_ms / 1000)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # also when started from a background shell,
+        signal.signal(sig, lambda *_: stop.set())  # which leaves SIGINT ignored
     try:
         server.start()
         print(_banner(server, args.seed), flush=True)
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
+        stop.wait()
         print("stopping", flush=True)
     finally:
         server.stop()

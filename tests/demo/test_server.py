@@ -82,8 +82,10 @@ def test_concurrent_clients_are_all_served(demo_server, demo_world):
     assert demo_server.cache.misses == 40 and demo_server.cache.hits == 80
 
 
-def test_cli_serves_until_interrupted(tmp_path):
-    code = "import sys; from geo_assets.demo.server import cli; sys.exit(cli(sys.argv[1:]))"
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_cli_serves_until_interrupted(tmp_path, sig):
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "  # as `cmd &`
+            "from geo_assets.demo.server import cli; sys.exit(cli(sys.argv[1:]))")  # leaves it
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "--port", "0", "--preset", "tiny", "--seed", "1",
          "--faults", "rate_5xx=0.0,seed=4", "--key", "k2"],
@@ -99,7 +101,7 @@ def test_cli_serves_until_interrupted(tmp_path):
                          params={"location": "0,0", "key": "k2"})
         assert r.json()["status"] == "ZERO_RESULTS"
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         assert proc.wait(timeout=20) == 0
 
 
