@@ -253,9 +253,7 @@ class DataRoot:
         """Copy ``reads`` into ``local`` (TRANSFER_THREADS files at a time); (size, mtime) of
         each copy, to spot the files a step changed."""
         files = sorted({f for rel in reads for f in self._files_under(rel)})
-        for file in files:
-            (local / file).parent.mkdir(parents=True, exist_ok=True)
-        _each(lambda f: self.fs.get_file(self.path(f), str(local / f)), files)
+        self.fetch(files, local)
         return {f: _stamp(local / f) for f in files}
 
     def _upload(self, writes, local: Path, fetched: dict, reads) -> None:
@@ -269,7 +267,7 @@ class DataRoot:
                 if f not in explicit] if path.is_dir() else []
             changed = [f for f in files
                        if f not in done and fetched.get(f) != _stamp(local / f)]
-            _each(lambda f: self.fs.put_file(str(local / f), self.path(f)), changed)
+            self.publish(local, changed)
             done.update(files)
         for rel in writes:  # a folder read whole and written: mirror its deletions, last
             if any(_within(rel, r) for r in reads):
