@@ -142,6 +142,40 @@ class DemoWorld:
             best[group] = max(best.get(group, 0.0), n)
         return float(sum(best.values()) / weights.sum())
 
+    def item_of(self, image_id: str) -> DemoImage | DemoPano | None:
+        """The image or panorama behind a dataset image id (``mapillary:<id>`` or
+        ``streetview:<pano>_<heading>``); None for an id that is not this world's."""
+        source, _, key = image_id.partition(":")
+        if source == "mapillary":
+            return self.image_index.get(key)
+        if source == "streetview":
+            return self.pano_index.get(key.rsplit("_", 1)[0])
+        return None
+
+    def labelled_ceiling(self, image_ids, labels) -> float:
+        """Best top-1 any model can reach on exactly these dataset images, from pixels alone.
+
+        ``labels`` are the images' classes at one level of the dataset's hierarchy (which
+        merges sparse cells into their parent's class). Pixels reveal only the signal group,
+        so no model does better on this set than one that gives every image its group's most
+        common label *in this set*. It is a hard bound for one split; a model trained on other
+        places can reach it only where the split's places are like the training places.
+        """
+        counts: dict[tuple[str, object], int] = {}
+        for image_id, label in zip(image_ids, labels, strict=True):
+            item = self.item_of(image_id)
+            if item is None:
+                raise InputError(f"image {image_id!r} is not in the demo world (seed "
+                                 f"{self.seed}, preset {self.preset!r})")
+            key = (signal_group(item), label)
+            counts[key] = counts.get(key, 0) + 1
+        if not counts:
+            raise InputError("no images to compute a ceiling on")
+        best: dict[str, int] = {}
+        for (group, _), n in counts.items():
+            best[group] = max(best.get(group, 0), n)
+        return sum(best.values()) / sum(counts.values())
+
     def summary(self, levels: tuple[int, ...] = (1, 3, 5, 8)) -> dict:
         """Counts and accuracy ceilings, JSON-ready (for reports and the CLI)."""
         artefacts: dict[str, int] = {}
@@ -170,8 +204,13 @@ class DemoWorld:
             items += [(p, float(PANO_HEADINGS)) for p in self.panoramas]
         return (np.array([it.lat for it, _ in items], dtype=float),
                 np.array([it.lon for it, _ in items], dtype=float),
-                [f"{it.country}/{it.climate}/{it.urban}" for it, _ in items],
+                [signal_group(it) for it, _ in items],
                 np.array([w for _, w in items], dtype=float))
+
+
+def signal_group(item: DemoImage | DemoPano) -> str:
+    """What an image's pixels reveal about where it is: country, climate band, town or road."""
+    return f"{item.country}/{item.climate}/{item.urban}"
 
 
 @lru_cache(maxsize=8)

@@ -156,3 +156,29 @@ def test_summary_is_json_ready(demo):
     assert summary["accuracy_ceiling"]["5"] == round(demo.accuracy_ceiling(5), 4)
     assert set(summary["artefacts"]) == set(ARTEFACTS)
     assert len(summary["countries"]) == len({c.iso_a3 for c in demo.countries})
+
+
+def test_labelled_ceiling_is_the_best_group_only_answer(demo):
+    """``labelled_ceiling`` on dataset ids and labels equals giving each signal group its most
+    common label in the set, and no group-only rule does better."""
+    from geo_assets.demo.world import signal_group
+
+    items = [im for im in demo.images if im.artefact is None][:400]
+    ids = [f"mapillary:{im.image_id}" for im in items]
+    ids += [f"streetview:{p.pano_id}_90" for p in demo.panoramas[:50]]
+    items += list(demo.panoramas[:50])
+    labels = list(points_to_cells([i.lat for i in items], [i.lon for i in items], 5))
+    ceiling = demo.labelled_ceiling(ids, labels)
+    by_group: dict = {}
+    for item, label in zip(items, labels):
+        by_group.setdefault(signal_group(item), Counter())[label] += 1
+    modal = {g: c.most_common(1)[0][0] for g, c in by_group.items()}
+    assert ceiling == pytest.approx(np.mean([modal[signal_group(i)] == lab
+                                             for i, lab in zip(items, labels)]))
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # random group-only rules never beat it
+        rule = {g: rng.choice(list(c)) for g, c in by_group.items()}
+        assert np.mean([rule[signal_group(i)] == lab for i, lab in zip(items, labels)]) \
+            <= ceiling
+    with pytest.raises(InputError, match="not in the demo world"):
+        demo.labelled_ceiling(["local:someone/photo"], [0])
