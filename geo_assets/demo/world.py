@@ -1,7 +1,7 @@
 """The seeded demo world: Mapillary-style capture sequences and Street View panoramas.
 
-Coverage is clustered the way real coverage is: dense cities, sequences along roads between
-them, nothing in the interiors. Street View panoramas stand beside Mapillary frames (both
+Coverage is clustered the way real coverage is: dense cities (the biggest with the most
+coverage), sequences along roads between them, nothing in the interiors. Street View panoramas stand beside Mapillary frames (both
 services drive the same streets), so probing metadata at Mapillary locations finds them.
 Everything is a pure function of ``(seed, preset)``.
 
@@ -251,9 +251,18 @@ def _walk(rng, lat0, lon0, n, spacing_deg, heading0_deg, turn_prob):
     return lat, lon, heading
 
 
+def town_shares(n: int) -> np.ndarray:
+    """Share of a country's sequences that start in each of its ``n`` towns: Zipf's law of
+    town sizes (the first town twice the second, three times the third), as real coverage is
+    dominated by the biggest cities. Towns of equal size would make a group's most common cell
+    a coin toss that any held-out split turns against itself."""
+    sizes = 1.0 / np.arange(1, n + 1)
+    return sizes / sizes.sum()
+
+
 def _sequence_track(country: DemoCountry, n: int, rng, spread_deg: float = 0.02):
     """(lat, lon, compass, urban) of one sequence: a city street or a road between cities."""
-    k = int(rng.integers(len(country.city_lats)))
+    k = int(rng.choice(len(country.city_lats), p=town_shares(len(country.city_lats))))
     lat_c, lon_c = country.city_lats[k], country.city_lons[k]
     if len(country.city_lats) > 1 and rng.random() < 0.3:
         j = (k + 1 + int(rng.integers(len(country.city_lats) - 1))) % len(country.city_lats)
