@@ -8,6 +8,7 @@ import polars as pl
 from geo_assets.demo.world import PANO_HEADINGS, generate_world
 from geo_assets.settings import SplitSettings
 from geo_assets.splits import TEST, make_splits
+from pipeline.profiles import DEMO_DATASET
 
 
 def world_manifest(world) -> pl.DataFrame:
@@ -42,7 +43,8 @@ def independent_places(part: pl.DataFrame, km: float = 1.0) -> int:
 
 def test_default_demo_world_gives_a_test_split_of_100_independent_places():
     manifest = world_manifest(generate_world(0, "demo"))
-    splits = make_splits(manifest, SplitSettings()).splits.join(
+    settings = SplitSettings(**DEMO_DATASET)  # the demo profile's split settings
+    splits = make_splits(manifest, settings).splits.join(
         manifest.select("image_id", "lat_deg", "lon_deg"), on="image_id")
     assert independent_places(splits.filter(pl.col("split") == TEST)) >= 100
     assert independent_places(splits.filter(pl.col("fold") == 0)) >= 100
