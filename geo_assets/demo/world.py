@@ -42,11 +42,13 @@ class Preset:
     seq_len: tuple[int, int]
     artefact_rates: tuple[float, float, float, float]  # in ARTEFACTS order
     city_spread_deg: float = 0.02  # std of a city street sequence's start around the centre
+    zipf_towns: bool = True  # town coverage by Zipf's law (``town_shares``), else equal
 
 
 PRESETS: dict[str, Preset] = {
     "demo": Preset(3400, 288, (2, 3), (0.03, 0.02, 0.04, 0.01), 0.05),
-    "tiny": Preset(320, 40, (6, 16), (0.04, 0.03, 0.05, 0.02)),
+    # tiny: fast tests of the machinery, not of accuracy; equal towns as before Zipf's law
+    "tiny": Preset(320, 40, (6, 16), (0.04, 0.03, 0.05, 0.02), zipf_towns=False),
 }
 
 
@@ -260,9 +262,11 @@ def town_shares(n: int) -> np.ndarray:
     return sizes / sizes.sum()
 
 
-def _sequence_track(country: DemoCountry, n: int, rng, spread_deg: float = 0.02):
+def _sequence_track(country: DemoCountry, n: int, rng, spread_deg: float = 0.02,
+                    zipf_towns: bool = True):
     """(lat, lon, compass, urban) of one sequence: a city street or a road between cities."""
-    k = int(rng.choice(len(country.city_lats), p=town_shares(len(country.city_lats))))
+    towns = len(country.city_lats)
+    k = int(rng.choice(towns, p=town_shares(towns)) if zipf_towns else rng.integers(towns))
     lat_c, lon_c = country.city_lats[k], country.city_lons[k]
     if len(country.city_lats) > 1 and rng.random() < 0.3:
         j = (k + 1 + int(rng.integers(len(country.city_lats) - 1))) % len(country.city_lats)
@@ -299,7 +303,8 @@ def _make_sequences(countries, preset: Preset, rng) -> list[dict]:
         while made < per_country:
             n = int(rng.integers(preset.seq_len[0], preset.seq_len[1] + 1))
             lat, lon, heading, urban = _sequence_track(country, n, rng,
-                                                       preset.city_spread_deg)
+                                                       preset.city_spread_deg,
+                                                       preset.zipf_towns)
             user, user_id = creators[ci][int(rng.integers(2))]
             start_ms = int(rng.integers(1_451_606_400_000, 1_735_603_200_000))
             gaps = rng.integers(800, 3000, n)
