@@ -39,15 +39,20 @@ def train_run(descriptor: Path, root: DataRoot, name: str, size: int, **settings
     from training.config import TrainConfig
     from training.train import main as train
 
-    card = train(TrainConfig(dataset=str(descriptor), output_dir=str(root.local_path(
-        layout.model_dir(name))), run_name=name, batch_size=32, workers=1, image_size=size,
-        device="cpu", threads=2, backbone="efficientnet_lite0", pretrained=True, **settings))
-    return card
+    settings = {"batch_size": 32, **settings}
+    return train(TrainConfig(dataset=str(descriptor), output_dir=str(root.local_path(
+        layout.model_dir(name))), run_name=name, workers=1, image_size=size, device="cpu",
+        threads=2, backbone="efficientnet_lite0", pretrained=True, **settings))
 
 
 def per_epoch_seconds(card: dict) -> float:
-    seconds = [h["seconds"] for h in card["history"] if "seconds" in h]
-    return sum(seconds) / max(1, len(seconds))
+    """Frozen: the mean of the epochs' own times (training + validation). Fine-tuned: the
+    run's training seconds per epoch, which also holds the one-off validation decisions and
+    retrieval-index pass after the epochs (an upper bound)."""
+    frozen = card.get("frozen_encoder")
+    if frozen:
+        return sum(frozen["epoch_seconds"]) / max(1, len(frozen["epoch_seconds"]))
+    return card["train_seconds"] / max(1, card["epochs_run"])
 
 
 def best_validation_nll(card: dict) -> float:
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         cards[f"frozen-{head}"] = card = train_run(descriptor, root, f"frozen-{head}",
                                                    args.image_size, head=head,
                                                    head_hidden=args.head_hidden, **frozen)
-        cache = card["embedding_cache"]
+        cache = card["frozen_encoder"]["cache"]
         print(f"frozen-{head}: {time.perf_counter() - started:.1f} s in all, cache "
               f"{'encoded' if cache['built'] else 're-used'} in {cache['seconds']:.1f} s, "
               f"{card['epochs_run']} epochs at {per_epoch_seconds(card):.3f} s, best epoch "

@@ -118,29 +118,30 @@ def head_step(rt: Runtime, batch: Batch) -> float:
 
 
 def fit_heads(rt: Runtime, state: TrainState, train: EmbeddingPart,
-              val: EmbeddingPart) -> None:
-    """The epoch loop of ``train.fit`` on cached features (history gets ``seconds``)."""
-    heads = HeadsOnFeatures(rt.bare)
+              val: EmbeddingPart) -> list[float]:
+    """The epoch loop of ``train.fit`` on cached features; returns each epoch's seconds
+    (training and validation; kept out of the history, which must replay exactly)."""
+    heads, seconds = HeadsOnFeatures(rt.bare), []
     bar = progress(rt.cfg.epochs, desc="training heads", unit="epoch",
                    write=rt.reporter.progress_write())
     while state.epoch < rt.cfg.epochs and not state.stopped_early:
-        started, losses = time.perf_counter(), []
+        started = time.perf_counter()
         rt.bare.train()
         for batch in batches(train, rt.cfg.batch_size, epoch_order(rt, train, state.epoch)):
-            losses.append(head_step(rt, batch))
+            head_step(rt, batch)
             state.global_step += 1
         level_metrics, _, _ = evaluate(heads, batches(val, EVAL_CHUNK), rt.tables,
                                        rt.dist.device, lambda: autocast(rt))
         update_early_stopping(rt, state, level_metrics)
-        state.history[-1]["seconds"] = round(time.perf_counter() - started, 3)
-        state.history[-1]["train_loss"] = round(sum(losses) / max(1, len(losses)), 5)
+        seconds.append(round(time.perf_counter() - started, 4))
         rt.reporter.info(f"epoch {state.epoch + 1}/{rt.cfg.epochs} (frozen encoder, "
-                         f"{state.history[-1]['seconds']:.2f} s) validation top-1 per level "
+                         f"{seconds[-1]:.2f} s) validation top-1 per level "
                          f"{[round(m['top1'], 4) for m in level_metrics]} "
                          f"nll {[round(m['nll'], 3) for m in level_metrics]}")
         state.epoch += 1
         bar.update(1)
     bar.close()
+    return seconds
 
 
 def retrieval_index(rt: Runtime, train: EmbeddingPart):
@@ -168,13 +169,13 @@ def train_heads(rt: Runtime, folds: list[int]) -> dict | None:
                      f"images, {len(val)} validation ({'encoded' if cache.built else 're-used'}"
                      f" {cache.path.name}, {cache.seconds:.1f} s)")
     state = TrainState()
-    fit_heads(rt, state, train, val)
+    epoch_seconds = fit_heads(rt, state, train, val)
     best = run_dir(rt.cfg) / layout.BEST_FILE
     if best.exists():
         rt.bare.load_state_dict(torch.load(best, map_location=rt.dist.device, weights_only=True))
     index, why = retrieval_index(rt, train)
     temperatures, val_metrics, decisions = decide(rt, HeadsOnFeatures(rt.bare),
                                                   list(batches(val, EVAL_CHUNK)), index, why)
-    decisions["embedding_cache"] = cache.summary()
+    decisions["frozen_encoder"] = {"cache": cache.summary(), "epoch_seconds": epoch_seconds}
     return finish(rt, state, temperatures, val_metrics, time.perf_counter() - started,
                   decisions)

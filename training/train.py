@@ -416,7 +416,6 @@ def fit(rt: Runtime, state: TrainState, make_train_loader, val_loader,
                        write=rt.reporter.progress_write())
     overall.update(state.epoch)
     while state.epoch < rt.cfg.epochs and not state.stopped_early:
-        started = time.perf_counter()
         if not train_one_epoch(rt, make_train_loader, state, pending_rng):
             return False
         pending_rng = None
@@ -424,7 +423,6 @@ def fit(rt: Runtime, state: TrainState, make_train_loader, val_loader,
         level_metrics, _, _ = evaluate(rt.bare, val_loader, rt.tables, rt.dist.device,
                                        lambda: autocast(rt))
         update_early_stopping(rt, state, level_metrics)
-        state.history[-1]["seconds"] = round(time.perf_counter() - started, 3)  # + validation
         rt.reporter.info(f"epoch {state.epoch + 1}/{rt.cfg.epochs} validation top-1 per level "
                          f"{[round(m['top1'], 4) for m in level_metrics]} "
                          f"nll {[round(m['nll'], 3) for m in level_metrics]}")
