@@ -6,7 +6,8 @@ hierarchical class heads and, with ``--location-head``, the offset head, linear 
 mlp``) over the training folds' cached features, seconds on a CPU. Everything else is the
 fine-tuning recipe's own code (``training.train``): the loss settings (label smoothing,
 haversine smoothing, level weights, offset loss), optimizer and schedule, validation on the
-validation fold with early stopping on its NLL (``best.pth``), then the validation decisions
+validation fold with early stopping on its NLL (the best heads kept in memory, no
+``best.pth``), then the validation decisions
 (temperatures, location estimator, retrieval index; ``training.validation.decide``) and
 ``model.pt`` + the model card (``train.finish``). ``model.pt`` is an ordinary model (the
 pretrained backbone, unchanged, plus the trained heads), so evaluation, ``predict`` and export
@@ -26,7 +27,6 @@ import time
 import torch
 from torch import nn
 
-from geo_assets import layout
 from geo_assets.errors import InputError
 from geo_assets.progress import progress
 from training import embeddings, sampling
@@ -117,11 +117,18 @@ def head_step(rt: Runtime, batch: Batch) -> float:
     return float(loss.detach())
 
 
+def head_state(model: GeoModel) -> dict[str, torch.Tensor]:
+    """A copy of everything but the (unchanging) backbone's tensors."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()
+            if not k.startswith("backbone.")}
+
+
 def fit_heads(rt: Runtime, state: TrainState, train: EmbeddingPart,
-              val: EmbeddingPart) -> list[float]:
+              val: EmbeddingPart) -> tuple[list[float], dict[str, torch.Tensor]]:
     """The epoch loop of ``train.fit`` on cached features; returns each epoch's seconds
-    (training and validation; kept out of the history, which must replay exactly)."""
-    heads, seconds = HeadsOnFeatures(rt.bare), []
+    (training and validation; kept out of the history, which must replay exactly) and the
+    best epoch's heads (kept in memory: no backbone-sized ``best.pth`` per epoch)."""
+    heads, seconds, best = HeadsOnFeatures(rt.bare), [], {}
     bar = progress(rt.cfg.epochs, desc="training heads", unit="epoch",
                    write=rt.reporter.progress_write())
     while state.epoch < rt.cfg.epochs and not state.stopped_early:
@@ -132,7 +139,8 @@ def fit_heads(rt: Runtime, state: TrainState, train: EmbeddingPart,
             state.global_step += 1
         level_metrics, _, _ = evaluate(heads, batches(val, EVAL_CHUNK), rt.tables,
                                        rt.dist.device, lambda: autocast(rt))
-        update_early_stopping(rt, state, level_metrics)
+        update_early_stopping(rt, state, level_metrics,
+                              save_best=lambda: best.update(head_state(rt.bare)))
         seconds.append(round(time.perf_counter() - started, 4))
         rt.reporter.info(f"epoch {state.epoch + 1}/{rt.cfg.epochs} (frozen encoder, "
                          f"{seconds[-1]:.2f} s) validation top-1 per level "
@@ -141,7 +149,7 @@ def fit_heads(rt: Runtime, state: TrainState, train: EmbeddingPart,
         state.epoch += 1
         bar.update(1)
     bar.close()
-    return seconds
+    return seconds, best
 
 
 def retrieval_index(rt: Runtime, train: EmbeddingPart):
@@ -169,10 +177,8 @@ def train_heads(rt: Runtime, folds: list[int]) -> dict | None:
                      f"images, {len(val)} validation ({'encoded' if cache.built else 're-used'}"
                      f" {cache.path.name}, {cache.seconds:.1f} s)")
     state = TrainState()
-    epoch_seconds = fit_heads(rt, state, train, val)
-    best = run_dir(rt.cfg) / layout.BEST_FILE
-    if best.exists():
-        rt.bare.load_state_dict(torch.load(best, map_location=rt.dist.device, weights_only=True))
+    epoch_seconds, best = fit_heads(rt, state, train, val)
+    rt.bare.load_state_dict({**rt.bare.state_dict(), **best})
     index, why = retrieval_index(rt, train)
     temperatures, val_metrics, decisions = decide(rt, HeadsOnFeatures(rt.bare),
                                                   list(batches(val, EVAL_CHUNK)), index, why)

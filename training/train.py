@@ -329,13 +329,17 @@ def validation_score(level_metrics: list[dict]) -> float:
     return -sum(m["nll"] for m in level_metrics)
 
 
-def update_early_stopping(rt: Runtime, state: TrainState, level_metrics: list[dict]) -> None:
+def update_early_stopping(rt: Runtime, state: TrainState, level_metrics: list[dict],
+                          save_best=None) -> None:
+    """``save_best()``: keep the improved weights (default: ``best.pth`` on rank 0)."""
     score = validation_score(level_metrics)
     state.history.append({"epoch": state.epoch, "step": state.global_step, "score": score,
                           "val": level_metrics})
     if score > state.best_score + rt.cfg.min_delta:
         state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch, 0
-        if rt.dist.is_main:
+        if save_best is not None:
+            save_best()
+        elif rt.dist.is_main:
             ckpt.atomic_save(rt.bare.state_dict(), run_dir(rt.cfg) / layout.BEST_FILE)
     else:
         state.bad_epochs += 1

@@ -189,6 +189,16 @@ def test_heads_learn_from_frozen_features(linear_run):
     best = max(card["history"], key=lambda h: h["score"])
     assert best["val"][-1]["top1"] > 0.5  # 8 classes at level 2: chance 0.125
     assert len(card["frozen_encoder"]["epoch_seconds"]) == card["epochs_run"]
+
+
+def test_best_epoch_heads_without_a_backbone_sized_file(linear_run):
+    """Early stopping keeps the best heads in memory: model.pt holds the best epoch's heads
+    (its validation NLL is the history's best), and no best.pth is written."""
+    out, card = linear_run
+    assert not (out / layout.BEST_FILE).exists()
+    best = max(card["history"], key=lambda h: h["score"])
+    assert sum(m["nll"] for m in card["validation"]) == pytest.approx(-best["score"],
+                                                                       rel=1e-4)
     assert card["location"]["retrieval_index"] == "64 training images"
 
 
