@@ -214,6 +214,16 @@ def test_evaluate_run_reads_the_frozen_model(dataset, linear_run, tmp_path):
     assert json.loads((tmp_path / "report" / "metrics.json").read_text())["n_test"] == 64
 
 
+def test_export_and_model_card_of_a_frozen_mlp_model(dataset, tmp_path):
+    from training.export import export_model
+
+    train(config(dataset, tmp_path, epochs=1, head="mlp", head_hidden=16))
+    export_model(tmp_path / layout.MODEL_FILE)  # checks the exports' logits against PyTorch
+    card_md = next(tmp_path.rglob("MODEL_CARD.md")).read_text()
+    assert "frozen encoder: pretrained weights unchanged" in card_md
+    assert "mlp heads (16 hidden units)" in card_md
+
+
 def test_flags_and_refusals(dataset, tmp_path):
     args = get_args_parser().parse_args(["--dataset", str(dataset), "--output-dir",
                                          str(tmp_path), "--encoder", "frozen", "--head",
