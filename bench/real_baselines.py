@@ -74,6 +74,21 @@ def build_dataset(root: DataRoot, image_size: int) -> Path:
     return root.local_path(layout.DATASETS_DIR, layout.DESCRIPTOR)
 
 
+def print_verdicts(metrics: dict) -> tuple[int, int]:
+    """The model's and the baselines' figures with the verdicts; (verdicts beaten, total)."""
+    section = metrics["baselines"]
+    print(f"test images {metrics['n_test']}, training images {section['n_reference']}")
+    print(f"{'metric':<14}{'model':>10}" + "".join(f"{b:>26}" for b in section["baselines"]))
+    for m in section["metrics"]:
+        cells = "".join(f"{section['baselines'][b][m]:>15.3f} ({section['verdicts'][b][m]:>6})"
+                        for b in section["baselines"])
+        print(f"{m:<14}{section['model'][m]:>10.3f}{cells}")
+    print(metrics["headline"]["verdict"])
+    print(f"report: {metrics['report_path']}")
+    beats = sum(v == "beats" for per in section["verdicts"].values() for v in per.values())
+    return beats, sum(len(per) for per in section["verdicts"].values())
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser("real_baselines", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "real_baselines")
@@ -106,16 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                            device="cpu", natural_earth_dir=str(ROOT.parent / "shared" / "data"
                                                                / "naturalearth"))
     section = metrics["baselines"]
-    print(f"test images {metrics['n_test']}, training images {section['n_reference']}")
-    print(f"{'metric':<14}{'model':>10}" + "".join(f"{b:>26}" for b in section["baselines"]))
-    for m in section["metrics"]:
-        cells = "".join(f"{section['baselines'][b][m]:>15.3f} ({section['verdicts'][b][m]:>6})"
-                        for b in section["baselines"])
-        print(f"{m:<14}{section['model'][m]:>10.3f}{cells}")
-    print(metrics["headline"]["verdict"])
-    print(f"report: {metrics['report_path']}")
-    beats = sum(v == "beats" for per in section["verdicts"].values() for v in per.values())
-    total = sum(len(per) for per in section["verdicts"].values())
+    beats, total = print_verdicts(metrics)
     print(f"RESULT real_baselines median_km={section['model']['median_km']:.0f} "
           f"target={min(b['median_km'] for b in section['baselines'].values()):.0f}")
     print(f"RESULT real_baselines verdicts_beaten={beats} target={total}")

@@ -20,6 +20,7 @@ Every other module builds data-root paths from these names (with ``DataRoot.path
     manifests/image_manifest.parquet    the merged manifest
     manifests/cell_versions.parquet     per-cell manifest versions (lineage)
     datasets/                           splits, hierarchy, shards (names below)
+    datasets/embeddings/<backbone>-<key>.pt   frozen-encoder embedding caches
     models/<run>/                       checkpoints, model.pt, model_card.json
     reports/<run>/                      evaluation report, metrics.json, figures
 
@@ -141,6 +142,16 @@ def level_table(level: int) -> str:
 
 def children_map(level: int) -> str:
     return f"{HIERARCHY_DIR}/{children_file(level)}"
+
+
+EMBEDDINGS_DIR = "embeddings"  # inside DATASETS_DIR: frozen-encoder caches (training.embeddings)
+
+
+def embedding_cache(backbone: str, key: str) -> str:
+    """A frozen backbone's cached embeddings of a dataset, inside DATASETS_DIR:
+    ``embeddings/<backbone>-<key>.pt`` (``key`` covers what changes the embeddings)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in backbone)
+    return f"{EMBEDDINGS_DIR}/{safe}-{key}.pt"
 
 
 def dataset_level(level: int) -> str:

@@ -36,3 +36,4 @@ VALIDATION = "validation"
 HISTORY = "history"
 CALIBRATION = "calibration"  # per level: temperature, fitted or why not
 LOCATION = "location"  # location estimator chosen on validation, its validation median km
+FROZEN_ENCODER = "frozen_encoder"  # --encoder frozen: the embedding cache, seconds per epoch

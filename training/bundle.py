@@ -1,6 +1,7 @@
 """``model.pt``: final weights plus everything needed to use them without the dataset:
 backbone name, class tables, per-level temperatures, the input preprocessing (size and the
-backbone's mean/std), whether it has a location head, and the decisions taken on the
+backbone's mean/std), whether it has a location head, the heads' hidden width (``mlp`` heads;
+None for linear ones), and the decisions taken on the
 validation fold: ``location`` (``{"method", "validation_median_km", "n"}``: the estimator of
 ``training.inference.estimate_locations`` that the report and ``predict`` use) and
 ``calibration`` (per level: temperature, fitted or the reason why not), and ``retrieval``
@@ -50,7 +51,7 @@ def save_bundle(path: Path, model: GeoModel, backbone: str, tables: ClassTables,
     atomic_save({"format": FORMAT, "state_dict": model.state_dict(), "backbone": backbone,
                  "tables": tables.to_dict(), "temperatures": list(temperatures),
                  "image_size": image_size, "mean": mean, "std": std, "info": info,
-                 "offset_head": model.offsets is not None,
+                 "offset_head": model.offsets is not None, "head_hidden": model.head_hidden,
                  "location": decisions.get("location", {"method": "centroid"}),
                  "calibration": decisions.get("calibration", []),
                  "retrieval": decisions.get("retrieval")}, path)
@@ -70,7 +71,8 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> ModelBu
         raise InputError(f"{path} is not a geoscout model file (format {FORMAT})")
     tables = ClassTables.from_dict(saved["tables"])
     model = build_model(saved["backbone"], tables.num_classes, image_size=int(saved["image_size"]),
-                        offset_head=bool(saved.get("offset_head", False)))
+                        offset_head=bool(saved.get("offset_head", False)),
+                        head_hidden=saved.get("head_hidden"))
     model.load_state_dict(saved["state_dict"])
     model.to(device).eval()
     return ModelBundle(model, tables, list(saved["temperatures"]), int(saved["image_size"]),

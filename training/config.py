@@ -113,6 +113,19 @@ class TrainConfig(BaseModel):
         default=None, ge=0, description="early backbone stages frozen (default: per backbone; "
         "CLIP / DINOv2 / SigLIP towers all but the last two, others none)",
         json_schema_extra=_group("model"))
+    encoder: Literal["finetune", "frozen"] = Field(
+        default="finetune", description="finetune: train the backbone with the heads (every "
+        "epoch decodes and augments images); frozen: encode every image once with the "
+        "pretrained backbone (evaluation transform, no augmentation), cache the embeddings "
+        "under the dataset (datasets/embeddings/) and train only the heads on them, seconds "
+        "per epoch on a CPU; model.pt is an ordinary model either way",
+        json_schema_extra=_group("model"))
+    head: Literal["linear", "mlp"] = Field(
+        default="linear", description="heads on the pooled features: linear (one layer per "
+        "level) or mlp (a shared hidden layer of --head-hidden units with GELU, then one "
+        "layer per level)", json_schema_extra=_group("model"))
+    head_hidden: int = Field(default=1024, ge=1, description="hidden units of the mlp head",
+                             json_schema_extra=_group("model"))
     location_head: bool = Field(
         default=True, description="also learn the offset of the true point from the finest "
         "class's centroid, in cell sizes (OSV-5M's hybrid head); refines the location",
@@ -192,6 +205,10 @@ class TrainConfig(BaseModel):
 
     def to_dict(self) -> dict:
         return self.model_dump()
+
+    def hidden_units(self) -> int | None:
+        """The heads' hidden width: ``head_hidden`` for the mlp head, None for linear."""
+        return self.head_hidden if self.head == "mlp" else None
 
     def hash(self) -> str:
         """Hash of the settings that change the result (not paths, resume or logging)."""

@@ -310,7 +310,8 @@ def evaluate_run(model_path: str | Path, dataset: str | Path, output_dir: str | 
 
     def loader(split: str):
         return data.make_loader(desc, split=split, image_size=bundle.image_size,
-                                batch_size=batch_size, num_workers=workers, train=False)
+                                batch_size=batch_size, num_workers=workers, train=False,
+                                mean=bundle.mean, std=bundle.std)
 
     state = run_pass(bundle, loader("test"), dev, location, keep_images=gradcam_images,
                      frozen=frozen)

@@ -41,6 +41,15 @@ def baseline_rows(metrics: dict | None) -> tuple[list[str], list[dict]]:
                               for b in names]} for m in section["metrics"]]
 
 
+def training_mode(config: dict) -> str:
+    """How the backbone was trained and what the heads are (older cards: fine-tuned, linear)."""
+    encoder = ("frozen encoder: pretrained weights unchanged, heads trained on cached "
+               "embeddings" if config.get("encoder") == "frozen" else "fine-tuned")
+    heads = f"mlp heads ({config.get('head_hidden')} hidden units)" \
+        if config.get("head") == "mlp" else "linear heads"
+    return f"{encoder}; {heads}"
+
+
 def model_card_markdown(bundle: ModelBundle, card: dict | None, metrics: dict | None,
                         exports: list[str]) -> str:
     from training.eval_report import environment
@@ -51,6 +60,7 @@ def model_card_markdown(bundle: ModelBundle, card: dict | None, metrics: dict | 
     return environment().get_template("model_card.md.j2").render(
         run_name=card.get(mc.RUN_NAME) or bundle.info.get(mc.RUN_NAME, "unknown"),
         created_at=card.get(mc.CREATED_AT, "unknown"), backbone=config.get("backbone", ""),
+        mode=training_mode(config),
         levels=bundle.tables.level_ids, num_classes=bundle.tables.num_classes,
         image_size=bundle.image_size, mean=bundle.mean, std=bundle.std,
         dataset=card.get(mc.DATASET, "unknown"), split=card.get(mc.SPLIT) or {},

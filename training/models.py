@@ -10,7 +10,10 @@ timm backbones also their normalisation (``mean``, ``std``).
 
 The model has one linear head per level plus, optionally, a location head (OSV-5M's hybrid
 head): per finest-level class, the offset of the true point from the class centroid,
-normalised by the class cell's size; ``model(x, with_offsets=True)`` returns both.
+normalised by the class cell's size; ``model(x, with_offsets=True)`` returns both. With
+``head_hidden`` (the ``mlp`` head) the heads share one hidden layer (linear, GELU) between the
+pooled features and the per-level outputs; without it there is no such layer (no parameters,
+so linear models' state dicts are unchanged).
 """
 
 from __future__ import annotations
@@ -135,16 +138,21 @@ def normalisation(backbone: nn.Module) -> tuple[tuple[float, ...], tuple[float, 
 
 
 class GeoModel(nn.Module):
-    """Backbone -> global average pool -> dropout -> one linear head per level (+ offsets)."""
+    """Backbone -> global average pool -> dropout -> [hidden layer] -> one linear head per
+    level (+ offsets)."""
 
     def __init__(self, backbone: nn.Module, num_classes: list[int], dropout: float = 0.0,
-                 frozen_stages: int | None = 0, offset_head: bool = False) -> None:
+                 frozen_stages: int | None = 0, offset_head: bool = False,
+                 head_hidden: int | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
-        self.heads = nn.ModuleList(nn.Linear(backbone.out_features, c) for c in num_classes)
-        self.offsets = nn.Linear(backbone.out_features, 2 * num_classes[-1]) if offset_head \
-            else None
+        width = head_hidden or backbone.out_features
+        self.head_hidden = head_hidden
+        self.neck = nn.Sequential(nn.Linear(backbone.out_features, head_hidden), nn.GELU()) \
+            if head_hidden else nn.Identity()
+        self.heads = nn.ModuleList(nn.Linear(width, c) for c in num_classes)
+        self.offsets = nn.Linear(width, 2 * num_classes[-1]) if offset_head else None
         if frozen_stages is None:
             frozen_stages = default_frozen_stages(getattr(backbone, "name", ""),
                                                   len(backbone.stages()))
@@ -153,6 +161,12 @@ class GeoModel(nn.Module):
                                         for m in stage]
         for module in self.frozen:
             module.requires_grad_(False)
+
+    def freeze_backbone(self) -> None:
+        """Freeze the whole backbone, BatchNorm statistics included (frozen-encoder mode)."""
+        self.backbone.requires_grad_(False)
+        self.frozen = [self.backbone]
+        self.frozen_stages = len(self.backbone.stages())
 
     def train(self, mode: bool = True) -> GeoModel:
         super().train(mode)
@@ -166,29 +180,32 @@ class GeoModel(nn.Module):
     def forward(self, images: torch.Tensor, with_offsets: bool = False):
         """Per-level logits; with ``with_offsets`` also (N, C_finest, 2) cell offsets (lat, lon
         in cell sizes), zeros when the model has no location head."""
-        pooled = self.dropout(self.features(images))
-        logits = [head(pooled) for head in self.heads]
+        return self.head_outputs(self.features(images), with_offsets)
+
+    def head_outputs(self, pooled: torch.Tensor, with_offsets: bool = False):
+        """``forward`` from pooled backbone features (the frozen-encoder mode trains the heads
+        on cached features through this, so training and ``forward`` share one path)."""
+        hidden = self.neck(self.dropout(pooled))
+        logits = [head(hidden) for head in self.heads]
         if not with_offsets:
             return logits
         if self.offsets is None:
-            return logits, pooled.new_zeros(pooled.shape[0], self.heads[-1].out_features, 2)
-        return logits, self.offsets(pooled).view(pooled.shape[0], -1, 2)
+            return logits, hidden.new_zeros(hidden.shape[0], self.heads[-1].out_features, 2)
+        return logits, self.offsets(hidden).view(hidden.shape[0], -1, 2)
 
     def outputs(self, images: torch.Tensor):
         """(per-level logits, offsets or None, pooled features): one backbone pass, for
         evaluation and the retrieval index."""
         pooled = self.features(images)
-        logits = [head(self.dropout(pooled)) for head in self.heads]
-        offsets = None if self.offsets is None else \
-            self.offsets(self.dropout(pooled)).view(pooled.shape[0], -1, 2)
-        return logits, offsets, pooled
+        logits, offsets = self.head_outputs(pooled, with_offsets=True)
+        return logits, offsets if self.offsets is not None else None, pooled
 
 
 def build_model(backbone: str, num_classes: list[int], pretrained: bool = False,
                 dropout: float = 0.0, frozen_stages: int | None = 0,
                 weights_dir: Path | None = None, allow_download: bool = False, *,
                 weights_file: Path | None = None, image_size: int | None = None,
-                offset_head: bool = False) -> GeoModel:
+                offset_head: bool = False, head_hidden: int | None = None) -> GeoModel:
     net = build_backbone(backbone, pretrained, weights_dir, allow_download,
                          weights_file=weights_file, image_size=image_size)
-    return GeoModel(net, num_classes, dropout, frozen_stages, offset_head)
+    return GeoModel(net, num_classes, dropout, frozen_stages, offset_head, head_hidden)

@@ -182,6 +182,7 @@ def write_outputs(rt, state, temperatures: list[float], val_metrics: list[dict],
         mc.VALIDATION: val_metrics, mc.HISTORY: state.history,
         mc.CALIBRATION: (decisions or {}).get("calibration"),
         mc.LOCATION: (decisions or {}).get("location"),
+        mc.FROZEN_ENCODER: (decisions or {}).get("frozen_encoder"),
     }
     write_json_atomic(out / layout.MODEL_CARD_FILE, card)
     return card

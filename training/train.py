@@ -329,13 +329,17 @@ def validation_score(level_metrics: list[dict]) -> float:
     return -sum(m["nll"] for m in level_metrics)
 
 
-def update_early_stopping(rt: Runtime, state: TrainState, level_metrics: list[dict]) -> None:
+def update_early_stopping(rt: Runtime, state: TrainState, level_metrics: list[dict],
+                          save_best=None) -> None:
+    """``save_best()``: keep the improved weights (default: ``best.pth`` on rank 0)."""
     score = validation_score(level_metrics)
     state.history.append({"epoch": state.epoch, "step": state.global_step, "score": score,
                           "val": level_metrics})
     if score > state.best_score + rt.cfg.min_delta:
         state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch, 0
-        if rt.dist.is_main:
+        if save_best is not None:
+            save_best()
+        elif rt.dist.is_main:
             ckpt.atomic_save(rt.bare.state_dict(), run_dir(rt.cfg) / layout.BEST_FILE)
     else:
         state.bad_epochs += 1
@@ -384,7 +388,9 @@ def build_runtime(cfg: TrainConfig, dist: DistInfo, info: data.DatasetDescriptor
                        cfg.freeze_stages, Path(cfg.weights_dir) if cfg.weights_dir else None,
                        cfg.download_weights, image_size=cfg.image_size,
                        weights_file=Path(cfg.weights_file) if cfg.weights_file else None,
-                       offset_head=cfg.location_head)
+                       offset_head=cfg.location_head, head_hidden=cfg.hidden_units())
+    if cfg.encoder == "frozen":  # before the optimizer: it sees only the heads' parameters
+        bare.freeze_backbone()
     dtype, scaler, channels_last = precision_settings(cfg, dist.device)
     bare.to(dist.device, memory_format=torch.channels_last if channels_last
             else torch.contiguous_format)
@@ -454,8 +460,15 @@ def calibrate(rt: Runtime, val_loader) -> tuple[list[float], list[dict], dict]:
     if best.exists():
         rt.bare.load_state_dict(torch.load(best, map_location=rt.dist.device, weights_only=True))
     index, why = retrieval_index(rt)
+    return decide(rt, rt.bare, val_loader, index, why)
+
+
+def decide(rt: Runtime, model: nn.Module, val_loader, index, why: str,
+           ) -> tuple[list[float], list[dict], dict]:
+    """``validation.decide`` on ``model``'s validation outputs (the frozen-encoder mode passes
+    its heads on cached embeddings), the retrieval index recorded with its radius."""
     temperatures, level_metrics, decisions = validation.decide(
-        rt.bare, val_loader, rt.tables, rt.dist.device, lambda: autocast(rt),
+        model, val_loader, rt.tables, rt.dist.device, lambda: autocast(rt),
         rt.cfg.calibration_min_samples if rt.cfg.calibrate else None, index)
     location = decisions["location"]
     if index is not None:  # the density estimator's radius travels with the index
@@ -476,7 +489,15 @@ def main(cfg: TrainConfig) -> dict | None:
     try:
         info = data.load_dataset_descriptor(cfg.dataset)
         folds = training_folds(cfg, info)
+        if cfg.encoder == "frozen":
+            from training import frozen  # imports this module: loaded when first used
+
+            frozen.check(cfg, dist)
         rt = build_runtime(cfg, dist, info, reporter, folds)
+        if cfg.encoder == "frozen":
+            card = frozen.train_heads(rt, folds)
+            reporter.close()
+            return card
         norm = normalisation(rt.bare.backbone)
         def make_train_loader():
             return load_data(cfg, info, folds, train=True, norm=norm)
