@@ -160,7 +160,7 @@ def _card(root: DataRoot, built: Built, run: str, n_train: int, run_id: str | No
         mc.STOPPED_EARLY: False, mc.TRAIN_SECONDS: 1.5, mc.WORLD_SIZE: 1, mc.DEVICE: "cpu",
         mc.TEMPERATURES: [1.0], mc.VALIDATION: [{"top1": 0.5}], mc.HISTORY: [],
         mc.CALIBRATION: [{"temperature": 1.0, "fitted": False}],
-        mc.LOCATION: {"method": "centroid"},
+        mc.LOCATION: {"method": "centroid"}, mc.FROZEN_ENCODER: None,
     }
 
 
