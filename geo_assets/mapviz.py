@@ -131,9 +131,13 @@ def classes_png(table, level: int, land=None) -> bytes:
 
 
 def _point_extent(lat, lon, pad_deg: float = 2.0):
+    """The points' bounds, padded; rows without a finite location are left out (WORLD when
+    none has one)."""
     lat, lon = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
-    if not len(lat):
+    located = np.isfinite(lat) & np.isfinite(lon)
+    if not located.any():
         return WORLD
+    lat, lon = lat[located], lon[located]
     return extent_of(np.array([[lon.min(), lat.min(), lon.max(), lat.max()]]), pad_deg)
 
 
@@ -147,6 +151,10 @@ def coverage_png(lat, lon, sources, kept, land=None, title: str = "") -> bytes:
         legend["dropped"] = DROPPED_POINT_COLOUR
     colours = [legend[s] if k else DROPPED_POINT_COLOUR for s, k in zip(sources, kept)]
     title = title or f"images: {int(kept.sum())} kept, {int((~kept).sum())} dropped"
+    unlocated = int((~(np.isfinite(np.asarray(lat, dtype=np.float64))
+                       & np.isfinite(np.asarray(lon, dtype=np.float64)))).sum())
+    if unlocated:  # e.g. photos without GPS or a sidecar row: in the manifest, not on the map
+        title += f"; {unlocated} without a location, not drawn"
     return points_png(lat, lon, colours, land=natural_earth_land() if land is None else land,
                       title=title, legend=legend, extent=_point_extent(lat, lon))
 

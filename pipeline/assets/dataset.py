@@ -85,7 +85,13 @@ def kept_manifest(stage: Stage, columns: list[str] | None = None) -> pl.DataFram
     scan = pl.scan_parquet(stage.local / layout.IMAGE_MANIFEST).filter(pl.col("kept"))
     kept = (scan.select(columns) if columns else scan).collect()
     if kept.height == 0:
-        raise InputError(f"image manifest {root.uri(layout.IMAGE_MANIFEST)} has no kept images")
+        reasons = (pl.scan_parquet(stage.local / layout.IMAGE_MANIFEST)
+                   .group_by("drop_reason").len().sort("len", descending=True).collect())
+        counts = ", ".join(f"{r} {n}" for r, n in reasons.head(5).iter_rows())
+        raise InputError(f"image manifest {root.uri(layout.IMAGE_MANIFEST)} has no kept images"
+                         f" (dropped: {counts or 'none recorded'}); see the drop reasons in "
+                         "the README's tables, e.g. no_location: a photo without EXIF GPS or "
+                         "a sidecar row (is the sidecar's file column relative to the folder?)")
     return kept
 
 

@@ -69,6 +69,14 @@ def check_secrets(resources: dict[str, object]) -> None:
                                  f"{field} in the settings file reads it)")
 
 
+def _root_cause(error) -> str:
+    """The innermost message of a step's error chain (the user's error, not Dagster's
+    wrapper: "Error occurred while executing op ...")."""
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
+
+
 def run_job(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, say,
             log_level: str, tags: dict, asset_selection: Sequence[dg.AssetKey] | None = None,
             ) -> dg.ExecuteInProcessResult:
@@ -85,7 +93,8 @@ def run_job(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, s
     if not result.success:
         failure = next((e for e in result.all_events if e.event_type_value == "STEP_FAILURE"),
                        None)
-        detail = failure.event_specific_data.error.message.strip() if failure else "see the UI"
+        detail = f"{failure.step_key}: {_root_cause(failure.event_specific_data.error)}" \
+            if failure else "see the UI"
         raise GeoscoutError(f"{job_name} (run {result.run_id}) failed: {detail}")
     return result
 

@@ -135,3 +135,24 @@ def test_missing_secret_is_one_line(tmp_path):
     assert errors == [("Error: GEOSCOUT_TEST_UNSET_TOKEN is not set: export it "
                       "(mapillary.access_token in the settings file reads it)")]
     assert "Traceback" not in proc.stderr
+
+
+def test_a_dataset_without_kept_photos_says_why_in_one_line(tmp_path):
+    """The folder set one level too deep (the sidecar's paths start with ``images/``): the
+    crawl keeps nothing, and ``run dataset`` ends with one error line giving the drop
+    counts instead of Dagster's "Error occurred while executing op"."""
+    photos = shared_data_path("real", "worldwide_streetview")
+    config = settings_file(tmp_path, photos, crawl_level=1)
+    config.write_text(config.read_text().replace(f"folder: {photos}\n",
+                                                 f"folder: {photos / 'images'}\n"))
+    env = env_for(tmp_path, config)
+    call([*GEOSCOUT, "run", "grid"], env)
+    call([*GEOSCOUT, "cells", "add", "--grid"], env)
+    call([*GEOSCOUT, "run", "crawl"], env)
+    proc = subprocess.run([*GEOSCOUT, "run", "dataset"], check=False, cwd=PROJECT_ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    error = [line for line in proc.stderr.splitlines() if line.startswith("Error")][-1]
+    assert "splits: geo_assets.errors.InputError" in error and "no kept images" in error
+    assert "no_location 420" in error and "file_missing 420" in error
+    assert "Error occurred while executing op" not in error

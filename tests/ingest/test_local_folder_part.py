@@ -183,3 +183,31 @@ def test_a_cell_crawled_after_the_part_wins_in_the_merge(tmp_path, data_root):
     mine = table.filter(pl.col("cell_id") == cell)
     assert mine.height == res.n_rows and mine["kept"].sum() == res.n_kept > 0
     assert "outside_crawl_cells" not in set(mine["drop_reason"].drop_nulls())
+
+
+def test_a_folder_set_one_level_too_deep_gives_a_manifest_of_drops(tmp_path):
+    """The sidecar names ``images/<file>`` but the folder setting already ends in ``images``:
+    no row finds its file and no file its row. The manifest still materializes, every photo
+    dropped with its reason, and the coverage map says how many have no location."""
+    from pipeline.assets import grid as grid_assets
+    from pipeline.assets import ingest as ingest_assets
+    from pipeline.resources import GeoscoutSettings, LocalFolderResource
+
+    folder = shared_data_path("real", "croatia_streetview")
+    settings = GeoscoutSettings(data_root=str(tmp_path / "data"), region="countries:HRV",
+                                crawl_level=6, sources=["local"])
+    local = LocalFolderResource(folder=str(folder / "images"),
+                                sidecar=str(folder / "labels.csv"))
+    resources = {"settings": settings, "local_folder": local}
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([grid_assets.land_polygons, grid_assets.grid_cells],
+                              instance=instance, resources=resources).success
+        result = dg.materialize([ingest_assets.image_manifest], instance=instance,
+                                resources=resources)
+    assert result.success
+    manifest = _merged(settings.root())
+    assert manifest.height > 0 and not manifest["kept"].any()
+    assert "no_location" in set(manifest["drop_reason"].to_list())  # the files: no row
+    assert manifest["lat_deg"].is_null().any() or manifest["lat_deg"].is_nan().any()
+    png = settings.root().read_bytes(layout.COVERAGE_MAP)
+    assert png.startswith(b"\x89PNG")
