@@ -32,21 +32,22 @@ import sys
 import time
 from pathlib import Path
 
-from bench.real_baselines import REAL, ROOT, build_dataset, print_verdicts
+from bench.real_baselines import (
+    REAL,
+    ROOT,
+    evaluate_model,
+    prepared_dataset,
+    print_verdicts,
+    real_config,
+)
 from geo_assets import layout
 from geo_assets.storage import DataRoot
 
-NATURAL_EARTH = ROOT.parent / "shared" / "data" / "naturalearth"
-
 
 def train_run(descriptor: Path, root: DataRoot, name: str, size: int, **settings) -> dict:
-    from training.config import TrainConfig
     from training.train import main as train
 
-    settings = {"batch_size": 32, **settings}
-    return train(TrainConfig(dataset=str(descriptor), output_dir=str(root.local_path(
-        layout.model_dir(name))), run_name=name, workers=1, image_size=size, device="cpu",
-        threads=2, backbone="efficientnet_lite0", pretrained=True, **settings))
+    return train(real_config(descriptor, root, name, size, **{"batch_size": 32, **settings}))
 
 
 def per_epoch_seconds(card: dict) -> float:
@@ -71,13 +72,10 @@ def search(descriptor: Path, root: DataRoot, size: int, trials: int, settings: d
     ``models/frozen-search``."""
     import shutil
 
-    from training.config import TrainConfig
     from training.hpo import run_study
 
     out = root.local_path(layout.model_dir("frozen-search"))
-    base = TrainConfig(dataset=str(descriptor), output_dir=str(out), run_name="frozen-search",
-                       workers=1, image_size=size, device="cpu", threads=2,
-                       backbone="efficientnet_lite0", pretrained=True, **settings)
+    base = real_config(descriptor, root, "frozen-search", size, **settings)
     shutil.rmtree(out / "hpo", ignore_errors=True)  # a fresh study, not a resumed one
     summary = run_study(base, out / "hpo", trials, objective="nll")
     best = Path(next(t["model"] for t in summary["trials"]
@@ -87,14 +85,6 @@ def search(descriptor: Path, root: DataRoot, size: int, trials: int, settings: d
     print(f"frozen-search: {trials} trials, best {summary['best_params']} "
           f"(validation NLL {summary['best_value']:.3f})")
     return json.loads((out / layout.MODEL_CARD_FILE).read_text())
-
-
-def evaluate(root: DataRoot, descriptor: Path, name: str) -> dict:
-    from training.evaluate import evaluate_run
-
-    return evaluate_run(root.local_path(layout.model_dir(name), layout.MODEL_FILE), descriptor,
-                        root.local_path(layout.report_dir(name)), batch_size=32, workers=1,
-                        device="cpu", natural_earth_dir=str(NATURAL_EARTH))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"load average at start: {os.getloadavg()[0]:.2f} (1 min)")
     root = DataRoot(str(args.out))
-    descriptor = root.local_path(layout.DATASETS_DIR, layout.DESCRIPTOR)
-    if not (args.reuse and descriptor.is_file()):
-        descriptor = build_dataset(root, args.image_size)
+    descriptor = prepared_dataset(root, args.image_size, args.reuse)
     frozen = {"encoder": "frozen", "epochs": args.epochs, "lr": args.lr, "patience": 8,
               "batch_size": 64}
     cards = {}
@@ -147,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name in cards:
         print(f"\n=== {name} (test split) ===")
-        results[name] = evaluate(root, descriptor, name)
+        results[name] = evaluate_model(root, descriptor, name)
         results[name]["beaten"] = print_verdicts(results[name])
     section = results[chosen]["baselines"]
     beats, total = results[chosen]["beaten"]

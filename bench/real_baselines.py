@@ -32,6 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT.parent / "shared" / "data" / "real"
 SETS = ("croatia_streetview", "worldwide_streetview")
 LEVELS = [1, 2, 3, 4]
+NATURAL_EARTH = ROOT.parent / "shared" / "data" / "naturalearth"
+# The offline backbone on this machine's CPUs, for every real-photo benchmark run.
+REAL_TRAINING = {"workers": 1, "device": "cpu", "threads": 2, "backbone": "efficientnet_lite0",
+                 "pretrained": True}
 
 
 def manifest_rows(root: DataRoot) -> list[dict]:
@@ -89,6 +93,34 @@ def print_verdicts(metrics: dict) -> tuple[int, int]:
     return beats, sum(len(per) for per in section["verdicts"].values())
 
 
+def prepared_dataset(root: DataRoot, image_size: int, reuse: bool) -> Path:
+    """The dataset descriptor under ``root``: the one already built with ``reuse``, else a
+    fresh build."""
+    descriptor = root.local_path(layout.DATASETS_DIR, layout.DESCRIPTOR)
+    if reuse and descriptor.is_file():
+        return descriptor
+    return build_dataset(root, image_size)
+
+
+def real_config(descriptor: Path, root: DataRoot, name: str, size: int, **settings):
+    """A ``TrainConfig`` for run ``name`` (models/<name> under ``root``) with REAL_TRAINING."""
+    from training.config import TrainConfig
+
+    return TrainConfig(dataset=str(descriptor), output_dir=str(root.local_path(
+        layout.model_dir(name))), run_name=name, image_size=size,
+        **{**REAL_TRAINING, **settings})
+
+
+def evaluate_model(root: DataRoot, descriptor: Path, name: str) -> dict:
+    """Run ``name``'s model on the test split against the baselines; its report under
+    reports/<name>."""
+    from training.evaluate import evaluate_run
+
+    return evaluate_run(root.local_path(layout.model_dir(name), layout.MODEL_FILE), descriptor,
+                        root.local_path(layout.report_dir(name)), batch_size=32, workers=1,
+                        device="cpu", natural_earth_dir=str(NATURAL_EARTH))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser("real_baselines", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "real_baselines")
@@ -102,24 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     if not REAL.is_dir():
         print(f"real_baselines: {REAL} not available; nothing to do", file=sys.stderr)
         return 0
-    from training.config import TrainConfig
-    from training.evaluate import evaluate_run
     from training.train import main as train
 
     started = time.perf_counter()
     root = DataRoot(str(args.out))
-    descriptor = root.local_path(layout.DATASETS_DIR, layout.DESCRIPTOR)
-    if not (args.reuse and descriptor.is_file()):
-        descriptor = build_dataset(root, args.image_size)
-    size = args.train_size or args.image_size
-    model_dir = root.local_path(layout.model_dir("real"))
-    train(TrainConfig(dataset=str(descriptor), output_dir=str(model_dir), run_name="real",
-                      epochs=args.epochs, batch_size=32, workers=1, image_size=size,
-                      device="cpu", threads=2, backbone="efficientnet_lite0", pretrained=True))
-    metrics = evaluate_run(model_dir / layout.MODEL_FILE, descriptor,
-                           root.local_path(layout.report_dir("real")), batch_size=32, workers=1,
-                           device="cpu", natural_earth_dir=str(ROOT.parent / "shared" / "data"
-                                                               / "naturalearth"))
+    descriptor = prepared_dataset(root, args.image_size, args.reuse)
+    train(real_config(descriptor, root, "real", args.train_size or args.image_size,
+                      epochs=args.epochs, batch_size=32))
+    metrics = evaluate_model(root, descriptor, "real")
     section = metrics["baselines"]
     beats, total = print_verdicts(metrics)
     print(f"RESULT real_baselines median_km={section['model']['median_km']:.0f} "
