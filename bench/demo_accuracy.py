@@ -4,8 +4,9 @@
 
 Reads a finished demo data root (``geoscout demo`` / ``python -m pipeline.cli demo``): the
 model's ``model.pt``, the dataset's validation fold (the model's ``val_fold``) and test split.
-Prints, per split, the hierarchical top-1 per level against three references, and the median
-km of every location estimator (``training.inference.estimate_locations``):
+Prints, per split, the hierarchical top-1 per level (also per source: Mapillary frames and
+Street View headings) against three references, and the median km of every location estimator
+(``training.inference.estimate_locations``):
 
 - ``ceiling``: the generator's stated ceiling, ``DemoWorld.accuracy_ceiling(level)``: the share
   of the world's images in their signal group's most common cell (pixels reveal only the
@@ -75,17 +76,34 @@ def group_oracle(world, train: pl.DataFrame, part: pl.DataFrame, level: int) -> 
     return float(np.mean(hits)) if hits else float("nan")
 
 
-def split_figures(bundle, desc, split: str, folds, index) -> dict:
+def sources_of(out, table: pl.DataFrame, manifest: pl.DataFrame) -> np.ndarray:
+    """The source of each output row, found by its true coordinates (the loader yields no
+    image ids; a Mapillary frame and a panorama never share a position)."""
+    located = table.join(manifest.select("image_id", "lat_deg", "lon_deg"), on="image_id")
+    where = {(round(a, 6), round(o, 6)): i.split(":")[0] for i, a, o in
+             zip(located["image_id"], located["lat_deg"], located["lon_deg"])}
+    found = [where.get((round(float(a), 6), round(float(o), 6))) for a, o in out.true_deg]
+    if None in found:
+        raise SystemExit("an output's coordinates match no image of the split table")
+    return np.array(found)
+
+
+def split_figures(bundle, desc, split: str, folds, index, table, manifest) -> dict:
     out = outputs_of(bundle, desc, split, folds)
     hier = hierarchical_log_probs(level_log_probs(out.logits, bundle.temperatures),
                                   bundle.tables)
-    top1 = {t.level: float((lp.argmax(-1) == out.labels[:, k]).double().mean())
+    hits = {t.level: (lp.argmax(-1) == out.labels[:, k]).numpy()
             for k, (t, lp) in enumerate(zip(bundle.tables.levels, hier))}
+    top1 = {lv: float(h.mean()) for lv, h in hits.items()}
+    sources = sources_of(out, table, manifest)
+    by_source = {src: {"n": int((sources == src).sum()),
+                       "top1": {lv: float(h[sources == src].mean()) for lv, h in hits.items()}}
+                 for src in sorted(set(sources))}
     methods = [m for m in available_methods(out, index)
                if m != "density" or index.radius_km is not None]  # radius: from training
     km = {m: float(location_errors_km(out, bundle.tables, bundle.temperatures, m, index)
                    .median()) for m in methods}
-    return {"n": len(out), "top1": top1, "median_km": km}
+    return {"n": len(out), "top1": top1, "top1_by_source": by_source, "median_km": km}
 
 
 def add_ceilings(figures: dict, world, table: pl.DataFrame, train: pl.DataFrame,
@@ -130,9 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     if index is None:  # a model from before the retrieval index: build it here
         folds = [f for f in desc.folds() if f != val_fold]
         index, _ = build_index(outputs_of(bundle, desc, "train", folds), 10**9)
-    figures = {"validation": split_figures(bundle, desc, "train", [val_fold], index),
-               "test": split_figures(bundle, desc, "test", None, index)}
     tables = split_tables(root, val_fold)
+    manifest = pl.read_parquet(root / layout.IMAGE_MANIFEST)
+    figures = {"validation": split_figures(bundle, desc, "train", [val_fold], index,
+                                           tables["validation"], manifest),
+               "test": split_figures(bundle, desc, "test", None, index, tables["test"],
+                                     manifest)}
     for name, f in figures.items():
         add_ceilings(f, world, tables[name], tables["train"], world_ceilings)
     print(json.dumps({"location": bundle.location, **figures}, indent=1))

@@ -5,21 +5,10 @@ from __future__ import annotations
 
 import polars as pl
 
-from geo_assets.demo.world import PANO_HEADINGS, generate_world
+from geo_assets.demo.world import generate_world
 from geo_assets.settings import SplitSettings
 from geo_assets.splits import TEST, make_splits
 from pipeline.profiles import DEMO_DATASET
-
-
-def world_manifest(world) -> pl.DataFrame:
-    """The clean images a crawl keeps: Mapillary frames and every panorama heading."""
-    rows = [{"image_id": f"mapillary:{im.image_id}", "source": "mapillary",
-             "group_id": im.sequence_id, "lat_deg": im.lat, "lon_deg": im.lon}
-            for im in world.images if im.artefact is None]
-    rows += [{"image_id": f"streetview:{p.pano_id}_{h}", "source": "streetview",
-              "group_id": p.pano_id, "lat_deg": p.lat, "lon_deg": p.lon}
-             for p in world.panoramas for h in range(PANO_HEADINGS)]
-    return pl.DataFrame(rows)
 
 
 def independent_places(part: pl.DataFrame, km: float = 1.0) -> int:
@@ -42,7 +31,7 @@ def independent_places(part: pl.DataFrame, km: float = 1.0) -> int:
 
 
 def test_default_demo_world_gives_a_test_split_of_100_independent_places():
-    manifest = world_manifest(generate_world(0, "demo"))
+    manifest = generate_world(0, "demo").clean_manifest()
     settings = SplitSettings(**DEMO_DATASET)  # the demo profile's split settings
     splits = make_splits(manifest, settings).splits.join(
         manifest.select("image_id", "lat_deg", "lon_deg"), on="image_id")

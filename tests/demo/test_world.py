@@ -182,3 +182,30 @@ def test_labelled_ceiling_is_the_best_group_only_answer(demo):
             <= ceiling
     with pytest.raises(InputError, match="not in the demo world"):
         demo.labelled_ceiling(["local:someone/photo"], [0])
+
+
+def test_town_coverage_follows_the_presets_zipf_law(demo):
+    from geo_assets.demo.world import PRESETS, town_shares
+
+    assert np.allclose(town_shares(3, 2.0), np.array([1, 1 / 4, 1 / 9]) / (1 + 1 / 4 + 1 / 9))
+    assert PRESETS["demo"].town_zipf_exponent == 2.0
+    # town streets per town, by nearest centre: the first town holds most of its country's
+    by_town: Counter = Counter()
+    countries = {c.iso_a3: c for c in demo.countries}
+    for im in demo.images:
+        if im.urban:
+            c = countries[im.country]
+            d = np.hypot(np.subtract(c.city_lats, im.lat), np.subtract(c.city_lons, im.lon))
+            by_town[int(np.argmin(d))] += 1
+    assert by_town[0] > 2.5 * by_town[1] > 0
+    # the same world with equal towns (the tiny preset's law) is another world
+    equal = build_world(0, "demo", town_zipf_exponent=None)
+    assert equal.images != demo.images
+
+
+def test_clean_manifest_holds_the_images_a_crawl_keeps(demo):
+    manifest = demo.clean_manifest()
+    frames = [im for im in demo.images if im.artefact is None]
+    assert manifest.height == len(frames) + 4 * len(demo.panoramas)
+    assert manifest["image_id"].n_unique() == manifest.height
+    assert all(demo.item_of(i) is not None for i in manifest["image_id"])
