@@ -134,3 +134,27 @@ def test_render_cache_is_bounded_lru():
     cache.get_or_render((2,), make(2))  # 2 was evicted as least recently used
     assert calls == [1, 2, 3, 2]
     assert (cache.hits, cache.misses) == (1, 4)
+
+
+def _sign_pixels(rgb: np.ndarray, colour) -> int:
+    return int((np.abs(rgb - np.asarray(colour, np.float32)).max(-1) < 25).sum())
+
+
+@pytest.mark.parametrize("width,height", [(1024, 768), (640, 640)])
+def test_the_sign_stands_inside_the_evaluation_crop(demo_world, clean, width, height):
+    """Views across the road show no road; their country cue is the sign, so it must lie in
+    what the model sees: the evaluation transform's centre crop (0.875 of the short side)."""
+    from geo_assets.demo.style import country_style
+
+    items = clean[:40] if width != height else list(demo_world.panoramas[:40])
+    inside = 0
+    for k, item in enumerate(items):
+        heading = None if width != height else 90.0 * (k % 4)
+        rgb = _decode(render_image(demo_world, item, width, height, heading))
+        side = round(min(width, height) * 0.875)
+        top, left = (height - side) // 2, (width - side) // 2
+        colour = country_style(item.country, item.continent).sign
+        whole = _sign_pixels(rgb, colour)
+        crop = _sign_pixels(rgb[top:top + side, left:left + side], colour)
+        inside += whole > 0 and crop >= 0.9 * whole
+    assert inside >= 0.9 * len(items)
