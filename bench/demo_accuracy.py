@@ -52,7 +52,12 @@ def split_tables(root: Path, val_fold: int) -> dict[str, pl.DataFrame]:
     """{"train", "validation", "test": image_id and label_<level> of the dataset's images}."""
     splits = pl.read_parquet(root / layout.DATASETS_DIR / layout.SPLITS)
     labels = pl.read_parquet(root / layout.DATASETS_DIR / layout.LABELS)
-    table = splits.join(labels, on="image_id", how="inner")
+    return split_parts(splits.join(labels, on="image_id", how="inner"), val_fold)
+
+
+def split_parts(table: pl.DataFrame, val_fold: int) -> dict[str, pl.DataFrame]:
+    """A split table's rows as {"train": the training folds, "validation": ``val_fold``,
+    "test": the test split}."""
     in_train = pl.col("split") == "train"
     return {"train": table.filter(in_train & (pl.col("fold") != val_fold)),
             "validation": table.filter(in_train & (pl.col("fold") == val_fold)),

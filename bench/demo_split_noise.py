@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from bench.demo_accuracy import group_oracle
+from bench.demo_accuracy import group_oracle, split_parts
 from geo_assets import layout
 from geo_assets.demo.world import PRESETS, build_world
 from geo_assets.hierarchy import fit_hierarchy
@@ -44,12 +44,8 @@ def labelled_splits(manifest: pl.DataFrame, seed: int) -> dict[str, pl.DataFrame
         manifest.select("image_id", "lat_deg", "lon_deg"), on="image_id")
     hierarchy = fit_hierarchy(table["lat_deg"].to_numpy(), table["lon_deg"].to_numpy(),
                               (table["split"] != TEST).to_numpy(), HierarchySettings())
-    table = table.with_columns(**{f"label_{lv}": pl.Series(hierarchy.labels[lv])
-                                  for lv in LEVELS})
-    train = pl.col("split") != TEST
-    return {"train": table.filter(train & (pl.col("fold") != 0)),
-            "validation": table.filter(train & (pl.col("fold") == 0)),
-            "test": table.filter(~train)}
+    return split_parts(table.with_columns(**{f"label_{lv}": pl.Series(hierarchy.labels[lv])
+                                             for lv in LEVELS}), val_fold=0)
 
 
 def oracle_accuracy(world, manifest: pl.DataFrame, seeds: int) -> dict[tuple[str, int], list]:

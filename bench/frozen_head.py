@@ -33,12 +33,12 @@ import time
 from pathlib import Path
 
 from bench.real_baselines import (
-    REAL,
     ROOT,
     evaluate_model,
     prepared_dataset,
     print_verdicts,
     real_config,
+    real_photos_missing,
 )
 from geo_assets import layout
 from geo_assets.storage import DataRoot
@@ -99,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse", action="store_true",
                    help="keep the dataset (and embedding cache) already built under --out")
     args = p.parse_args(argv)
-    if not REAL.is_dir():
-        print(f"frozen_head: {REAL} not available; nothing to do", file=sys.stderr)
+    if real_photos_missing("frozen_head"):
         return 0
     print(f"load average at start: {os.getloadavg()[0]:.2f} (1 min)")
     root = DataRoot(str(args.out))

@@ -38,6 +38,14 @@ REAL_TRAINING = {"workers": 1, "device": "cpu", "threads": 2, "backbone": "effic
                  "pretrained": True}
 
 
+def real_photos_missing(bench: str) -> bool:
+    """True (and says so) when ``REAL`` is absent: the bench then has nothing to measure."""
+    if REAL.is_dir():
+        return False
+    print(f"{bench}: {REAL} not available; nothing to do", file=sys.stderr)
+    return True
+
+
 def manifest_rows(root: DataRoot) -> list[dict]:
     """Every photo as a manifest row; group = the place (same coordinates); a second copy of
     the same bytes is dropped as duplicate content."""
@@ -131,8 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse", action="store_true",
                    help="keep the dataset already built under --out (skip ingest and shards)")
     args = p.parse_args(argv)
-    if not REAL.is_dir():
-        print(f"real_baselines: {REAL} not available; nothing to do", file=sys.stderr)
+    if real_photos_missing("real_baselines"):
         return 0
     from training.train import main as train
 

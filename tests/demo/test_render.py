@@ -143,15 +143,17 @@ def _sign_pixels(rgb: np.ndarray, colour) -> int:
 @pytest.mark.parametrize("width,height", [(1024, 768), (640, 640)])
 def test_the_sign_stands_inside_the_evaluation_crop(demo_world, clean, width, height):
     """Views across the road show no road; their country cue is the sign, so it must lie in
-    what the model sees: the evaluation transform's centre crop (0.875 of the short side)."""
+    what the model sees: the evaluation transform's centre crop (EVAL_CROP_RATIO of the
+    short side)."""
     from geo_assets.demo.style import country_style
+    from training.data import EVAL_CROP_RATIO
 
     items = clean[:40] if width != height else list(demo_world.panoramas[:40])
     inside = 0
     for k, item in enumerate(items):
         heading = None if width != height else 90.0 * (k % 4)
         rgb = _decode(render_image(demo_world, item, width, height, heading))
-        side = round(min(width, height) * 0.875)
+        side = round(min(width, height) * EVAL_CROP_RATIO)
         top, left = (height - side) // 2, (width - side) // 2
         colour = country_style(item.country, item.continent).sign
         whole = _sign_pixels(rgb, colour)
