@@ -351,10 +351,8 @@ def previous_outcomes(root: DataRoot, manifest_rel: str) -> dict[str, dict]:
     re-crawls): stored images and validation rejections need no new download."""
     if not root.exists(manifest_rel):
         return {}
-    import pyarrow.parquet as pq
-
-    with root.fs.open(root.path(manifest_rel), "rb") as f:
-        rows = pq.read_table(f).to_pylist()
+    with root.parquet_file(manifest_rel) as parquet:
+        rows = parquet.read().to_pylist()
     out = {}
     for row in rows:
         stored = row["sha256"] is not None
@@ -371,10 +369,8 @@ def earlier_rows(root: DataRoot, manifest_rel: str, listed: set[str]) -> list[di
     a re-crawl adds new images and keeps the ones stored before."""
     if not root.exists(manifest_rel):
         return []
-    import pyarrow.parquet as pq
-
-    with root.fs.open(root.path(manifest_rel), "rb") as f:
-        rows = pq.read_table(f).to_pylist()
+    with root.parquet_file(manifest_rel) as parquet:
+        rows = parquet.read().to_pylist()
     return [r for r in rows if r["image_id"] not in listed]
 
 

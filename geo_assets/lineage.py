@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from geo_assets import layout
 from geo_assets import model_card as mc
@@ -30,11 +29,11 @@ from geo_assets.errors import DataUnavailableError, InputError
 from geo_assets.shards import KEY_HEX_DIGITS
 from geo_assets.storage import DataRoot
 
-# Parquet reads here go through Python file objects (fsspec). With Arrow's reader threads on
-# such a file and polars loaded (geo_assets.shards), the process aborted at exit about one
-# run in two ("terminate called without an active exception", status 134): a reader thread
-# still alive when the interpreter tears down. These files are small; read them on this
-# thread (tests/cli/test_lineage_exit.py runs the command 10 times).
+# Parquet files are opened with DataRoot.parquet_file (a local file by Arrow itself) and read
+# on this thread: with Arrow's reader threads on an fsspec file and polars loaded
+# (geo_assets.shards), the process aborted at exit about one run in two ("terminate called
+# without an active exception", status 134). tests/cli/test_cli_end_to_end.py runs the
+# command 10 times.
 READ_THREADS = False
 
 _ROW_FIELDS = ("source", "source_id", "group_id", "cell_id", "sha256", "kept", "drop_reason",
@@ -62,15 +61,14 @@ def _filter_rows(root: DataRoot, relpath: str, column: str, value: str,
     (``pq.read_table(filters=...)`` goes through pyarrow.dataset's thread pools)."""
     if not root.exists(relpath):
         return []
-    with root.fs.open(root.path(relpath), "rb") as f:
-        names = pq.read_schema(f).names
+    with root.parquet_file(relpath) as parquet:
+        names = parquet.schema_arrow.names
         if column not in names:
             raise InputError(f"{root.uri(relpath)} has no column {column!r}; it was written by "
                              "an incompatible version, re-materialize it")
         wanted = [c for c in (columns or names) if c in names]
-        f.seek(0)
         rows: list[dict] = []
-        for batch in pq.ParquetFile(f).iter_batches(columns=wanted, use_threads=READ_THREADS):
+        for batch in parquet.iter_batches(columns=wanted, use_threads=READ_THREADS):
             rows += batch.filter(pc.equal(batch.column(column), value)).to_pylist()
     return rows
 
@@ -281,9 +279,9 @@ class ModelLineage:
 def _changed_cells(root: DataRoot, recorded: list[dict]) -> list[dict]:
     if not recorded or not root.exists(layout.CELL_VERSIONS):
         return []
-    with root.fs.open(root.path(layout.CELL_VERSIONS), "rb") as f:
-        now = pq.ParquetFile(f).read(columns=["cell_id", "source", "version"],
-                                     use_threads=READ_THREADS).to_pylist()
+    with root.parquet_file(layout.CELL_VERSIONS) as parquet:
+        now = parquet.read(columns=["cell_id", "source", "version"],
+                           use_threads=READ_THREADS).to_pylist()
     today = {(r["source"], r["cell_id"]): r["version"] for r in now}
     changed = []
     for row in recorded:
@@ -300,9 +298,9 @@ def _train_sources(root: DataRoot, folder: str, card: dict) -> tuple[int | None,
     if where is None:
         return None, {}
     ids_root, ids_rel = where
-    with ids_root.fs.open(ids_root.path(ids_rel), "rb") as f:
-        ids = pq.ParquetFile(f).read(columns=["image_id"], use_threads=READ_THREADS
-                                     ).column("image_id").to_pylist()
+    with ids_root.parquet_file(ids_rel) as parquet:
+        ids = parquet.read(columns=["image_id"], use_threads=READ_THREADS
+                           ).column("image_id").to_pylist()
     sources: dict[str, int] = {}
     for image_id in ids:
         src = str(image_id).split(":", 1)[0]

@@ -58,8 +58,8 @@ def use_index(root: DataRoot, source) -> bool:
 
     version, rel = source.folder_version(), layout.LOCAL_FOLDER_INDEX
     if root.exists(rel):
-        with root.fs.open(root.path(rel), "rb") as f:
-            table = pq.read_table(f)
+        with root.parquet_file(rel) as parquet:
+            table = parquet.read()
         if (table.schema.metadata or {}).get(b"folder_version") == version.encode():
             source.use_photos([LocalPhoto(**row) for row in table.to_pylist()])
             return True
