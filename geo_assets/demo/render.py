@@ -76,35 +76,65 @@ def _skyline(img, v, u, horizon, item, style, heading, rng):
     img[(v >= top) & (v < horizon)] = dark
 
 
+# The road as seen from a camera standing on it, in camera heights (about 2.5 m): the
+# bottom row of a 90-degree frame meets the ground one camera height ahead. A road is 2-3.5
+# camera heights wide (two lanes of about 3 m), and the camera drives in the lane of its
+# country's traffic side.
+ROAD_HALF_WIDTH = (1.0, 1.6)
+LANE_OFFSET = (0.25, 0.55)  # the camera's distance from the centre line, per half width
+DASH_PERIOD = 1.5
+KERB_STONE = 0.8
+
+
+def ground_plane(u: np.ndarray, t: np.ndarray, relative_heading_deg: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Where the ground seen at image position (u, t) lies, relative to the camera, in camera
+    heights: ``(across, along)`` the road, ``across`` to the right of the road's direction.
+
+    ``u`` runs 0..1 left to right, ``t`` 0..1 from the horizon to the bottom of a 90-degree
+    frame; ``relative_heading_deg`` is the heading minus the road's bearing. A pinhole camera
+    at height 1 sees ground at depth ``1 / t``, ``2 * (u - 0.5)`` depths to the right.
+    """
+    rel = np.radians(relative_heading_deg)
+    depth = 1.0 / np.maximum(t, 1e-3)
+    right = 2.0 * (u - 0.5) * depth
+    across = depth * np.sin(rel) + right * np.cos(rel)
+    along = depth * np.cos(rel) - right * np.sin(rel)
+    return across, along
+
+
 def _road(img, v, u, horizon, style, heading, bearing, rng):
-    """Asphalt in perspective with centre and edge markings in the country's style."""
-    t = np.clip((v - horizon) / (1 - horizon), 0, 1)
-    # Looking along the road puts it in the middle; turning away swings it out of view.
-    side = np.sin(np.radians(heading - bearing))
-    vp = 0.5 + 0.8 * side + rng.uniform(-0.05, 0.05)
-    base = 0.5 + 1.6 * side + rng.uniform(-0.12, 0.12)
-    centre = vp + (base - vp) * t
-    half = t * rng.uniform(0.32, 0.5)
-    d = np.abs(u - centre)
-    road = (d < half) & (t > 0)
-    img[road] = np.asarray(style.asphalt, np.float32)
-    lw = t * 0.012
-    dashes = ((0.7 / (t + 0.05)) % 1.0) < 0.5
+    """Asphalt, markings and kerb stones in the country's style, projected onto the frame.
+
+    The camera stands on the road, so every heading shows it as a real one would: along the
+    road it narrows to the vanishing point; looking across, it fills the bottom of the frame up
+    to the far kerb, a horizontal line; the near side shows the kerb close by or nothing.
+    """
+    half_width = rng.uniform(*ROAD_HALF_WIDTH)
+    lane = rng.uniform(*LANE_OFFSET) * half_width * (-1 if style.left_side else 1)
+    r0 = int(np.searchsorted(v[:, 0], horizon, side="right"))  # first row below the horizon
+    below = img[r0:]  # a view: drawing on it draws on the image
+    t = (v[r0:] - horizon) / (1 - horizon)
+    across, along = ground_plane(u, t, heading - bearing)
+    d = np.abs(across + lane)  # distance from the road's centre line
+    road = d < half_width
+    below[road] = np.asarray(style.asphalt, np.float32)
+    line_w = 0.025
     if style.pattern == "solid":
-        line = d < lw
+        line = d < line_w
     elif style.pattern == "dashed":
-        line = (d < lw) & dashes
+        line = (d < line_w) & ((along / DASH_PERIOD) % 1.0 < 0.5)
     elif style.pattern == "double":
-        line = np.abs(d - lw * 1.6) < lw * 0.7
+        line = np.abs(d - 1.6 * line_w) < 0.7 * line_w
     else:
-        line = np.zeros_like(road)
+        line = np.zeros(road.shape, bool)
     if style.edge_lines:
-        line = line | ((d > half * 0.9) & (d < half * 0.95))
-    img[line & road] = np.asarray(style.marking, np.float32)
-    kerb = (d >= half) & (d < half * 1.1 + 0.004) & (t > 0)
-    stones = ((1.2 / (t + 0.05)) % 1.0) < 0.5
-    img[kerb & stones] = np.asarray(style.kerb[0], np.float32)
-    img[kerb & ~stones] = np.asarray(style.kerb[1], np.float32)
+        line = line | ((d > half_width - 0.15) & (d < half_width - 0.08))
+    below[line & road] = np.asarray(style.marking, np.float32)
+    kerb = (d >= half_width) & (d < half_width + 0.15)
+    stones = (along / KERB_STONE) % 1.0 < 0.5
+    below[kerb & stones] = np.asarray(style.kerb[0], np.float32)
+    below[kerb & ~stones] = np.asarray(style.kerb[1], np.float32)
 
 
 def _shape_mask(shape: str, du: np.ndarray, dv: np.ndarray) -> np.ndarray:
@@ -149,12 +179,20 @@ def _sign(img, horizon, style, rng):
     patch[inner] = np.asarray(style.sign, np.float32)
 
 
+def road_bearing(item) -> float:
+    """The compass direction of the road ``item`` stands on: a Mapillary frame's own heading
+    (its camera looks along the road), a panorama's the first draw of its render seed."""
+    drawn = np.random.default_rng([item.render_seed, 1]).uniform(0, 360)
+    return float(getattr(item, "compass_angle", drawn))
+
+
 def render_array(item, width: int, height: int, heading: float | None = None,
                  pitch: float = 0.0, fov: float = 90.0) -> np.ndarray:
     """The scene of ``item`` (a DemoImage or DemoPano) at base resolution, uint8 HxWx3."""
     bw, bh = base_size(width, height)
+    bearing = road_bearing(item)
     rng = np.random.default_rng([item.render_seed, 1])
-    bearing = float(getattr(item, "compass_angle", rng.uniform(0, 360)))  # the road's direction
+    rng.uniform(0, 360)  # road_bearing's draw: the scene's other draws follow it
     heading = bearing if heading is None else float(heading)
     style = country_style(item.country, item.continent)
     v, u = _axes(bh, bw)

@@ -142,9 +142,9 @@ def _sign_pixels(rgb: np.ndarray, colour) -> int:
 
 @pytest.mark.parametrize("width,height", [(1024, 768), (640, 640)])
 def test_the_sign_stands_inside_the_evaluation_crop(demo_world, clean, width, height):
-    """Views across the road show no road; their country cue is the sign, so it must lie in
-    what the model sees: the evaluation transform's centre crop (EVAL_CROP_RATIO of the
-    short side)."""
+    """The sign is a country cue in every view, so it must lie in what the model sees: the
+    evaluation transform's centre crop (EVAL_CROP_RATIO of the short side). Only rows down to the
+    lowest horizon are counted: kerb stones in the foreground may share the sign's colour."""
     from geo_assets.demo.style import country_style
     from training.data import EVAL_CROP_RATIO
 
@@ -153,10 +153,42 @@ def test_the_sign_stands_inside_the_evaluation_crop(demo_world, clean, width, he
     for k, item in enumerate(items):
         heading = None if width != height else 90.0 * (k % 4)
         rgb = _decode(render_image(demo_world, item, width, height, heading))
+        rgb = rgb[:int(0.56 * height)]
         side = round(min(width, height) * EVAL_CROP_RATIO)
         top, left = (height - side) // 2, (width - side) // 2
         colour = country_style(item.country, item.continent).sign
         whole = _sign_pixels(rgb, colour)
-        crop = _sign_pixels(rgb[top:top + side, left:left + side], colour)
+        crop = _sign_pixels(rgb[top:, left:left + side], colour)
         inside += whole > 0 and crop >= 0.9 * whole
     assert inside >= 0.9 * len(items)
+
+
+def test_ground_plane_puts_the_road_where_a_camera_on_it_sees_it():
+    """Along the road its direction is the middle column and depth grows toward the horizon;
+    looking across it, a row of the frame is one distance from the road (a kerb is level)."""
+    from geo_assets.demo.render import ground_plane
+
+    u = np.linspace(0, 1, 9)[None, :]
+    t = np.array([[0.25], [0.5], [1.0]])
+    across, along = ground_plane(u, t, 0.0)
+    assert np.allclose(across[:, 4], 0) and np.allclose(along[:, 4], [4, 2, 1])
+    assert np.all(np.diff(across, axis=1) > 0)  # to the right of the road's direction
+    across, along = ground_plane(u, t, 90.0)
+    assert np.allclose(across, 1 / t) and np.allclose(along[:, 4], 0)
+    across, _ = ground_plane(u, t, -90.0)
+    assert np.allclose(across, -1 / t)
+
+
+def test_a_view_across_the_road_shows_the_road_under_the_camera(demo_world):
+    """A Street View camera stands on the road, so a heading across it toward the far side
+    has the country's asphalt at the bottom of the frame, as a real panorama does."""
+    from geo_assets.demo.render import road_bearing
+    from geo_assets.demo.style import country_style
+
+    for pano in demo_world.panoramas[:30]:
+        style = country_style(pano.country, pano.continent)
+        far_side = -90.0 if not style.left_side else 90.0  # the camera drives in its lane
+        rgb = _decode(render_image(demo_world, pano, 320, 320,
+                                   (road_bearing(pano) + far_side) % 360))
+        patch = np.median(rgb[-12:, 128:192].reshape(-1, 3), axis=0)
+        assert np.abs(patch - np.asarray(style.asphalt)).max() < 30, pano.pano_id
