@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -86,16 +87,31 @@ class ClassTables:
         return torch.stack(cols[::-1], dim=1)
 
 
+LEVEL_TABLE_COLUMNS = ("class_index", "cell_id", "centroid_lat_deg", "centroid_lon_deg",
+                       "parent_class_index")
+
+
 def read_level_table(path: Path | str, level: int) -> LevelTable:
-    """A level's class table from a local path or an fsspec URL (``s3://...``)."""
+    """A level's class table from a local path or an fsspec URL (``s3://...``).
+
+    A local file is opened by Arrow itself, not through a Python file object (with polars
+    loaded that aborted the process at exit now and then; see ``DataRoot.parquet_file``).
+    """
     import fsspec
 
+    source = str(path)
     try:
-        with fsspec.open(str(path), "rb") as f:
-            table = pq.read_table(f).to_pydict()
+        if "://" not in source:
+            table = pq.read_table(source, columns=list(LEVEL_TABLE_COLUMNS)).to_pydict()
+        else:
+            with fsspec.open(source, "rb") as f:
+                table = pq.read_table(f, columns=list(LEVEL_TABLE_COLUMNS)).to_pydict()
     except FileNotFoundError:
         raise InputError(f"label map {path} is missing: build the dataset (hierarchy) "
                          "first") from None
+    except (pa.ArrowException, OSError) as e:  # damaged file, or a column missing
+        raise InputError(f"label map {path} is not a level table with columns "
+                         f"{', '.join(LEVEL_TABLE_COLUMNS)}: {e}") from None
     order = sorted(range(len(table["class_index"])), key=lambda i: table["class_index"][i])
     if [table["class_index"][i] for i in order] != list(range(len(order))):
         raise InputError(f"{path}: class_index must be 0..C-1 without gaps")

@@ -56,6 +56,18 @@ def test_label_maps_are_validated(tmp_path):
         load_class_tables({1: tmp_path / "none.parquet"})
 
 
+def test_damaged_or_foreign_label_maps_are_clear_errors(tmp_path):
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(InputError, match=r"label map .*junk.parquet is not a level table"):
+        load_class_tables({1: tmp_path / "junk.parquet"})
+    pq.write_table(pa.table({"class_index": [0], "cell_id": ["0"]}), tmp_path / "thin.parquet")
+    with pytest.raises(InputError, match=r"thin.parquet is not a level table .*parent_class_index"):
+        load_class_tables({1: tmp_path / "thin.parquet"})
+    write_level(tmp_path / "good.parquet", [-1, -1])
+    tables = load_class_tables({1: f"file://{tmp_path / 'good.parquet'}"})  # an fsspec URL
+    assert tables.levels[0].num_classes == 2
+
+
 def test_rank_filter_lets_only_rank_zero_through():
     import logging
 
