@@ -51,6 +51,7 @@ from torchvision.transforms.v2 import functional as tvf
 
 from geo_assets import layout
 from geo_assets.errors import InputError
+from geo_assets.storage import is_url
 from training import sampling
 
 try:  # libjpeg-turbo straight to a tensor: about 2x PIL + numpy (deprecated in 0.29, kept)
@@ -113,10 +114,6 @@ def _resolve(base: Path, value: str) -> Path:
     return p if p.is_absolute() else base / p
 
 
-def _is_url(location) -> bool:
-    return "://" in str(location) and not str(location).startswith("file://")
-
-
 def _remote_descriptor(url: str) -> DatasetDescriptor:
     """``dataset.json`` at an fsspec URL (``s3://bucket/root/datasets[/dataset.json]``):
     the shard and level-file locations are URLs beside it (``path`` is the URL string)."""
@@ -153,7 +150,7 @@ def load_dataset_descriptor(source: str | Path | dict | DatasetDescriptor) -> Da
     parsed dict with ``path``)."""
     if isinstance(source, DatasetDescriptor):
         return source
-    if isinstance(source, str) and _is_url(source):
+    if isinstance(source, str) and is_url(source):
         return _remote_descriptor(source)
     if isinstance(source, dict):
         raw, path = source, Path(source.get("path", layout.DESCRIPTOR))

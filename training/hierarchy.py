@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from geo_assets.errors import InputError
+from geo_assets.storage import is_url
 
 
 @dataclass(frozen=True)
@@ -101,11 +103,8 @@ def read_level_table(path: Path | str, level: int) -> LevelTable:
 
     source = str(path)
     try:
-        if "://" not in source:
-            table = pq.read_table(source, columns=list(LEVEL_TABLE_COLUMNS)).to_pydict()
-        else:
-            with fsspec.open(source, "rb") as f:
-                table = pq.read_table(f, columns=list(LEVEL_TABLE_COLUMNS)).to_pydict()
+        with fsspec.open(source, "rb") if is_url(source) else nullcontext(source) as f:
+            table = pq.read_table(f, columns=list(LEVEL_TABLE_COLUMNS)).to_pydict()
     except FileNotFoundError:
         raise InputError(f"label map {path} is missing: build the dataset (hierarchy) "
                          "first") from None

@@ -179,20 +179,25 @@ def _sign(img, horizon, style, rng):
     patch[inner] = np.asarray(style.sign, np.float32)
 
 
+def _scene_rng(item) -> tuple[np.random.Generator, float]:
+    """The scene's random stream and the compass direction of the road ``item`` stands on:
+    a Mapillary frame's own heading (its camera looks along the road), a panorama's the
+    stream's first draw (drawn for every item, so the scene's other draws follow it)."""
+    rng = np.random.default_rng([item.render_seed, 1])
+    drawn = rng.uniform(0, 360)
+    return rng, float(getattr(item, "compass_angle", drawn))
+
+
 def road_bearing(item) -> float:
-    """The compass direction of the road ``item`` stands on: a Mapillary frame's own heading
-    (its camera looks along the road), a panorama's the first draw of its render seed."""
-    drawn = np.random.default_rng([item.render_seed, 1]).uniform(0, 360)
-    return float(getattr(item, "compass_angle", drawn))
+    """The compass direction of the road ``item`` stands on."""
+    return _scene_rng(item)[1]
 
 
 def render_array(item, width: int, height: int, heading: float | None = None,
                  pitch: float = 0.0, fov: float = 90.0) -> np.ndarray:
     """The scene of ``item`` (a DemoImage or DemoPano) at base resolution, uint8 HxWx3."""
     bw, bh = base_size(width, height)
-    bearing = road_bearing(item)
-    rng = np.random.default_rng([item.render_seed, 1])
-    rng.uniform(0, 360)  # road_bearing's draw: the scene's other draws follow it
+    rng, bearing = _scene_rng(item)
     heading = bearing if heading is None else float(heading)
     style = country_style(item.country, item.continent)
     v, u = _axes(bh, bw)
